@@ -1,0 +1,92 @@
+# polyhead: `make all` runs the whole job on the built-in synthetic data; `make test` runs the tests.
+# Variables (override on the command line, e.g. `make train BACKBONE=squeezenet EPOCHS=3`):
+PY          ?= python3
+PY_LEGACY   ?= python3.11
+DATA        ?= data/synthetic
+NUM_IMAGES  ?= 6000
+SYNTH_SIZE  ?= 128
+HOLDOUT     ?= 4
+SEED        ?= 0
+RUN         ?= runs/default
+BACKBONE    ?= mobilenet_v2
+IMAGE_SIZE  ?= 96
+EPOCHS      ?= 8
+BATCH_SIZE  ?= 64
+WEIGHTS     ?= none
+APPROACHES  ?= multihead,joint,separate
+PRECISIONS  ?= float32,int8
+THREADS     ?= 1
+RUNS        ?= 50
+PYTEST_ARGS ?=
+
+VENV   := .venv
+BIN    := $(VENV)/bin
+LEGACY := .venv-legacy
+STAMP  := $(VENV)/.installed
+LEGACY_STAMP := $(LEGACY)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup setup-legacy all data train convert bench report paper test test-fast lint clean
+
+help: ## list targets and variables
+	@echo "targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
+	@echo "variables (current value):"
+	@grep -E '^[A-Z_]+ +\?=' $(MAKEFILE_LIST) | sed -E 's/^([A-Z_]+) +\?= *(.*)/  \1=\2/'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[host,dev]'
+	@touch $@
+
+setup: $(STAMP) ## create .venv with the host and dev extras (re-run only when pyproject.toml changes)
+
+# The older edge runtime: tflite-runtime 2.14 needs Python <= 3.11 and numpy < 2.
+$(LEGACY_STAMP): pyproject.toml
+	$(PY_LEGACY) -m venv $(LEGACY)
+	$(LEGACY)/bin/pip install -q --upgrade pip
+	$(LEGACY)/bin/pip install -q 'tflite-runtime==2.14.0' 'numpy<2' Pillow click pytest hypothesis
+	$(LEGACY)/bin/pip install -q --no-deps -e .
+	@touch $@
+
+setup-legacy: $(LEGACY_STAMP) ## create .venv-legacy (tflite-runtime 2.14 + numpy<2) for the edge tests
+
+all: $(STAMP) ## the whole job: data, train, convert, bench, report
+	$(BIN)/python -m report.pipeline --data $(DATA) --run $(RUN) --backbone $(BACKBONE) \
+	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --num-images $(NUM_IMAGES) --holdout-combos $(HOLDOUT) \
+	  --precision $(PRECISIONS) --threads $(THREADS) --seed $(SEED)
+
+data: $(STAMP) ## build the synthetic dataset in DATA
+	$(BIN)/python -m datasets synth --out $(DATA) --num-images $(NUM_IMAGES) --image-size $(SYNTH_SIZE) \
+	  --holdout-combos $(HOLDOUT) --seed $(SEED)
+
+train: $(STAMP) ## train APPROACHES on DATA into RUN
+	$(BIN)/python -m train --data $(DATA) --backbone $(BACKBONE) --approach $(APPROACHES) --out $(RUN) \
+	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) --weights $(WEIGHTS) \
+	  --seed $(SEED) --resume
+
+convert: $(STAMP) ## convert every model in RUN to PRECISIONS
+	$(BIN)/python -m convert $(RUN) --precision $(PRECISIONS)
+
+bench: $(STAMP) ## the performance suite: bench/results.json and a table of ratios
+	$(BIN)/python -m report.bench_suite --out bench/results.json --threads $(THREADS)
+
+report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
+	$(BIN)/python -m report $(RUN)
+
+paper: $(STAMP) ## the paper's three backbones (alexnet, googlenet, squeezenet) on DATA
+	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(WEIGHTS)
+
+test: $(STAMP) $(LEGACY_STAMP) ## every test, the slow ones and the tflite-runtime 2.14 ones included
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the fast tests only
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+clean: ## remove environments, generated data, runs and caches
+	rm -rf $(VENV) $(LEGACY) data runs build bench/results.json .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,238 @@
+"""The model card: every .tflite file carries its own description.
+
+The card is JSON stored as the single member ``metadata.json`` of a zip archive appended to the
+flatbuffer (the interpreter ignores trailing bytes; ``zipfile`` finds the archive from the end,
+as TFLite's own metadata packer does). It says which variant and approach the file belongs to, the
+label schema, which heads this file serves and under which signature output names, the input
+tensor (size, dtype, quantisation, value range), and how the file was made.
+
+Reading validates: a missing card, an unknown format version, a malformed field, a member over
+``MAX_CARD_BYTES`` or an archive with other members are one-line ``CardError``s. Nothing is ever
+extracted to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edge.io import atomic_write_bytes
+from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
+
+CARD_FORMAT_VERSION = 1
+CARD_MEMBER = "metadata.json"
+MAX_CARD_BYTES = 1 << 20
+APPROACHES = ("multihead", "joint", "separate")
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+INPUT_DTYPES = ("float32", "uint8", "int8")
+
+
+class CardError(ValueError):
+    """A model card is missing, malformed, or does not match its model."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The model's image input: raw RGB pixels of this size, in ``value_range``, as ``dtype``.
+
+    For an integer input, pixel value v enters as round(v / scale + zero_point).
+    """
+
+    name: str
+    height: int
+    width: int
+    channels: int = 3
+    dtype: str = "float32"
+    scale: float | None = None
+    zero_point: int | None = None
+    value_range: tuple[float, float] = (0.0, 255.0)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in INPUT_DTYPES:
+            raise CardError(f"input dtype must be one of {INPUT_DTYPES}. Received: dtype={self.dtype!r}")
+        for key in ("height", "width", "channels"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or not 0 < v <= 8192:
+                raise CardError(f"input {key} must be a positive integer. Received: {key}={v!r}")
+        if self.dtype != "float32" and (self.scale is None or self.zero_point is None):
+            raise CardError(f"an {self.dtype} input needs scale and zero_point")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything the edge needs to run one .tflite file and name what it outputs."""
+
+    variant: str
+    approach: str
+    schema: LabelSchema
+    heads: tuple[str, ...]
+    """Heads this file answers: every schema head, or one for a ``separate`` file."""
+    outputs: dict[str, str]
+    """Head name (or ``joint``) -> signature output name."""
+    input: InputSpec
+    backbone: str
+    precision: str
+    signature: str = "serving_default"
+    converter_version: str = ""
+    tensorflow_version: str = ""
+    runtime_compat: dict[str, Any] = field(default_factory=dict)
+    """What each runtime can load, e.g. {"tflite-runtime 2.14.0": {"loads": false, "missing_ops": [...]}}."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance (training metrics, weights used, created_at)."""
+    format_version: int = CARD_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.approach not in APPROACHES:
+            raise CardError(f"approach must be one of {APPROACHES}. Received: approach={self.approach!r}")
+        if self.precision not in PRECISIONS:
+            raise CardError(f"precision must be one of {PRECISIONS}. Received: precision={self.precision!r}")
+        if not self.variant:
+            raise CardError("a card needs a variant name")
+        for h in self.heads:
+            self.schema.head(h)  # raises for an unknown head
+        expected = {JOINT_OUTPUT} if self.approach == "joint" else set(self.heads)
+        if set(self.outputs) != expected:
+            raise CardError(
+                f"a {self.approach} card needs outputs for {sorted(expected)}. Received: outputs={sorted(self.outputs)}"
+            )
+
+    def output_classes(self, key: str) -> tuple[str, ...]:
+        """Class names of output ``key`` (a head name, or ``joint``: combination display names)."""
+        if key == JOINT_OUTPUT:
+            return tuple(self.schema.combination_name(c) for c in self.schema.combinations)
+        return self.schema.head(key).classes
+
+    def with_updates(self, **changes: Any) -> ModelCard:
+        return replace(self, **changes)
+
+    # -- serialisation --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "variant": self.variant,
+            "approach": self.approach,
+            "heads": list(self.heads),
+            "outputs": dict(self.outputs),
+            "signature": self.signature,
+            "input": {**asdict(self.input), "value_range": list(self.input.value_range)},
+            "schema": self.schema.to_dict(),
+            "backbone": self.backbone,
+            "precision": self.precision,
+            "converter_version": self.converter_version,
+            "tensorflow_version": self.tensorflow_version,
+            "runtime_compat": self.runtime_compat,
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelCard:
+        if not isinstance(d, Mapping):
+            raise CardError(f"card must be a JSON object. Received: {type(d).__name__}")
+        version = d.get("format_version")
+        if version != CARD_FORMAT_VERSION:
+            raise CardError(f"unknown card format_version {version!r} (this polyhead reads {CARD_FORMAT_VERSION})")
+        try:
+            inp = dict(d["input"])
+            inp["value_range"] = tuple(float(x) for x in inp.get("value_range", (0.0, 255.0)))
+            outputs = d["outputs"]
+            if not isinstance(outputs, Mapping):
+                raise CardError("'outputs' must be an object")
+            return cls(
+                variant=str(d["variant"]),
+                approach=str(d["approach"]),
+                schema=LabelSchema.from_dict(d["schema"]),
+                heads=tuple(str(h) for h in d["heads"]),
+                outputs={str(k): str(v) for k, v in outputs.items()},
+                input=InputSpec(**inp),
+                backbone=str(d.get("backbone", "")),
+                precision=str(d["precision"]),
+                signature=str(d.get("signature", "serving_default")),
+                converter_version=str(d.get("converter_version", "")),
+                tensorflow_version=str(d.get("tensorflow_version", "")),
+                runtime_compat=dict(d.get("runtime_compat") or {}),
+                extra=dict(d.get("extra") or {}),
+            )
+        except CardError:
+            raise
+        except SchemaError as e:
+            raise CardError(f"card schema: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise CardError(f"malformed card: {type(e).__name__}: {e}") from None
+
+    def to_json_bytes(self) -> bytes:
+        data = json.dumps(self.to_dict(), indent=1).encode("utf-8")
+        if len(data) > MAX_CARD_BYTES:
+            raise CardError(f"card is {len(data)} bytes, over the {MAX_CARD_BYTES}-byte limit")
+        return data
+
+
+def strip_card(data: bytes) -> bytes:
+    """The flatbuffer alone: ``data`` with an appended card archive removed (unchanged if none)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            # After reading, header_offset is absolute: the first member starts where the model ends.
+            offsets = [i.header_offset for i in zf.infolist()]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return data
+    return data[: min(offsets)] if offsets and 0 < min(offsets) < len(data) else data
+
+
+def embed_card(tflite: bytes, card: ModelCard) -> bytes:
+    """Return ``tflite`` (any previous card removed) with ``card`` appended as a zip archive."""
+    buf = io.BytesIO()
+    buf.write(strip_card(tflite))
+    with zipfile.ZipFile(buf, mode="a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(CARD_MEMBER, card.to_json_bytes())
+    return buf.getvalue()
+
+
+def write_model(path: str | os.PathLike, tflite: bytes, card: ModelCard) -> Path:
+    """Atomically write a .tflite file with its card embedded."""
+    return atomic_write_bytes(path, embed_card(tflite, card))
+
+
+def read_card_bytes(data: bytes, name: str = "<bytes>") -> ModelCard:
+    """Parse and validate the card embedded in a model file's bytes."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise CardError(f"{name}: no model card (no metadata.json archive appended to the model)") from None
+    with zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        if names != [CARD_MEMBER]:
+            raise CardError(f"{name}: card archive must hold only '{CARD_MEMBER}'. Received members: {names[:5]}")
+        info = infos[0]
+        if info.file_size > MAX_CARD_BYTES or info.compress_size > MAX_CARD_BYTES:
+            raise CardError(f"{name}: card is {info.file_size} bytes, over the {MAX_CARD_BYTES}-byte limit")
+        try:
+            with zf.open(info) as f:
+                raw = f.read(MAX_CARD_BYTES + 1)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as e:
+            raise CardError(f"{name}: card archive is corrupt ({e})") from None
+    if len(raw) > MAX_CARD_BYTES:
+        raise CardError(f"{name}: card is over the {MAX_CARD_BYTES}-byte limit")
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CardError(f"{name}: card is not valid JSON ({e})") from None
+    try:
+        return ModelCard.from_dict(d)
+    except CardError as e:
+        raise CardError(f"{name}: {e}") from None
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """Read and validate the card of a .tflite file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CardError(f"{path}: cannot read ({e.strerror or e})") from None
+    return read_card_bytes(data, str(path))
