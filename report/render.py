@@ -1,0 +1,459 @@
+"""The report: read the JSON a run's stages wrote, build the paper-style tables, render Markdown.
+
+Everything here reads JSON only (config.json, train.json, convert.json, bench.json, and the
+pipeline's predictions.json / pipeline.json): no model, no TensorFlow. A stage that has not run
+yet, or a figure a stage did not record, renders as ``not measured`` instead of failing, so the
+report can be rendered at any point of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from report.paper_data import PAPER_CITATION, PAPER_TABLES
+
+APPROACHES = ("multihead", "separate", "joint")
+"""Column order of the paper's tables: the proposed design first, then the two alternatives."""
+PRECISIONS = ("float32", "int8")
+NOT_MEASURED = "not measured"
+JSON_FILES = ("config.json", "train.json", "convert.json", "bench.json", "predictions.json", "pipeline.json")
+
+
+class ReportError(ValueError):
+    """A run folder cannot be reported on (missing folder, nothing in it)."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The JSON one run's stages wrote; a file that is absent is None."""
+
+    path: Path
+    config: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    convert: dict[str, Any] | None = None
+    bench: dict[str, Any] | None = None
+    predictions: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def backbone(self) -> str:
+        for source in (self.train, self.config):
+            if source and source.get("backbone"):
+                return str(source["backbone"])
+        return self.path.name
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Head names in the order train.json lists them (the dataset's column order)."""
+        for approach in APPROACHES:
+            heads = _get(self.train, "variants", approach, "metrics", "test", "heads")
+            if isinstance(heads, Mapping) and heads:
+                return tuple(heads)
+        if self.predictions and isinstance(self.predictions.get("heads"), Mapping):
+            return tuple(self.predictions["heads"])
+        return ()
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    if not path.exists():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{path}: unreadable JSON ({e}); treated as not measured"
+    if not isinstance(data, dict):
+        return None, f"{path}: expected a JSON object, got {type(data).__name__}; treated as not measured"
+    return data, None
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read every stage's JSON in a run folder; unreadable files become problems, not crashes."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReportError(f"{path}: not a run folder (it does not exist or is not a directory)")
+    found: dict[str, Any] = {}
+    problems = []
+    for name in JSON_FILES:
+        data, problem = _read_json(path / name)
+        found[name.removesuffix(".json")] = data
+        if problem:
+            problems.append(problem)
+    return RunData(path=path, problems=tuple(problems), **found)
+
+
+def find_runs(path: str | Path) -> list[Path]:
+    """A run folder, or a folder of run folders (e.g. ``runs/paper/<backbone>``)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReportError(f"{path}: not a run folder (it does not exist or is not a directory)")
+    if any((path / name).exists() for name in ("config.json", "train.json", "convert.json", "bench.json")):
+        return [path]
+    subruns = sorted(
+        p for p in path.iterdir() if p.is_dir() and ((p / "train.json").exists() or (p / "config.json").exists())
+    )
+    if not subruns:
+        raise ReportError(f"{path}: no config.json, train.json, convert.json or bench.json here or one level down")
+    return subruns
+
+
+# -- looking figures up -------------------------------------------------------------------------
+
+
+def _get(obj: Any, *keys: Any) -> Any:
+    for key in keys:
+        if isinstance(obj, Mapping):
+            obj = obj.get(key)
+        elif isinstance(obj, Sequence) and not isinstance(obj, str) and isinstance(key, int):
+            obj = obj[key] if -len(obj) <= key < len(obj) else None
+        else:
+            return None
+    return obj
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def bench_variant(run: RunData, approach: str, precision: str) -> dict[str, Any] | None:
+    """bench.json's record of ``<approach>.<precision>`` (by key, else by its fields)."""
+    variants = _get(run.bench, "variants")
+    if not isinstance(variants, Mapping):
+        return None
+    record = variants.get(f"{approach}.{precision}")
+    if isinstance(record, Mapping):
+        return dict(record)
+    for record in variants.values():
+        if not isinstance(record, Mapping):
+            continue
+        name = record.get("approach") or record.get("variant")
+        if name == approach and record.get("precision") == precision:
+            return dict(record)
+    return None
+
+
+def tflite_files(run: RunData, approach: str, precision: str) -> list[dict[str, Any]]:
+    """convert.json's entries for one approach at one precision (several files for separate)."""
+    files = _get(run.convert, "files")
+    if not isinstance(files, Mapping):
+        return []
+    out = []
+    for name, entry in files.items():
+        if not isinstance(entry, Mapping):
+            continue
+        entry_approach = entry.get("approach") or entry.get("variant")
+        if entry_approach == approach and entry.get("precision") == precision:
+            out.append({"file": name, **entry})
+    return out
+
+
+def tflite_bytes(run: RunData, approach: str, precision: str) -> float | None:
+    """Bytes on disk of the approach at a precision: convert.json, else bench.json."""
+    files = tflite_files(run, approach, precision)
+    sizes = [_number(f.get("bytes")) for f in files]
+    if files and all(s is not None for s in sizes):
+        return sum(sizes)  # type: ignore[arg-type]
+    return _number(_get(bench_variant(run, approach, precision), "bytes"))
+
+
+def latency_ms(run: RunData, approach: str, precision: str, kind: str = "interpreter", stat: str = "p50") -> float | None:
+    """Latency statistic from bench.json; kind is ``interpreter`` or ``file_to_labels``."""
+    return _number(_get(bench_variant(run, approach, precision), f"{kind}_ms", stat))
+
+
+def train_figure(run: RunData, approach: str, *keys: str) -> float | None:
+    return _number(_get(run.train, "variants", approach, *keys))
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def fmt_percent(v: float) -> str:
+    return f"{100.0 * v:.2f} %"
+
+
+def fmt_loss(v: float) -> str:
+    return f"{v:.4f}"
+
+
+def fmt_mb_bytes(v: float) -> str:
+    return f"{v / 1e6:.3f} MB"
+
+
+def fmt_int(v: float) -> str:
+    return f"{int(round(v)):,}"
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:.2f} ms"
+
+
+def fmt_mb(v: float) -> str:
+    return f"{v:.1f} MB"
+
+
+def fmt_ratio(v: float) -> str:
+    return f"{v:.3f}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table: a label, a formatter and the raw value per column."""
+
+    label: str
+    values: dict[str, float | None]
+    fmt: Callable[[float], str]
+    source: str = ""
+    missing: dict[str, str] = field(default_factory=dict)
+    """Text for an absent value per column, when it is not ``not measured`` (e.g. a paper column)."""
+
+    def cell(self, column: str) -> str:
+        v = self.values.get(column)
+        return self.missing.get(column, NOT_MEASURED) if v is None else self.fmt(v)
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def to_markdown(self, first_header: str = "") -> str:
+        lines = [
+            "| " + " | ".join((first_header, *self.columns)) + " |",
+            "|" + "---|" * (len(self.columns) + 1),
+        ]
+        for row in self.rows:
+            lines.append("| " + " | ".join((row.label, *(row.cell(c) for c in self.columns))) + " |")
+        return "\n".join(lines)
+
+
+def approach_table(run: RunData) -> Table:
+    """The paper's table for one backbone: one column per approach."""
+    rows: list[Row] = []
+
+    def per_approach(label: str, fmt: Callable[[float], str], getter: Callable[[str], float | None], source: str) -> None:
+        rows.append(Row(label, {a: getter(a) for a in APPROACHES}, fmt, source))
+
+    heads = run.heads
+    for head in heads:
+        per_approach(f"{head} accuracy (test)", fmt_percent,
+                     lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "accuracy"), "train.json")
+        per_approach(f"{head} loss (test)", fmt_loss,
+                     lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "loss"), "train.json")
+    per_approach("joint accuracy (test)", fmt_percent,
+                 lambda a: train_figure(run, a, "metrics", "test", "joint_accuracy"), "train.json")
+    per_approach("joint accuracy (unseen combinations)", fmt_percent,
+                 lambda a: train_figure(run, a, "metrics", "test_unseen", "joint_accuracy"), "train.json")
+    for head in heads:
+        per_approach(f"{head} accuracy (unseen combinations)", fmt_percent,
+                     lambda a, h=head: train_figure(run, a, "metrics", "test_unseen", "heads", h, "accuracy"),
+                     "train.json")
+    for precision in PRECISIONS:
+        per_approach(f"size {precision}", fmt_mb_bytes, lambda a, p=precision: tflite_bytes(run, a, p), "convert.json")
+    per_approach("parameters", fmt_int, lambda a: train_figure(run, a, "params", "total"), "train.json")
+    per_approach("trained parameters", fmt_int, lambda a: train_figure(run, a, "params", "trainable"), "train.json")
+    per_approach("trained-layer MACC", fmt_int, lambda a: train_figure(run, a, "macc", "trained"), "train.json")
+    per_approach("total MACC", fmt_int, lambda a: train_figure(run, a, "macc", "total"), "train.json")
+    for precision in PRECISIONS:
+        per_approach(f"latency p50 {precision}, interpreter", fmt_ms,
+                     lambda a, p=precision: latency_ms(run, a, p, "interpreter"), "bench.json")
+        per_approach(f"latency p50 {precision}, file-to-labels", fmt_ms,
+                     lambda a, p=precision: latency_ms(run, a, p, "file_to_labels"), "bench.json")
+    for precision in PRECISIONS:
+        per_approach(f"peak RSS {precision}", fmt_mb,
+                     lambda a, p=precision: _number(_get(bench_variant(run, a, p), "peak_rss_mb")), "bench.json")
+    for precision in PRECISIONS:
+        per_approach(f"joint accuracy, tflite {precision} (bench images)", fmt_percent,
+                     lambda a, p=precision: _number(_get(bench_variant(run, a, p), "accuracy", "joint")), "bench.json")
+    return Table(f"{run.backbone}", APPROACHES, tuple(rows))
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def ratio_quantities(run: RunData) -> list[tuple[str, Callable[[str], float | None], str | None]]:
+    """(label, value per approach, the paper quantity it is comparable to) for every ratio shown.
+
+    The paper timed 100 images end to end with float models, so its latency sits beside our float32
+    file-to-labels row and its size beside our float32 size; other rows have no paper counterpart.
+    """
+    out: list[tuple[str, Callable[[str], float | None], str | None]] = []
+    for precision in PRECISIONS:
+        out.append((f"latency p50 {precision}, interpreter", lambda a, p=precision: latency_ms(run, a, p), None))
+        out.append((f"latency p50 {precision}, file-to-labels",
+                    lambda a, p=precision: latency_ms(run, a, p, "file_to_labels"),
+                    "latency_s" if precision == "float32" else None))
+    for precision in PRECISIONS:
+        out.append((f"size {precision}", lambda a, p=precision: tflite_bytes(run, a, p),
+                    "size_mb" if precision == "float32" else None))
+    out.append(("total MACC", lambda a: train_figure(run, a, "macc", "total"), None))
+    out.append(("trained-layer MACC", lambda a: train_figure(run, a, "macc", "trained"), None))
+    return out
+
+
+def ratio_table(run: RunData, denominator: str) -> Table:
+    """multihead / ``denominator`` for latency, size and MACC, beside the paper's ratios."""
+    paper_columns = tuple(f"paper {p.backbone}" for p in PAPER_TABLES)
+    columns = ("this run", *paper_columns)
+    rows = []
+    for label, getter, paper_quantity in ratio_quantities(run):
+        values: dict[str, float | None] = {"this run": _ratio(getter("multihead"), getter(denominator))}
+        for paper, column in zip(PAPER_TABLES, paper_columns, strict=True):
+            values[column] = paper.ratio(paper_quantity, "multihead", denominator) if paper_quantity else None
+        rows.append(Row(label, values, fmt_ratio, missing={c: "-" for c in paper_columns}))
+    notes = (
+        f"Paper columns: {PAPER_CITATION}. Their latency is 100 images end to end with float models, so it "
+        "stands beside our float32 file-to-labels ratio, and their float model sizes beside our float32 "
+        "sizes; `-` marks a quantity with no published counterpart here (MACC is not transcribed).",
+    )
+    return Table(f"multihead / {denominator}", columns, tuple(rows), notes)
+
+
+def precision_table(run: RunData) -> Table:
+    """int8 / float32 per approach: latency, size, and file-to-labels over interpreter time."""
+    rows = [
+        Row("latency p50 int8 / float32, interpreter",
+            {a: _ratio(latency_ms(run, a, "int8"), latency_ms(run, a, "float32")) for a in APPROACHES}, fmt_ratio),
+        Row("size int8 / float32",
+            {a: _ratio(tflite_bytes(run, a, "int8"), tflite_bytes(run, a, "float32")) for a in APPROACHES}, fmt_ratio),
+    ]
+    for precision in PRECISIONS:
+        rows.append(Row(f"file-to-labels / interpreter p50, {precision}",
+                        {a: _ratio(latency_ms(run, a, precision, "file_to_labels"), latency_ms(run, a, precision))
+                         for a in APPROACHES}, fmt_ratio))
+    return Table("precision", APPROACHES, tuple(rows))
+
+
+# -- setup and commands -------------------------------------------------------------------------
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return NOT_MEASURED
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value) if all(isinstance(v, int) for v in value) else ", ".join(map(str, value))
+    return str(value)
+
+
+def setup_lines(run: RunData) -> list[str]:
+    """Where the numbers came from: data, model settings, machine, runtime, threads, versions."""
+    config = run.config or {}
+    lines = [
+        f"- run folder: `{run.path}`",
+        f"- data: `{_describe(config.get('data') or _get(run.train, 'data'))}`",
+        f"- backbone: {run.backbone}; input {_describe(config.get('image_size') or _get(run.train, 'image_size'))}; "
+        f"weights: {_describe(config.get('weights') or _get(run.train, 'weights'))}",
+    ]
+    settings = {k: config[k] for k in ("epochs", "batch_size", "learning_rate", "seed", "freeze_base") if k in config}
+    if settings:
+        lines.append("- training: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    bench = run.bench
+    if bench:
+        lines.append(f"- machine: {_describe(bench.get('board'))}; CPU: {_describe(bench.get('cpu'))}; "
+                     f"governor: {_describe(bench.get('governor'))}")
+        lines.append(f"- runtime: {_describe(bench.get('runtime'))} {_describe(bench.get('runtime_version'))}; "
+                     f"threads: {_describe(bench.get('threads'))}")
+        for key in ("runs", "warmup", "images"):
+            if key in bench:
+                lines.append(f"- bench {key}: {_describe(bench[key])}")
+        for warning in bench.get("warnings") or []:
+            lines.append(f"- bench warning: {warning}")
+    else:
+        lines.append(f"- machine, runtime, threads: {NOT_MEASURED} (no bench.json)")
+    for stage, data in (("train", run.train), ("convert", run.convert)):
+        versions = _get(data, "versions")
+        if isinstance(versions, Mapping) and versions:
+            lines.append(f"- {stage} versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    for problem in run.problems:
+        lines.append(f"- problem: {problem}")
+    return lines
+
+
+def command_lines(run: RunData) -> list[str]:
+    """The commands that produced the run, as the pipeline recorded them."""
+    steps = _get(run.pipeline, "steps")
+    if not isinstance(steps, Sequence) or not steps:
+        return ["Commands: not recorded (no pipeline.json; run `make all` or `python -m report.pipeline`)."]
+    lines = ["| step | command | wall time | status |", "|---|---|---|---|"]
+    for step in steps:
+        if not isinstance(step, Mapping):
+            continue
+        command = step.get("command")
+        command = " ".join(map(str, command)) if isinstance(command, (list, tuple)) else str(command or "")
+        wall = _number(step.get("wall_s"))
+        wall_text = "" if wall is None else f"{wall:.1f} s"
+        lines.append(f"| {step.get('name', '')} | `{command}` | {wall_text} | {step.get('status', '')} |")
+    total = _number(_get(run.pipeline, "total_wall_s"))
+    if total is not None:
+        lines.append("")
+        lines.append(f"Total wall time of the pipeline invocation that last wrote this run: {total:.1f} s "
+                     f"({total / 60:.1f} min).")
+    return lines
+
+
+# -- the whole document -------------------------------------------------------------------------
+
+
+def render_markdown(runs: Sequence[RunData], plots: Mapping[str, Sequence[Path]], out_dir: Path) -> str:
+    """The report for one or more runs (one per backbone); ``plots`` maps run path -> PNG files."""
+    if not runs:
+        raise ReportError("no runs to report on")
+    title = runs[0].path.name if len(runs) == 1 else out_dir.name
+    parts = [f"# polyhead report: {title}", ""]
+    parts.append(
+        "Built only from the JSON the stages wrote (config.json, train.json, convert.json, bench.json, "
+        "predictions.json, pipeline.json). Accuracy and loss are the Keras models' on the test split "
+        "(train.json; the joint approach decoded into heads); sizes are the .tflite files (convert.json, "
+        "MB = 10^6 bytes, the separate approach summed over its files); latency and peak RSS are "
+        "polyhead-edge bench (bench.json; the separate approach runs all its files per image). "
+        f"`{NOT_MEASURED}` marks a figure no stage has recorded."
+    )
+    parts.append("")
+    for run in runs:
+        parts.append(f"## {run.backbone}")
+        parts.append("")
+        parts.append(approach_table(run).to_markdown("metric"))
+        parts.append("")
+        for denominator in ("separate", "joint"):
+            table = ratio_table(run, denominator)
+            parts.append(f"### Ratios multihead / {denominator} ({run.backbone})")
+            parts.append("")
+            parts.append(table.to_markdown("quantity"))
+            parts.append("")
+            parts.extend(table.notes)
+            parts.append("")
+        parts.append(f"### int8 against float32 ({run.backbone})")
+        parts.append("")
+        parts.append(precision_table(run).to_markdown("ratio"))
+        parts.append("")
+        run_plots = plots.get(str(run.path), ())
+        if run_plots:
+            parts.append(f"### Plots ({run.backbone})")
+            parts.append("")
+            for png in run_plots:
+                rel = png.relative_to(out_dir) if png.is_relative_to(out_dir) else png
+                parts.append(f"![{png.stem}]({rel.as_posix()})")
+                parts.append("")
+        parts.append(f"### Setup ({run.backbone})")
+        parts.append("")
+        parts.extend(setup_lines(run))
+        parts.append("")
+        parts.append(f"### Commands ({run.backbone})")
+        parts.append("")
+        parts.extend(command_lines(run))
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
