@@ -13,6 +13,7 @@ extracted to disk.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -62,6 +63,13 @@ class InputSpec:
                 raise CardError(f"input {key} must be a positive integer. Received: {key}={v!r}")
         if self.dtype != "float32" and (self.scale is None or self.zero_point is None):
             raise CardError(f"an {self.dtype} input needs scale and zero_point")
+        if self.scale is not None and not (isinstance(self.scale, (int, float)) and 0 < self.scale < float("inf")):
+            raise CardError(f"input scale must be a positive number. Received: scale={self.scale!r}")
+        if self.zero_point is not None and not isinstance(self.zero_point, int):
+            raise CardError(f"input zero_point must be an integer. Received: zero_point={self.zero_point!r}")
+        lo_hi = tuple(self.value_range)
+        if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) for v in lo_hi) or not lo_hi[0] < lo_hi[1]:
+            raise CardError(f"input value_range must be (low, high) with low < high. Received: {self.value_range!r}")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,9 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance (training metrics, weights used, created_at)."""
     format_version: int = CARD_FORMAT_VERSION
+    model_sha256: str = ""
+    """SHA-256 of the flatbuffer the card was embedded in (set by ``embed_card``); reading checks it,
+    so a card moved onto another model or a tampered model is refused."""
 
     def __post_init__(self) -> None:
         if self.approach not in APPROACHES:
@@ -94,8 +105,14 @@ class ModelCard:
             raise CardError(f"precision must be one of {PRECISIONS}. Received: precision={self.precision!r}")
         if not self.variant:
             raise CardError("a card needs a variant name")
+        if not self.heads or len(set(self.heads)) != len(self.heads):
+            raise CardError(f"a card needs distinct heads. Received: heads={list(self.heads)}")
         for h in self.heads:
             self.schema.head(h)  # raises for an unknown head
+        if self.approach != "separate" and set(self.heads) != set(self.schema.head_names):
+            raise CardError(
+                f"a {self.approach} file serves every head {list(self.schema.head_names)}. Received: heads={list(self.heads)}"
+            )
         expected = {JOINT_OUTPUT} if self.approach == "joint" else set(self.heads)
         if set(self.outputs) != expected:
             raise CardError(
@@ -129,6 +146,7 @@ class ModelCard:
             "tensorflow_version": self.tensorflow_version,
             "runtime_compat": self.runtime_compat,
             "extra": self.extra,
+            **({"model_sha256": self.model_sha256} if self.model_sha256 else {}),
         }
 
     @classmethod
@@ -158,13 +176,15 @@ class ModelCard:
                 tensorflow_version=str(d.get("tensorflow_version", "")),
                 runtime_compat=dict(d.get("runtime_compat") or {}),
                 extra=dict(d.get("extra") or {}),
+                model_sha256=str(d.get("model_sha256") or ""),
             )
         except CardError:
             raise
         except SchemaError as e:
             raise CardError(f"card schema: {e}") from None
-        except (KeyError, TypeError, ValueError) as e:
-            raise CardError(f"malformed card: {type(e).__name__}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+            msg = str(e).splitlines()[0][:200] if str(e) else ""
+            raise CardError(f"malformed card: {type(e).__name__}: {msg}") from None
 
     def to_json_bytes(self) -> bytes:
         data = json.dumps(self.to_dict(), indent=1).encode("utf-8")
@@ -186,8 +206,10 @@ def strip_card(data: bytes) -> bytes:
 
 def embed_card(tflite: bytes, card: ModelCard) -> bytes:
     """Return ``tflite`` (any previous card removed) with ``card`` appended as a zip archive."""
+    model = strip_card(tflite)
+    card = replace(card, model_sha256=hashlib.sha256(model).hexdigest())
     buf = io.BytesIO()
-    buf.write(strip_card(tflite))
+    buf.write(model)
     with zipfile.ZipFile(buf, mode="a", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(CARD_MEMBER, card.to_json_bytes())
     return buf.getvalue()
@@ -198,11 +220,12 @@ def write_model(path: str | os.PathLike, tflite: bytes, card: ModelCard) -> Path
     return atomic_write_bytes(path, embed_card(tflite, card))
 
 
-def read_card_bytes(data: bytes, name: str = "<bytes>") -> ModelCard:
-    """Parse and validate the card embedded in a model file's bytes."""
+def _read_card_fp(fp: io.BufferedIOBase, name: str) -> ModelCard:
+    """Card of the model file open as ``fp`` (seekable). Reads only the archive and hashes the model
+    in chunks, so a large model is never held in memory twice."""
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        zf = zipfile.ZipFile(fp)
+    except Exception:  # any failure to find an archive in untrusted bytes means: no card
         raise CardError(f"{name}: no model card (no metadata.json archive appended to the model)") from None
     with zf:
         infos = zf.infolist()
@@ -212,27 +235,48 @@ def read_card_bytes(data: bytes, name: str = "<bytes>") -> ModelCard:
         info = infos[0]
         if info.file_size > MAX_CARD_BYTES or info.compress_size > MAX_CARD_BYTES:
             raise CardError(f"{name}: card is {info.file_size} bytes, over the {MAX_CARD_BYTES}-byte limit")
+        model_end = info.header_offset
         try:
             with zf.open(info) as f:
                 raw = f.read(MAX_CARD_BYTES + 1)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as e:
-            raise CardError(f"{name}: card archive is corrupt ({e})") from None
+        except Exception as e:  # zlib.error, BadZipFile, NotImplementedError...: a corrupt archive
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise CardError(f"{name}: card archive is corrupt ({msg})") from None
     if len(raw) > MAX_CARD_BYTES:
         raise CardError(f"{name}: card is over the {MAX_CARD_BYTES}-byte limit")
     try:
         d = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise CardError(f"{name}: card is not valid JSON ({e})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise CardError(f"{name}: card is not valid JSON ({msg})") from None
     try:
-        return ModelCard.from_dict(d)
+        card = ModelCard.from_dict(d)
     except CardError as e:
         raise CardError(f"{name}: {e}") from None
+    if card.model_sha256:
+        digest = hashlib.sha256()
+        fp.seek(0)
+        left = model_end
+        while left > 0:
+            chunk = fp.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        if digest.hexdigest() != card.model_sha256:
+            raise CardError(f"{name}: the model does not match its card (sha256 differs: tampered file or a card from another model)")
+    return card
+
+
+def read_card_bytes(data: bytes, name: str = "<bytes>") -> ModelCard:
+    """Parse and validate the card embedded in a model file's bytes."""
+    return _read_card_fp(io.BytesIO(data), name)
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:
-    """Read and validate the card of a .tflite file."""
+    """Read and validate the card of a .tflite file (reads the archive at the end, hashes the rest)."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fp:
+            return _read_card_fp(fp, str(path))
     except OSError as e:
         raise CardError(f"{path}: cannot read ({e.strerror or e})") from None
-    return read_card_bytes(data, str(path))

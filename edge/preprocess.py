@@ -21,11 +21,36 @@ MAX_IMAGE_PIXELS = 64_000_000
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+"""Pillow formats ``open_image`` will decode. Others (EPS runs Ghostscript, and the long tail of
+rarely used decoders) are refused: the images are untrusted input. MPO is what some cameras' JPEGs
+identify as."""
+
 _RESAMPLE = Image.Resampling.BILINEAR
 
 
 class ImageError(ValueError):
     """An image could not be loaded; the message names the file and the problem."""
+
+
+_formats_cache: tuple[str, ...] = ()
+
+
+def _allowed_formats() -> tuple[str, ...]:
+    """IMAGE_FORMATS this Pillow has (MPO is its own plugin before Pillow 12, part of JPEG after).
+
+    Only these plugins are imported: ``Image.init()`` would load every decoder Pillow ships."""
+    global _formats_cache
+    if not _formats_cache:
+        import importlib
+
+        for plugin in ("Jpeg", "Mpo", "Png", "Bmp", "Gif", "WebP", "Tiff", "Ppm"):
+            try:
+                importlib.import_module(f"PIL.{plugin}ImagePlugin")
+            except ImportError:
+                pass
+        _formats_cache = tuple(f for f in IMAGE_FORMATS if f in Image.OPEN)
+    return _formats_cache
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -60,7 +85,7 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_IMAGE_PI
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:
+            with Image.open(fp, formats=_allowed_formats()) as img:
                 w, h = img.size
                 if w <= 0 or h <= 0:
                     raise ImageError(f"{name}: image has no pixels ({w}x{h})")
@@ -81,9 +106,11 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_IMAGE_PI
         raise ImageError(f"{name}: not a recognised image file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: refused as a possible decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError, IndexError, KeyError) as e:
-        # Truncated data, corrupt headers and decoder failures surface as these in Pillow.
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except Exception as e:
+        # Untrusted bytes: Pillow reports truncated data, corrupt headers, bad EXIF and decoder
+        # failures as OSError, SyntaxError, ValueError, struct.error, ZeroDivisionError and more.
+        # Whatever it raises, this file is unreadable; the caller gets one line and goes on.
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise ImageError(f"{name}: corrupt or unreadable image ({msg})") from None
 
 
@@ -109,26 +136,25 @@ def load_image(
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
-        with warnings.catch_warnings(), Image.open(fp) as probe:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            fmt = probe.format
-            w, h = probe.size
-            # Only plain, unrotated JPEGs take the draft path; everything else decodes in full below.
-            orientation = probe.getexif().get(0x0112, 1) if fmt == "JPEG" else 1
-            if fmt == "JPEG" and orientation == 1 and probe.mode in ("RGB", "L") and 0 < w * h <= max_pixels:
-                probe.draft("RGB", (width, height))
-                probe.load()
-                return resize_rgb(_to_rgb(probe), height, width)
-    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError, IndexError, KeyError,
-            Image.DecompressionBombError):
-        pass  # the full decode below produces the one-line error
+            with Image.open(fp, formats=tuple(f for f in _allowed_formats() if f in ("JPEG", "MPO"))) as probe:
+                w, h = probe.size
+                # Only plain, unrotated JPEGs take the draft path; everything else decodes in full below.
+                orientation = probe.getexif().get(0x0112, 1)
+                if orientation == 1 and probe.mode in ("RGB", "L") and 0 < w * h <= max_pixels:
+                    probe.draft("RGB", (width, height))
+                    probe.load()
+                    return resize_rgb(_to_rgb(probe), height, width)
+    except Exception:
+        pass  # not a plain JPEG, or a broken one: the full decode below gives the one-line error
     if isinstance(source, (bytes, bytearray)):
         img = open_image(source, max_pixels)
     else:
         img = open_image(Path(source), max_pixels)
     try:
         return resize_rgb(img, height, width)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, MemoryError) as e:
         raise ImageError(f"{name}: cannot resize ({e})") from None
 
 

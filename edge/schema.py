@@ -166,7 +166,12 @@ class LabelSchema:
             raise SchemaError(
                 f"joint output has {joint_probs.shape[-1]} scores, the schema {self.num_combinations} combinations"
             )
-        return {h.name: joint_probs @ self.membership(h.name) for h in self.heads}
+        return {name: joint_probs @ m for name, m in self._memberships.items()}
+
+    @cached_property
+    def _memberships(self) -> dict[str, np.ndarray]:
+        # Built once per schema: decode_joint runs per image on the device.
+        return {h.name: self.membership(h.name) for h in self.heads}
 
     # -- serialisation --------------------------------------------------------------------------
 

@@ -1,0 +1,480 @@
+"""Run polyhead .tflite files: find the variants of a deployment, load them, predict.
+
+The interpreter is LiteRT's (``ai_edge_litert``), falling back to ``tflite_runtime`` (the older
+package many Raspberry Pi users still run). Outputs are always read by *signature name* through
+``get_signature_runner``: TFLite's tensor order and tensor names (``StatefulPartitionedCall:0``)
+are not the model's. Every file's card is checked against the signature it actually has before
+anything runs, so a card that does not describe its model is a one-line ``CardError``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.card import CardError, ModelCard, read_card
+from edge.preprocess import ImageError, load_image
+from edge.schema import JOINT_OUTPUT, LabelSchema
+
+RUNTIME_ENV = "POLYHEAD_RUNTIME"
+"""Set to ``tflite-runtime`` or ``ai-edge-litert`` to force one interpreter package."""
+
+_RUNTIMES = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter", "ai_edge_litert"),
+    ("tflite-runtime", "tflite_runtime.interpreter", "tflite_runtime"),
+)
+
+
+class ModelError(ValueError):
+    """A .tflite file cannot be loaded or run by the interpreter (one line naming the file)."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def load_interpreter_class(prefer: str | None = None) -> tuple[type, str, str]:
+    """The TFLite ``Interpreter`` class, its package name and version.
+
+    ``prefer`` (or the ``POLYHEAD_RUNTIME`` environment variable) picks a package; otherwise
+    ai-edge-litert, then tflite-runtime.
+    """
+    import importlib
+
+    prefer = prefer or os.environ.get(RUNTIME_ENV) or None
+    candidates = [r for r in _RUNTIMES if prefer in (None, r[0])]
+    if not candidates:
+        raise ModelError(f"unknown runtime. Received: {prefer!r}; known: {[r[0] for r in _RUNTIMES]}")
+    errors = []
+    for name, module, package in candidates:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            errors.append(f"{module}: {_first_line(e)}")
+            continue
+        version = getattr(importlib.import_module(package), "__version__", "") or _dist_version(name)
+        return mod.Interpreter, name, version
+    raise ModelError(
+        "no TFLite interpreter: pip install ai-edge-litert (or tflite-runtime==2.14.0 with numpy<2 on "
+        f"Python <= 3.11). Tried: {'; '.join(errors)}"
+    )
+
+
+def _dist_version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+# -- variants -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Files whose cards share (variant, precision): one model, or N ``separate`` single-head ones."""
+
+    id: str
+    """``<variant>.<precision>``, e.g. ``multihead.int8``."""
+    variant: str
+    precision: str
+    approach: str
+    files: tuple[Path, ...]
+    cards: tuple[ModelCard, ...]
+
+    @property
+    def schema(self) -> LabelSchema:
+        return self.cards[0].schema
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return self.schema.head_names
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+def variant_id(card: ModelCard) -> str:
+    """The id a file's card puts it under: ``<variant>.<precision>``."""
+    return f"{card.variant}.{card.precision}"
+
+
+def _make_variant(vid: str, items: list[tuple[Path, ModelCard]]) -> Variant:
+    items = sorted(items, key=lambda pc: pc[0].name)
+    files = tuple(p for p, _ in items)
+    cards = tuple(c for _, c in items)
+    first = cards[0]
+    for p, c in items[1:]:
+        if c.schema != first.schema:
+            raise CardError(f"{p}: its label schema differs from {files[0].name}'s in variant {vid}")
+        if (c.input.height, c.input.width) != (first.input.height, first.input.width):
+            raise CardError(f"{p}: input size differs from {files[0].name}'s in variant {vid}")
+        if c.approach != first.approach:
+            raise CardError(f"{p}: approach {c.approach} differs from {first.approach} in variant {vid}")
+    served: dict[str, Path] = {}
+    for p, c in items:
+        for h in c.heads:
+            if h in served:
+                raise CardError(f"{p}: head '{h}' is already served by {served[h].name} in variant {vid}")
+            served[h] = p
+    missing = [h for h in first.schema.head_names if h not in served]
+    if missing:
+        raise CardError(f"variant {vid}: no file serves head(s) {missing} (files: {[f.name for f in files]})")
+    return Variant(vid, first.variant, first.precision, first.approach, files, cards)
+
+
+def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = None) -> dict[str, Variant]:
+    """Group the .tflite files at ``path`` (a file or a folder, not recursive) into variants.
+
+    A file or variant that cannot be used raises ``CardError``; pass ``errors`` (a list) to have
+    them appended as ``(path_or_variant, message)`` and skipped instead.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".tflite" and p.is_file())
+        if not files:
+            raise CardError(f"{path}: no .tflite files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise CardError(f"{path}: no such file or folder")
+    groups: dict[str, list[tuple[Path, ModelCard]]] = {}
+    for f in files:
+        try:
+            card = read_card(f)
+        except CardError as e:
+            if errors is None:
+                raise
+            errors.append((str(f), str(e)))
+            continue
+        groups.setdefault(variant_id(card), []).append((f, card))
+    variants = {}
+    for vid in sorted(groups):
+        try:
+            variants[vid] = _make_variant(vid, groups[vid])
+        except CardError as e:
+            if errors is None:
+                raise
+            errors.append((vid, str(e)))
+    return variants
+
+
+def select_variant(variants: dict[str, Variant], name: str | None) -> Variant:
+    """The variant called ``name`` (an id, or a variant name if only one precision has it)."""
+    if not variants:
+        raise CardError("no usable variant")
+    if name is None:
+        if len(variants) == 1:
+            return next(iter(variants.values()))
+        raise CardError(f"several variants found, choose one with --variant: {sorted(variants)}")
+    if name in variants:
+        return variants[name]
+    matches = [v for v in variants.values() if v.variant == name]
+    if len(matches) == 1:
+        return matches[0]
+    raise CardError(f"unknown variant. Received: {name!r}; found: {sorted(variants)}")
+
+
+# -- one file -------------------------------------------------------------------------------------
+
+
+def _input_lut(card: ModelCard, dtype: np.dtype) -> np.ndarray | None:
+    """Map a uint8 pixel to the model's input value, as a 256-entry table (None: pixels go in as is)."""
+    lo, hi = card.input.value_range
+    values = lo + np.arange(256, dtype=np.float64) * ((hi - lo) / 255.0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.round(values / card.input.scale + card.input.zero_point), info.min, info.max)
+    lut = values.astype(dtype)
+    if dtype == np.uint8 and np.array_equal(lut, np.arange(256)):
+        return None  # uint8 input with scale ~1, zero 0 over 0..255: raw pixels are the input
+    return lut
+
+
+class Model:
+    """One .tflite file: its card, checked against its signature, and a ready signature runner."""
+
+    def __init__(self, path: str | os.PathLike, card: ModelCard | None = None, num_threads: int = 1,
+                 interpreter_class: type | None = None):
+        self.path = Path(path)
+        self.card = card if card is not None else read_card(self.path)
+        cls = interpreter_class or load_interpreter_class()[0]
+        name = str(self.path)
+        try:
+            # model_path lets the interpreter mmap the file (the card at its end is ignored).
+            self.interpreter = cls(model_path=name, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            signatures = self.interpreter.get_signature_list()
+        except Exception as e:  # the interpreter's own message, e.g. "not a valid Flatbuffer buffer"
+            raise ModelError(f"{name}: cannot load model ({_first_line(e)})") from None
+        sig = self.card.signature
+        if sig not in signatures:
+            raise CardError(f"{name}: card signature '{sig}' not in the model. Signatures: {sorted(signatures)}")
+        try:
+            self.runner = self.interpreter.get_signature_runner(sig)
+            inputs = self.runner.get_input_details()
+            outputs = self.runner.get_output_details()
+        except Exception as e:
+            raise ModelError(f"{name}: cannot read signature '{sig}' ({_first_line(e)})") from None
+        self._check_input(inputs)
+        self._check_outputs(outputs)
+
+    def _check_input(self, inputs: dict[str, dict[str, Any]]) -> None:
+        spec, name = self.card.input, str(self.path)
+        if list(inputs) != [spec.name]:
+            raise CardError(f"{name}: card input '{spec.name}' but the signature's inputs are {sorted(inputs)}")
+        d = inputs[spec.name]
+        want = (spec.height, spec.width, spec.channels)
+        got = tuple(int(x) for x in d["shape"][1:])
+        if len(d["shape"]) != 4 or got != want:
+            raise CardError(f"{name}: card input shape {want} but the model takes {tuple(int(x) for x in d['shape'])}")
+        dtype = np.dtype(d["dtype"])
+        if dtype.name != spec.dtype:
+            raise CardError(f"{name}: card input dtype {spec.dtype} but the model takes {dtype.name}")
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = d["quantization"]
+            if not (np.isclose(scale, spec.scale, rtol=1e-4) and int(zero) == spec.zero_point):
+                raise CardError(
+                    f"{name}: card input quantisation (scale={spec.scale}, zero_point={spec.zero_point}) "
+                    f"differs from the model's (scale={scale}, zero_point={zero})"
+                )
+        self.input_name = spec.name
+        self.input_dtype = dtype
+        self.input_shape = (1, *want)
+        self._lut = _input_lut(self.card, dtype)
+        self._input = np.zeros(self.input_shape, dtype=dtype)  # preallocated, reused every call
+
+    def _check_outputs(self, outputs: dict[str, dict[str, Any]]) -> None:
+        name = str(self.path)
+        # key -> (signature output name, scale, zero point or None for float)
+        self._outputs: list[tuple[str, str, np.float32, np.float32, bool]] = []
+        for key, sig_name in self.card.outputs.items():
+            if sig_name not in outputs:
+                raise CardError(
+                    f"{name}: card output '{key}' -> '{sig_name}' is not a signature output. "
+                    f"Signature outputs: {sorted(outputs)}"
+                )
+            d = outputs[sig_name]
+            size = int(d["shape"][-1])
+            classes = self.card.output_classes(key)
+            if size != len(classes):
+                raise CardError(f"{name}: output '{sig_name}' has {size} scores but the card lists {len(classes)} classes for '{key}'")
+            quantised = np.issubdtype(np.dtype(d["dtype"]), np.integer)
+            scale, zero = d["quantization"] if quantised else (1.0, 0)
+            if quantised and scale == 0:
+                raise CardError(f"{name}: integer output '{sig_name}' has no quantisation parameters")
+            self._outputs.append((key, sig_name, np.float32(scale), np.float32(zero), quantised))
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.card.input.height, self.card.input.width
+
+    def set_input(self, pixels: np.ndarray) -> np.ndarray:
+        """The model input for one (H, W, 3) uint8 image: cast or quantised per the card (reuses a buffer)."""
+        if self._lut is None:
+            self._input[0] = pixels
+        elif self._lut.dtype == np.float32 and self.card.input.value_range == (0.0, 255.0):
+            np.copyto(self._input[0], pixels, casting="unsafe")
+        else:
+            np.take(self._lut, pixels, out=self._input[0])
+        return self._input
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Float scores (K,) per card output key (a head, or ``joint``) for one uint8 image."""
+        result = self.runner(**{self.input_name: self.set_input(pixels)})
+        out = {}
+        for key, sig_name, scale, zero, quantised in self._outputs:
+            raw = result[sig_name][0]
+            out[key] = (raw.astype(np.float32) - zero) * scale if quantised else raw
+        return out
+
+    def invoke_raw(self) -> None:
+        """Bare ``interpreter.invoke()`` on whatever input is set (to measure the Python overhead)."""
+        self.interpreter.invoke()
+
+
+# -- predictions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadResult:
+    """One head's answer for one image: the top label, its score, and the top-k (label, score)."""
+
+    label: str
+    score: float
+    top_k: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result: per-head answers, or an error message (then ``heads`` is empty)."""
+
+    path: str
+    heads: dict[str, HeadResult]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"image": self.path, "error": self.error}
+        return {
+            "image": self.path,
+            "heads": {
+                h: {"label": r.label, "score": round(r.score, 6),
+                    "top_k": [[label, round(s, 6)] for label, s in r.top_k]}
+                for h, r in self.heads.items()
+            },
+        }
+
+
+class Predictor:
+    """Runs a variant: every file it is made of, joint outputs decoded into heads."""
+
+    def __init__(self, variant: Variant, num_threads: int = 1, runtime: str | None = None):
+        cls, self.runtime, self.runtime_version = load_interpreter_class(runtime)
+        self.variant = variant
+        self.num_threads = num_threads
+        self.models = tuple(Model(p, c, num_threads, cls) for p, c in zip(variant.files, variant.cards))
+        self.schema = variant.schema
+        self.heads = self.schema.head_names
+        self.height, self.width = self.models[0].input_size
+        self._classes = {h.name: h.classes for h in self.schema.heads}
+
+    def predict_image(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-head class probabilities (K,) of one (H, W, 3) uint8 image."""
+        probs: dict[str, np.ndarray] = {}
+        for model in self.models:
+            out = model.run(pixels)
+            joint = out.pop(JOINT_OUTPUT, None)
+            if joint is not None:
+                out.update(self.schema.decode_joint(joint))
+            probs.update(out)
+        return probs
+
+    def predict_array(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-head probabilities (N, K) for a uint8 batch (N, H, W, 3) at the card's size."""
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[1:] != (self.height, self.width, 3) or batch.dtype != np.uint8:
+            raise ValueError(
+                f"expected a uint8 batch (N, {self.height}, {self.width}, 3). Received: {batch.dtype} {batch.shape}"
+            )
+        result = {h: np.empty((len(batch), len(c)), np.float32) for h, c in self._classes.items()}
+        for i, pixels in enumerate(batch):  # one image at a time: the tensors never reallocate
+            for h, p in self.predict_image(pixels).items():
+                result[h][i] = p
+        return result
+
+    def load(self, path: str | os.PathLike | bytes) -> np.ndarray:
+        """An image file as this variant's input pixels (raises ImageError)."""
+        return load_image(path, self.height, self.width)
+
+    def labels(self, probs: dict[str, np.ndarray], path: str, top_k: int = 1) -> Prediction:
+        """A Prediction from one image's per-head probabilities."""
+        heads = {}
+        for h, p in probs.items():
+            classes = self._classes[h]
+            k = max(1, min(top_k, len(classes)))
+            order = np.argsort(-p, kind="stable")[:k]
+            top = tuple((classes[i], float(p[i])) for i in order)
+            heads[h] = HeadResult(top[0][0], top[0][1], top)
+        return Prediction(str(path), {h: heads[h] for h in self.heads})
+
+    def predict_file(self, path: str | os.PathLike, top_k: int = 1) -> Prediction:
+        """One image file to labels; an unreadable image gives a Prediction with ``error`` set."""
+        try:
+            pixels = self.load(path)
+        except ImageError as e:
+            return Prediction(str(path), {}, str(e))
+        return self.labels(self.predict_image(pixels), str(path), top_k)
+
+    def predict_files(self, paths: Iterable[str | os.PathLike], top_k: int = 1) -> list[Prediction]:
+        """``predict_file`` over many files; errors are per file, the rest go on."""
+        return [self.predict_file(p, top_k) for p in paths]
+
+    def info(self) -> dict[str, Any]:
+        return {"variant": self.variant.id, "runtime": self.runtime, "runtime_version": self.runtime_version,
+                "threads": self.num_threads}
+
+
+# -- labelled images ------------------------------------------------------------------------------
+
+
+def read_labels_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[Path, tuple[str, ...]]]:
+    """A datasets-stage labels.csv: (head names, resolved image path -> labels). Rows are not checked
+    against a schema here: a label a model does not know simply counts as wrong."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header or header[:2] != ["image", "split"] or len(header) < 3:
+                raise CardError(f"{path}: header must be image,split,<head>... Received: {header}")
+            heads = tuple(header[2:])
+            labels = {}
+            for n, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise CardError(f"{path}: row {n} has {len(row)} fields, expected {len(header)}")
+                labels[(path.parent / row[0]).resolve()] = tuple(row[2:])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise CardError(f"{path}: cannot read labels ({_first_line(e)})") from None
+    return heads, labels
+
+
+@dataclass
+class Accuracy:
+    """Running per-head and joint (every head right) accuracy over labelled predictions."""
+
+    heads: tuple[str, ...]
+    correct: dict[str, int]
+    joint_correct: int = 0
+    n: int = 0
+
+    @classmethod
+    def for_heads(cls, heads: Sequence[str]) -> Accuracy:
+        return cls(tuple(heads), {h: 0 for h in heads})
+
+    def add(self, pred: Prediction, labels: dict[str, str]) -> None:
+        if not pred.ok:
+            return
+        self.n += 1
+        all_right = True
+        for h in self.heads:
+            right = pred.heads[h].label == labels.get(h)
+            self.correct[h] += right
+            all_right &= right
+        self.joint_correct += all_right
+
+    def to_dict(self) -> dict[str, Any] | None:
+        if self.n == 0:
+            return None
+        return {"heads": {h: self.correct[h] / self.n for h in self.heads},
+                "joint": self.joint_correct / self.n, "n": self.n}
+
+
+def labelled_heads(csv_heads: Sequence[str], schema: LabelSchema) -> list[str]:
+    """Heads both the labels.csv and the model have (accuracy is reported for these)."""
+    return [h for h in schema.head_names if h in csv_heads]
+
+
+def missing_ops(message: str) -> list[str]:
+    """Ops an interpreter's load error says it lacks, e.g. ``['FULLY_CONNECTED v12']``."""
+    found = [f"{op} v{v}" for op, v in re.findall(r"builtin opcode '(\w+)' version '(\d+)'", message)]
+    found += [f"custom {op}" for op in re.findall(r"unresolved custom op: (\w+)", message)]
+    return sorted(set(found))

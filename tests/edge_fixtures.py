@@ -1,0 +1,156 @@
+"""Tiny .tflite deployments and images for the edge tests, made with the main env's TensorFlow.
+
+Used in two ways:
+- as a module by tests/test_edge*.py (``edge_models`` pytest fixture: built once per session);
+- as a script, ``.venv/bin/python tests/edge_fixtures.py OUT``, writing ``OUT/models/*.tflite``
+  and ``OUT/images/`` (+ labels.csv), so the tflite-runtime 2.14 env (no TensorFlow) can test the
+  same files: it finds them through the ``POLYHEAD_EDGE_FIXTURES`` environment variable.
+
+TensorFlow is imported inside functions only, so this module imports fine without it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.card import InputSpec, ModelCard, write_model  # noqa: E402
+from edge.schema import LabelSchema  # noqa: E402
+
+FIXTURES_ENV = "POLYHEAD_EDGE_FIXTURES"
+SIZE = 32
+HEADS = ("make", "type")
+MAKES = ("audi", "bmw", "ford", "toyota")
+TYPES = ("sedan", "suv", "van")
+# Train combinations: every make/type pair except two (the joint model can never output those).
+COMBOS = tuple((m, t) for m in MAKES for t in TYPES if (m, t) not in {("audi", "van"), ("toyota", "sedan")})
+SCHEMA = LabelSchema.from_labels(HEADS, [(m, t) for m in MAKES for t in TYPES], COMBOS)
+MODEL_FILES = (
+    "multihead.float32.tflite",
+    "multihead.int8.tflite",
+    "joint.float32.tflite",
+    "joint.int8.tflite",
+    "separate.make.float32.tflite",
+    "separate.type.float32.tflite",
+)
+
+
+def _tiny_keras(outputs: dict[str, int], seed: int, size: int = SIZE):
+    """A small conv net with named softmax heads and dict outputs, like train/ builds them."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    heads = {name: keras.layers.Dense(n, activation="softmax", name=name)(x) for name, n in outputs.items()}
+    return keras.Model(inp, heads)
+
+
+def convert(model, int8: bool, size: int = SIZE, seed: int = 0) -> bytes:
+    """TF 2.21 conversion: float32, or full int8 with uint8 input and uint8 outputs."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        rng = np.random.default_rng(seed)
+
+        def representative_images():
+            for _ in range(8):
+                yield [rng.uniform(0, 255, (1, size, size, 3)).astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative_images
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8
+    return conv.convert()
+
+
+def input_spec(tflite: bytes, size: int = SIZE) -> InputSpec:
+    """The card's input, read from the converted model (the quantisation TF chose)."""
+    from edge.runtime import load_interpreter_class
+
+    cls = load_interpreter_class()[0]
+    runner = cls(model_content=tflite).get_signature_runner()
+    d = runner.get_input_details()["image"]
+    dtype = np.dtype(d["dtype"]).name
+    if dtype == "float32":
+        return InputSpec("image", size, size, 3, "float32")
+    scale, zero = d["quantization"]
+    return InputSpec("image", size, size, 3, dtype, float(scale), int(zero))
+
+
+def card_for(variant: str, approach: str, heads: tuple[str, ...], outputs: dict[str, str],
+             spec: InputSpec, precision: str, schema: LabelSchema = SCHEMA) -> ModelCard:
+    import tensorflow as tf
+
+    return ModelCard(variant=variant, approach=approach, schema=schema, heads=heads, outputs=outputs,
+                     input=spec, backbone="tiny", precision=precision, converter_version=tf.__version__,
+                     tensorflow_version=tf.__version__)
+
+
+def build_models(out: str | os.PathLike, size: int = SIZE) -> Path:
+    """Write every MODEL_FILES deployment file into ``out`` (a folder); return it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n = {"make": len(MAKES), "type": len(TYPES)}
+    multihead = _tiny_keras(n, seed=1, size=size)
+    joint = _tiny_keras({"joint": SCHEMA.num_combinations}, seed=2, size=size)
+    for precision in ("float32", "int8"):
+        for name, model, approach, heads, outputs in (
+            ("multihead", multihead, "multihead", HEADS, {"make": "make", "type": "type"}),
+            ("joint", joint, "joint", HEADS, {"joint": "joint"}),
+        ):
+            tfl = convert(model, precision == "int8", size)
+            card = card_for(name, approach, heads, outputs, input_spec(tfl, size), precision)
+            write_model(out / f"{name}.{precision}.tflite", tfl, card)
+    for i, head in enumerate(HEADS):
+        model = _tiny_keras({head: n[head]}, seed=3 + i, size=size)
+        tfl = convert(model, False, size)
+        card = card_for("separate", "separate", (head,), {head: head}, input_spec(tfl, size), "float32")
+        write_model(out / f"separate.{head}.float32.tflite", tfl, card)
+    return out
+
+
+def make_images(out: str | os.PathLike, n: int = 6, size: tuple[int, int] = (48, 40), seed: int = 0) -> Path:
+    """``n`` labelled images (JPEG and PNG) plus labels.csv in the datasets stage's format."""
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = ["image,split,make,type"]
+    for i in range(n):
+        arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        name = f"img{i}.{'jpg' if i % 2 == 0 else 'png'}"
+        Image.fromarray(arr).save(out / name)
+        rows.append(f"{name},test,{MAKES[i % len(MAKES)]},{TYPES[i % len(TYPES)]}")
+    (out / "labels.csv").write_text("\n".join(rows) + "\n")
+    return out
+
+
+def fixtures_dir(base: str | os.PathLike) -> Path:
+    """``base`` holding ``models/`` and ``images/``: the files named by the env var if set, else built."""
+    given = os.environ.get(FIXTURES_ENV)
+    if given:
+        return Path(given)
+    base = Path(base)
+    build_models(base / "models")
+    make_images(base / "images")
+    return base
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "build/edge-fixtures")
+    build_models(target / "models")
+    make_images(target / "images")
+    print(target)
