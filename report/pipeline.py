@@ -1,0 +1,371 @@
+"""``make all``: data -> train -> convert -> bench -> predictions -> report, reusing finished work.
+
+Each stage runs as its own CLI in a subprocess, exactly as a user would type it, so TensorFlow's
+memory never sits in the process that benchmarks, and a stage that crashes cannot take the
+orchestration down with it. Every stage is skipped when its output is already up to date:
+
+- data: ``DATA/labels.csv`` exists;
+- train: ``train.json`` holds every approach and ``config.json`` matches the requested settings;
+- convert: every model has a .tflite per precision newer than the .keras, listed in convert.json;
+- bench: ``bench.json`` is newer than every .tflite and was measured with the same threads;
+- predictions: ``predictions.json`` is newer than the multihead .tflite.
+
+The commands, their wall times and whether they ran are saved in ``RUN/pipeline.json`` for the
+report. The last line printed is the report's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge.io import atomic_write_bytes, atomic_write_json
+
+APPROACHES = ("multihead", "joint", "separate")
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; the message names the stage, its exit status and its command."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What ``make all`` asks for (the Makefile's variables)."""
+
+    data: Path
+    run: Path
+    backbone: str = "mobilenet_v2"
+    image_size: int = 96
+    epochs: int = 8
+    num_images: int = 6000
+    synth_size: int = 128
+    holdout_combos: int = 4
+    precisions: tuple[str, ...] = ("float32", "int8")
+    threads: int = 1
+    seed: int = 0
+    weights: str = "none"
+    batch_size: int | None = None
+    bench_runs: int = 50
+    bench_images: int = 100
+    extra_train_args: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class Step:
+    name: str
+    command: list[str]
+    status: str
+    wall_s: float | None = None
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def edge_cli() -> list[str]:
+    """The ``polyhead-edge`` console script of this environment (as a user runs it)."""
+    script = Path(sys.executable).with_name("polyhead-edge")
+    return [str(script)] if script.exists() else [_python(), "-m", "edge.cli"]
+
+
+def run_command(name: str, command: Sequence[str], cwd: Path | None = None) -> float:
+    """Run one stage, its output streaming to the terminal; returns its wall time."""
+    click.echo(f"[{name}] $ {shlex.join(command)}", err=True)
+    start = time.perf_counter()
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = subprocess.run(list(command), cwd=cwd, env=env, stdout=sys.stderr)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise PipelineError(f"stage '{name}' failed (exit {result.returncode}): {shlex.join(command)}")
+    click.echo(f"[{name}] done in {wall:.1f} s", err=True)
+    return wall
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# -- up-to-date checks (pure functions of the files on disk, tested directly) --------------------
+
+
+def data_ready(data: Path) -> bool:
+    return (data / "labels.csv").is_file()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return [str(x) for x in a] == [str(x) for x in b]
+    return str(a) == str(b)
+
+
+def training_done(settings: PipelineSettings) -> tuple[bool, str]:
+    """Whether ``train.json`` already holds every approach trained with the requested settings."""
+    train = _read_json(settings.run / "train.json")
+    config = _read_json(settings.run / "config.json") or {}
+    if train is None:
+        return False, "no train.json"
+    variants = train.get("variants") or {}
+    missing = [a for a in APPROACHES if a not in variants]
+    if missing:
+        return False, f"train.json lacks {missing}"
+    wanted = {
+        "backbone": settings.backbone,
+        "image_size": [settings.image_size, settings.image_size],
+        "epochs": settings.epochs,
+        "seed": settings.seed,
+        "weights": settings.weights,
+    }
+    for key, value in wanted.items():
+        if key in config and not _same(config[key], value):
+            return False, f"config.json has {key}={config[key]!r}, asked for {value!r}"
+    if "data" in config and Path(str(config["data"])).resolve() != settings.data.resolve():
+        return False, f"config.json has data={config['data']!r}, asked for {str(settings.data)!r}"
+    for approach in APPROACHES:
+        for name in variants[approach].get("files") or []:
+            if not (settings.run / name).exists():
+                return False, f"{name} is missing"
+    return True, "train.json has every approach with these settings"
+
+
+def keras_files(run: Path) -> list[Path]:
+    return sorted((run / "models").glob("*.keras"))
+
+
+def tflite_paths(run: Path) -> list[Path]:
+    return sorted((run / "edge").glob("*.tflite"))
+
+
+def conversion_done(run: Path, precisions: Sequence[str]) -> tuple[bool, str]:
+    """Every .keras has a newer .tflite per precision, and convert.json lists them."""
+    convert = _read_json(run / "convert.json")
+    if convert is None:
+        return False, "no convert.json"
+    listed = set((convert.get("files") or {}).keys())
+    models = keras_files(run)
+    if not models:
+        return False, "no models"
+    for model in models:
+        for precision in precisions:
+            rel = f"edge/{model.stem}.{precision}.tflite"
+            target = run / rel
+            if rel not in listed or not target.exists():
+                return False, f"{rel} missing"
+            if target.stat().st_mtime < model.stat().st_mtime:
+                return False, f"{rel} older than {model.name}"
+    return True, "every model converted at every precision"
+
+
+def bench_done(run: Path, threads: int) -> tuple[bool, str]:
+    """bench.json exists, is newer than every .tflite, and used the same thread count."""
+    path = run / "bench.json"
+    bench = _read_json(path)
+    if bench is None:
+        return False, "no bench.json"
+    files = tflite_paths(run)
+    if not files:
+        return False, "no .tflite files"
+    newest = max(f.stat().st_mtime for f in files)
+    if path.stat().st_mtime < newest:
+        return False, "bench.json older than a .tflite"
+    if bench.get("threads") is not None and int(bench["threads"]) != threads:
+        return False, f"bench.json measured with threads={bench['threads']}"
+    return True, "bench.json newer than every .tflite"
+
+
+def newer_than(target: Path, sources: Sequence[Path]) -> bool:
+    if not target.exists():
+        return False
+    return all(target.stat().st_mtime >= s.stat().st_mtime for s in sources if s.exists())
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+def synth_command(s: PipelineSettings) -> list[str]:
+    return [_python(), "-m", "datasets", "synth", "--out", str(s.data), "--num-images", str(s.num_images),
+            "--image-size", str(s.synth_size), "--holdout-combos", str(s.holdout_combos), "--seed", str(s.seed)]
+
+
+def train_command(s: PipelineSettings) -> list[str]:
+    command = [_python(), "-m", "train", "--data", str(s.data), "--backbone", s.backbone,
+               "--approach", ",".join(APPROACHES), "--out", str(s.run), "--image-size", str(s.image_size),
+               "--epochs", str(s.epochs), "--seed", str(s.seed), "--weights", s.weights, "--resume"]
+    if s.batch_size:
+        command += ["--batch-size", str(s.batch_size)]
+    return command + list(s.extra_train_args)
+
+
+def convert_command(s: PipelineSettings) -> list[str]:
+    return [_python(), "-m", "convert", str(s.run), "--precision", ",".join(s.precisions)]
+
+
+def bench_command(s: PipelineSettings, images: Path) -> list[str]:
+    return [*edge_cli(), "bench", str(s.run / "edge"), "--images", str(images), "--runs", str(s.bench_runs),
+            "--threads", str(s.threads), "--out", str(s.run / "bench.json")]
+
+
+def prepare_bench_images(data: Path, out: Path, count: int) -> Path:
+    """A folder of ``count`` test images (copies) with their own labels.csv, for a labelled bench.
+
+    The edge bench reports accuracy when a labels.csv sits beside the images; the test split is
+    taken in labels.csv order so the same images are used on every run.
+    """
+    import csv
+    import io
+
+    from edge.io import atomic_write_text
+
+    with open(data / "labels.csv", newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        rows = [r for r in reader if r.get("split") == "test"][:count]
+    if not rows:
+        raise PipelineError(f"{data / 'labels.csv'}: no test images to benchmark on")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.is_file() or old.is_symlink():
+            old.unlink()
+    written = []
+    for i, row in enumerate(rows):
+        source = data / row["image"]
+        name = f"{i:04d}{source.suffix.lower()}"
+        # Copies, not links: the bench folder stays valid if the dataset moves, and is small.
+        atomic_write_bytes(out / name, source.read_bytes())
+        written.append({**row, "image": name})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(written)
+    atomic_write_text(out / "labels.csv", buf.getvalue())
+    return out
+
+
+def run_pipeline(s: PipelineSettings) -> Path:
+    """Run (or reuse) every stage for ``s`` and write the report; returns the report's path."""
+    start = time.perf_counter()
+    steps: list[Step] = []
+    previous = {st.get("name"): st for st in (_read_json(s.run / "pipeline.json") or {}).get("steps", [])
+                if isinstance(st, Mapping)}
+
+    def reuse(name: str, command: list[str], why: str) -> None:
+        click.echo(f"[{name}] up to date ({why}); skipped", err=True)
+        old = previous.get(name) or {}
+        wall = old.get("wall_s") if old.get("command") == command else None
+        steps.append(Step(name, command, f"reused ({why})", wall))
+
+    def execute(name: str, command: list[str]) -> None:
+        steps.append(Step(name, command, "ran", run_command(name, command)))
+        save()
+
+    def save() -> None:
+        atomic_write_json(s.run / "pipeline.json", {
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
+            "steps": [asdict(st) for st in steps],
+            "total_wall_s": round(time.perf_counter() - start, 2),
+        })
+
+    s.run.mkdir(parents=True, exist_ok=True)
+
+    command = synth_command(s)
+    if data_ready(s.data):
+        reuse("data", command, f"{s.data / 'labels.csv'} exists")
+    else:
+        execute("data", command)
+
+    command = train_command(s)
+    done, why = training_done(s)
+    if done:
+        reuse("train", command, why)
+    else:
+        click.echo(f"[train] needed: {why}", err=True)
+        execute("train", command)
+
+    command = convert_command(s)
+    done, why = conversion_done(s.run, s.precisions)
+    if done:
+        reuse("convert", command, why)
+    else:
+        execute("convert", command)
+
+    images = prepare_bench_images(s.data, s.run / "bench_images", s.bench_images)
+    command = bench_command(s, images)
+    done, why = bench_done(s.run, s.threads)
+    if done:
+        reuse("bench", command, why)
+    else:
+        execute("bench", command)
+
+    multihead = [p for p in tflite_paths(s.run) if p.name.startswith("multihead.")]
+    chosen = next((p for p in multihead if ".float32." in p.name), multihead[0] if multihead else None)
+    command = [_python(), "-m", "report.predictions", str(s.run), "--data", str(s.data),
+               "--threads", str(s.threads)]
+    if chosen is not None and newer_than(s.run / "predictions.json", [chosen]):
+        reuse("predictions", command, "predictions.json newer than the multihead model")
+    elif chosen is None:
+        steps.append(Step("predictions", command, "skipped (no multihead .tflite)"))
+    else:
+        execute("predictions", command)
+
+    steps.append(Step("report", [_python(), "-m", "report", str(s.run)], "ran"))
+    save()
+    from report.build import write_report
+
+    t = time.perf_counter()
+    path = write_report([s.run])
+    steps[-1].wall_s = round(time.perf_counter() - t, 2)
+    save()
+    return path
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=Path("data/synthetic"),
+              show_default=True, help="Dataset folder; the synthetic set is built here if absent.")
+@click.option("--run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
+              show_default=True, help="Run folder.")
+@click.option("--backbone", default="mobilenet_v2", show_default=True)
+@click.option("--image-size", type=int, default=96, show_default=True, help="Model input size (px).")
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Default: the training stage's.")
+@click.option("--num-images", type=int, default=6000, show_default=True, help="Synthetic images to draw.")
+@click.option("--synth-size", type=int, default=128, show_default=True, help="Synthetic image size (px).")
+@click.option("--holdout-combos", type=int, default=4, show_default=True)
+@click.option("--precision", default="float32,int8", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--weights", default="none", show_default=True)
+@click.option("--bench-runs", type=int, default=50, show_default=True, help="Timed runs per variant.")
+@click.option("--bench-images", type=int, default=100, show_default=True, help="Test images to benchmark on.")
+def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, batch_size: int | None,
+         num_images: int, synth_size: int, holdout_combos: int, precision: str, threads: int, seed: int,
+         weights: str, bench_runs: int, bench_images: int) -> None:
+    """Build the synthetic set if absent, train, convert, benchmark, and write the report."""
+    settings = PipelineSettings(
+        data=data, run=run, backbone=backbone, image_size=image_size, epochs=epochs, num_images=num_images,
+        synth_size=synth_size, holdout_combos=holdout_combos,
+        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), threads=threads, seed=seed,
+        weights=weights, batch_size=batch_size, bench_runs=bench_runs, bench_images=bench_images,
+    )
+    try:
+        path = run_pipeline(settings)
+    except PipelineError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

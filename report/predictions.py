@@ -1,0 +1,162 @@
+"""``python -m report.predictions RUN --data DIR``: the multihead model's test-split predictions as JSON.
+
+Runs the deployed multihead .tflite (float32 if present) with the edge runtime on the test split
+and writes ``RUN/predictions.json`` (a confusion matrix per head plus a few samples) and
+``RUN/plots/predictions_grid.png`` (test images with their predicted labels). The report then
+draws the confusion matrices from the JSON, so "the report reads only JSON" stays true.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from edge.io import atomic_write_bytes, atomic_write_json
+
+GRID_IMAGES = 12
+GRID_FILE = "plots/predictions_grid.png"
+
+
+class PredictionsError(ValueError):
+    """No multihead model or no labelled test images to predict."""
+
+
+def test_rows(data: Path, split: str = "test", limit: int | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """(head names, rows of ``split``) from the dataset's labels.csv, in file order."""
+    path = data / "labels.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            heads = list(reader.fieldnames or [])[2:]
+            rows = [r for r in reader if r.get("split") == split]
+    except OSError as e:
+        raise PredictionsError(f"{path}: cannot read ({e.strerror})") from None
+    if not rows:
+        raise PredictionsError(f"{path}: no rows in split '{split}'")
+    return heads, rows[:limit] if limit else rows
+
+
+def choose_variant(run: Path, variant: str | None = None) -> Any:
+    """The multihead variant to predict with: ``variant`` if given, else float32, else any precision."""
+    from edge.runtime import discover
+
+    variants = discover(run / "edge")
+    if variant:
+        if variant not in variants:
+            raise PredictionsError(f"{run / 'edge'}: no variant {variant}. Found: {sorted(variants)}")
+        return variants[variant]
+    for vid in ("multihead.float32", *sorted(v for v in variants if v.startswith("multihead."))):
+        if vid in variants:
+            return variants[vid]
+    raise PredictionsError(f"{run / 'edge'}: no multihead .tflite. Found: {sorted(variants)}")
+
+
+def compute_predictions(run: Path, data: Path, threads: int = 1, limit: int | None = 2000,
+                        variant: str | None = None) -> dict[str, Any]:
+    """Predict the test split with the multihead model; confusion matrix per head, a few samples."""
+    from edge.runtime import Predictor
+
+    chosen = choose_variant(run, variant)
+    predictor = Predictor(chosen, num_threads=threads)
+    csv_heads, rows = test_rows(data, limit=limit)
+    heads = [h for h in predictor.heads if h in csv_heads]
+    classes = {h.name: list(h.classes) for h in predictor.schema.heads}
+    confusion = {h: np.zeros((len(classes[h]),) * 2, dtype=np.int64) for h in heads}
+    samples, errors, unknown = [], 0, 0
+    start = time.perf_counter()
+    for row in rows:
+        pred = predictor.predict_file(data / row["image"])
+        if not pred.ok:
+            errors += 1
+            continue
+        true = {h: row[h] for h in heads}
+        if any(true[h] not in classes[h] for h in heads):
+            unknown += 1  # a class the model never saw cannot sit in its confusion matrix
+            continue
+        for h in heads:
+            confusion[h][classes[h].index(true[h]), classes[h].index(pred.heads[h].label)] += 1
+        if len(samples) < GRID_IMAGES:
+            samples.append({"image": row["image"], "true": true,
+                            "pred": {h: pred.heads[h].label for h in heads},
+                            "score": {h: round(pred.heads[h].score, 4) for h in heads}})
+    n = int(next(iter(confusion.values())).sum()) if confusion else 0
+    return {
+        "variant": chosen.id, "files": [str(f.relative_to(run)) for f in chosen.files],
+        "data": str(data), "split": "test", "n": n, "errors": errors, "unknown_labels": unknown,
+        "runtime": predictor.runtime, "runtime_version": predictor.runtime_version, "threads": threads,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "heads": {h: {"classes": classes[h], "confusion": confusion[h].tolist(),
+                      "accuracy": float(np.trace(confusion[h]) / n) if n else None} for h in heads},
+        "samples": samples,
+    }
+
+
+def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int = 128) -> Path | None:
+    """Test images with predicted labels (green: every head right, red: a head wrong)."""
+    if not samples:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge.preprocess import ImageError, load_image
+
+    cols = 4
+    rows = (len(samples) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, sample in zip(np.atleast_1d(axes).ravel(), samples, strict=False):
+        try:
+            ax.imshow(load_image(data / sample["image"], size, size))
+        except ImageError:
+            continue
+        right = all(sample["pred"][h] == sample["true"][h] for h in sample["pred"])
+        lines = [f"{h}: {sample['pred'][h]} ({sample['score'][h]:.2f})" for h in sample["pred"]]
+        if not right:
+            lines.append("true: " + "/".join(sample["true"].values()))
+        ax.set_title("\n".join(lines), fontsize=6.5, color="green" if right else "red")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_predictions(run: Path, data: Path, threads: int = 1, limit: int | None = 2000,
+                      variant: str | None = None) -> Path:
+    """Write RUN/predictions.json and the image grid; returns the JSON's path."""
+    result = compute_predictions(run, data, threads, limit, variant)
+    if draw_grid(data, result["samples"], run / GRID_FILE) is not None:
+        result["grid"] = GRID_FILE
+    return atomic_write_json(run / "predictions.json", result)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Dataset folder (its labels.csv test split).")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--limit", type=int, default=2000, show_default=True, help="At most this many test images.")
+@click.option("--variant", default=None, help="Default: multihead.float32, else another multihead precision.")
+def main(run: Path, data: Path, threads: int, limit: int, variant: str | None) -> None:
+    """Predict the test split with RUN's multihead model into RUN/predictions.json."""
+    from edge.card import CardError
+    from edge.runtime import ModelError
+
+    try:
+        path = write_predictions(run, data, threads, limit, variant)
+    except (PredictionsError, CardError, ModelError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""make all's reuse rules and make bench's CPU peak, on files written here (no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from report_fixtures import train_json
+
+from report.bench_suite import cpu_peak, ratio_table
+from report.pipeline import (
+    PipelineSettings,
+    bench_done,
+    conversion_done,
+    data_ready,
+    prepare_bench_images,
+    training_done,
+)
+
+
+def _touch(path: Path, mtime: float | None = None, text: str = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def _settings(tmp_path: Path, **kw) -> PipelineSettings:
+    base = {"data": tmp_path / "data", "run": tmp_path / "run", "backbone": "mobilenet_v2", "image_size": 96,
+            "epochs": 2, "seed": 0}
+    base.update(kw)
+    return PipelineSettings(**base)
+
+
+def _trained_run(tmp_path: Path) -> PipelineSettings:
+    s = _settings(tmp_path)
+    s.run.mkdir(parents=True)
+    (s.run / "train.json").write_text(json.dumps(train_json()))
+    (s.run / "config.json").write_text(json.dumps({"data": str(s.data), "backbone": "mobilenet_v2",
+                                                   "image_size": [96, 96], "epochs": 2, "seed": 0,
+                                                   "weights": "none"}))
+    for name in ("multihead", "joint", "separate.make", "separate.type"):
+        _touch(s.run / "models" / f"{name}.keras", time.time() - 100)
+    return s
+
+
+def test_data_is_reused_when_labels_exist(tmp_path: Path) -> None:
+    assert not data_ready(tmp_path)
+    _touch(tmp_path / "labels.csv")
+    assert data_ready(tmp_path)
+
+
+def test_training_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    s = _trained_run(tmp_path)
+    assert training_done(s) == (True, "train.json has every approach with these settings")
+    done, why = training_done(_settings(tmp_path, epochs=3))
+    assert not done and "epochs" in why
+    done, why = training_done(_settings(tmp_path, backbone="squeezenet"))
+    assert not done and "backbone" in why
+    (s.run / "models" / "joint.keras").unlink()
+    assert not training_done(s)[0]
+
+
+def test_conversion_and_bench_freshness(tmp_path: Path) -> None:
+    s = _trained_run(tmp_path)
+    assert conversion_done(s.run, ("float32", "int8"))[0] is False
+    files = {}
+    for name in ("multihead", "joint", "separate.make", "separate.type"):
+        for precision in ("float32", "int8"):
+            rel = f"edge/{name}.{precision}.tflite"
+            _touch(s.run / rel, time.time() - 50)
+            files[rel] = {"bytes": 1}
+    (s.run / "convert.json").write_text(json.dumps({"files": files}))
+    assert conversion_done(s.run, ("float32", "int8"))[0]
+    _touch(s.run / "models" / "joint.keras")  # retrained: now newer than its .tflite
+    done, why = conversion_done(s.run, ("float32", "int8"))
+    assert not done and "older than joint.keras" in why
+
+    assert not bench_done(s.run, 1)[0]
+    _touch(s.run / "bench.json", text=json.dumps({"threads": 1, "variants": {}}))
+    assert bench_done(s.run, 1)[0]
+    assert not bench_done(s.run, 2)[0]
+    _touch(s.run / "edge" / "multihead.int8.tflite", time.time() + 10)
+    assert not bench_done(s.run, 1)[0]
+
+
+def test_bench_images_are_the_first_test_rows(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rows = ["image,split,make,type"]
+    for i, split in enumerate(["train", "test", "test", "test_unseen", "test"]):
+        _touch(data / "img" / f"{i}.png", text=f"image {i}")
+        rows.append(f"img/{i}.png,{split},m{i},t{i}")
+    _touch(data / "labels.csv", text="\n".join(rows) + "\n")
+    out = prepare_bench_images(data, tmp_path / "bench", 2)
+    assert (out / "labels.csv").read_text().splitlines() == [
+        "image,split,make,type", "0000.png,test,m1,t1", "0001.png,test,m2,t2"]
+    assert (out / "0001.png").read_text() == "image 2"
+
+
+def test_cpu_peak_from_cpuinfo() -> None:
+    zen5 = ("vendor_id\t: AuthenticAMD\ncpu family\t: 26\ncpu MHz\t\t: 2596.122\n"
+            "flags\t\t: fpu sse2 fma avx avx2 avx512f\n") * 2
+    peak = cpu_peak(1, zen5)
+    assert (peak.cores, peak.fma_units, peak.simd_lanes) == (1, 2, 16)
+    assert abs(peak.macs_per_s - 2.596122e9 * 32) < 1e3
+    assert "avx512f" in peak.how and "GHz" in peak.how
+    zen4 = zen5.replace("26", "25")
+    assert cpu_peak(1, zen4).simd_lanes == 8
+    pi = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\nBogoMIPS\t: 108.00\n"
+    p = cpu_peak(4, pi, fma_units=1)
+    assert p.simd_lanes == 4 and p.fma_units == 1
+
+
+def test_ratio_table_lists_failures() -> None:
+    text = ratio_table({"ratios": {"latency multihead/separate float32": 0.51}, "errors": {"x": "boom"},
+                        "machine": {"platform": "linux"}, "threads": 1, "how": {}})
+    assert "0.510" in text and "x" in text and "FAILED: boom" in text
