@@ -1,0 +1,63 @@
+"""predictions.json from a real (tiny) multihead .tflite, and the report drawing from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # converts a tiny Keras model with TensorFlow (~10 s)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import edge_fixtures as ef
+
+    from edge.card import write_model
+
+    root = tmp_path_factory.mktemp("pred")
+    run, data = root / "run", root / "data"
+    model = ef._tiny_keras({"make": len(ef.MAKES), "type": len(ef.TYPES)}, seed=1)
+    tfl = ef.convert(model, int8=False)
+    card = ef.card_for("multihead", "multihead", ef.HEADS, {"make": "make", "type": "type"},
+                       ef.input_spec(tfl), "float32")
+    write_model(run / "edge" / "multihead.float32.tflite", tfl, card)
+    ef.make_images(data, n=8)
+    return run, data
+
+
+def test_predictions_json_counts_every_test_image(tiny_run: tuple[Path, Path]) -> None:
+    from report.predictions import write_predictions
+
+    run, data = tiny_run
+    doc = json.loads(write_predictions(run, data).read_text())
+    assert doc["variant"] == "multihead.float32" and doc["n"] == 8 and doc["errors"] == 0
+    for head in ("make", "type"):
+        matrix = doc["heads"][head]["confusion"]
+        assert sum(map(sum, matrix)) == 8
+        assert len(matrix) == len(doc["heads"][head]["classes"])
+    assert (run / doc["grid"]).read_bytes()[:4] == b"\x89PNG"
+    assert len(doc["samples"]) == 8
+
+
+def test_report_draws_confusion_and_links_grid(tiny_run: tuple[Path, Path]) -> None:
+    from report.build import write_report
+    from report.predictions import write_predictions
+
+    run, data = tiny_run
+    write_predictions(run, data)
+    (run / "config.json").write_text(json.dumps({"backbone": "tiny", "data": str(data)}))
+    text = write_report([run]).read_text()
+    assert "](plots/confusion_make.png)" in text and "](plots/predictions_grid.png)" in text
+    assert (run / "plots" / "confusion_type.png").exists()
+
+
+def test_no_multihead_model_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from report.predictions import main
+
+    (tmp_path / "edge").mkdir()
+    result = CliRunner().invoke(main, [str(tmp_path), "--data", str(tmp_path)])
+    assert result.exit_code != 0 and "no .tflite" in result.output and "Traceback" not in result.output
