@@ -1,0 +1,88 @@
+"""Runtime compatibility: does a converted file load, and agree, in each TFLite runtime?
+
+ai-edge-litert is checked in-process (the check itself runs through it). tflite-runtime 2.14, the
+last release for Raspberry Pi OS's Python 3.11 with numpy < 2, is checked in its own virtual
+environment (``.venv-legacy``, or ``POLYHEAD_LEGACY_PYTHON``) through ``convert.legacy_probe``:
+every file is run there on the same images and its outputs compared with ai-edge-litert's. With no
+such environment the result says "unchecked", never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LEGACY_ENV = "POLYHEAD_LEGACY_PYTHON"
+LEGACY_KEY = "tflite-runtime"
+LITERT_KEY = "ai-edge-litert"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def legacy_python() -> Path | None:
+    """The legacy environment's python, or None when there is none."""
+    env = os.environ.get(LEGACY_ENV)
+    if env:
+        return Path(env) if Path(env).exists() else None
+    for root in (Path.cwd(), REPO_ROOT):
+        p = root / ".venv-legacy" / "bin" / "python"
+        if p.exists():
+            return p
+    return None
+
+
+def compare_outputs(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Top-1 agreement (lowest over outputs) and largest absolute score difference."""
+    agreement, diff = 1.0, 0.0
+    for k, a in ours.items():
+        b = theirs.get(k)
+        if b is None or b.shape != a.shape:
+            return {"agreement": 0.0, "max_prob_diff": None, "error": f"output '{k}' missing or misshaped"}
+        if len(a):
+            agreement = min(agreement, float(np.mean(a.argmax(-1) == b.argmax(-1))))
+            diff = max(diff, float(np.max(np.abs(a - b))))
+    return {"agreement": round(agreement, 6), "max_prob_diff": round(diff, 6)}
+
+
+def check_legacy(
+    files: list[Path], images: np.ndarray, reference: dict[Path, dict[str, np.ndarray]], timeout_s: float = 600
+) -> dict[Path, dict[str, Any]]:
+    """tflite-runtime compatibility of each file: loads, and agreement with ``reference`` outputs.
+
+    ``images``: the uint8 images the reference outputs were computed on (all files one size).
+    """
+    python = legacy_python()
+    if python is None:
+        return {f: {"status": "unchecked", "reason": "no .venv-legacy (make setup-legacy)"} for f in files}
+    with tempfile.TemporaryDirectory(prefix="polyhead-legacy-") as tmp:
+        np.savez(Path(tmp) / "images.npz", images=images)
+        env = {**os.environ, "POLYHEAD_RUNTIME": LEGACY_KEY, "PYTHONPATH": str(REPO_ROOT)}
+        cmd = [str(python), "-m", "convert.legacy_probe", str(Path(tmp) / "images.npz"), tmp, *map(str, files)]
+        try:
+            proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {f: {"status": "unchecked", "reason": f"legacy probe timed out after {timeout_s:.0f} s"} for f in files}
+        result_path = Path(tmp) / "result.json"
+        if proc.returncode != 0 or not result_path.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            return {f: {"status": "unchecked", "reason": f"legacy probe failed: {tail[0][:300]}"} for f in files}
+        result = json.loads(result_path.read_text())
+        runtime = f"{result['runtime']} {result['runtime_version']}".strip()
+        out: dict[Path, dict[str, Any]] = {}
+        for f in files:
+            r = result["files"].get(str(f), {"loads": False, "error": "not run"})
+            entry: dict[str, Any] = {"runtime": runtime, "loads": bool(r.get("loads"))}
+            if not entry["loads"]:
+                entry.update(status="fails", error=r.get("error"), missing_ops=r.get("missing_ops", []))
+            else:
+                with np.load(Path(tmp) / r["outputs"]) as z:
+                    theirs = {k: z[k] for k in z.files}
+                entry.update(compare_outputs(reference[f], theirs))
+                entry["status"] = "ok" if entry["agreement"] >= 0.999 else "disagrees"
+            out[f] = entry
+        return out

@@ -1,0 +1,116 @@
+"""The images a conversion needs: the test split (for the check) and calibration images (int8).
+
+Records come from ``datasets.folder.load_dataset``; pixels from ``edge.preprocess.load_image`` at
+the model's input size (through ``datasets.pipeline.load_split`` when it is installed), so the
+check sees exactly what the device sees. Labels are encoded with the *run's* schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.errors import ConvertError
+from edge.preprocess import ImageError, load_image
+from edge.schema import LabelSchema, SchemaError
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """uint8 images (N, H, W, 3), int labels per head (N,), and their paths."""
+
+    images: np.ndarray
+    labels: dict[str, np.ndarray]
+    paths: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def open_dataset(root: str | os.PathLike) -> Any:
+    """The dataset at ``root`` (``datasets.folder.load_dataset``), errors as one-line ConvertError."""
+    from datasets.folder import DatasetError, load_dataset
+
+    try:
+        return load_dataset(root)
+    except DatasetError as e:
+        raise ConvertError(str(e)) from None
+
+
+def load_records(ds: Any, records: tuple[Any, ...], split: str, schema: LabelSchema, size: tuple[int, int]) -> LabelledImages:
+    """Decode ``records`` at ``size`` (h, w) and encode their labels with ``schema``."""
+    h, w = size
+    images: list[np.ndarray] = []
+    paths: list[str] = []
+    rows: list[tuple[str, ...]] = []
+    skipped: list[tuple[str, str]] = []
+    arrays = None
+    try:
+        from datasets.pipeline import load_split
+    except ImportError:
+        load_split = None
+    if load_split is not None and records:
+        arrays = load_split(dataclasses.replace(ds, records=tuple(records)), split, h, w)
+        by_path = {str(r.path): r for r in records}
+        for img, p in zip(arrays.images, arrays.paths):
+            images.append(img)
+            paths.append(str(p))
+            rows.append(by_path[str(p)].labels)
+        skipped = [(str(p), str(e)) for p, e in arrays.skipped]
+    else:
+        for r in records:
+            try:
+                images.append(load_image(r.path, h, w))
+            except ImageError as e:
+                skipped.append((str(r.path), str(e)))
+                continue
+            paths.append(str(r.path))
+            rows.append(r.labels)
+    labels: dict[str, np.ndarray] = {}
+    for i, head in enumerate(schema.heads):
+        try:
+            labels[head.name] = np.array([head.index(row[i]) for row in rows], np.int32)
+        except SchemaError as e:
+            raise ConvertError(f"{ds.root}: {e} (the run's schema.json does not cover this dataset)") from None
+    arr = np.stack(images) if images else np.zeros((0, h, w, 3), np.uint8)
+    return LabelledImages(arr, labels, tuple(paths), tuple(skipped))
+
+
+def calibration_records(records: tuple[Any, ...], n: int, seed: int = 0) -> tuple[Any, ...]:
+    """Up to ``n`` records drawn round-robin over label combinations, so every class is represented.
+
+    Combinations are visited in sorted order; within one, records are shuffled with ``seed``.
+    """
+    groups: dict[tuple[str, ...], list[Any]] = defaultdict(list)
+    for r in records:
+        groups[tuple(r.labels)].append(r)
+    rng = np.random.default_rng(seed)
+    queues = []
+    for key in sorted(groups):
+        g = groups[key]
+        queues.append([g[i] for i in rng.permutation(len(g))])
+    chosen: list[Any] = []
+    depth = 0
+    while len(chosen) < n and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(chosen) < n:
+                chosen.append(q[depth])
+        depth += 1
+    return tuple(chosen)
+
+
+def resolve_data_root(value: str, run_dir: Path) -> Path:
+    """The dataset folder named by config.json's ``data``: as given, else relative to the run's parent folders."""
+    p = Path(value)
+    candidates = [p] if p.is_absolute() else [p, run_dir / p, run_dir.parent / p, run_dir.parent.parent / p]
+    for c in candidates:
+        if (c / "labels.csv").is_file():
+            return c
+    raise ConvertError(f"{run_dir / 'config.json'}: data folder not found (no labels.csv). Received: data={value!r}")

@@ -1,0 +1,42 @@
+"""Run a converted file exactly as the device does: through ``edge.runtime.Model``.
+
+Numpy and ``edge`` only (no TensorFlow): the same code runs in the host venv (ai-edge-litert) and
+in the legacy venv (tflite-runtime 2.14) through ``convert.legacy_probe``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge.card import ModelCard, read_card
+from edge.schema import JOINT_OUTPUT
+
+
+def predict_outputs(
+    path: str | os.PathLike, images: np.ndarray, num_threads: int = 1, runtime: str | None = None
+) -> tuple[ModelCard, dict[str, np.ndarray], str]:
+    """Scores (N, K) per card output key (a head, or ``joint``) for uint8 images (N, H, W, 3).
+
+    Returns (card, outputs, "<runtime> <version>"). Integer outputs come back dequantized.
+    """
+    from edge.runtime import Model, load_interpreter_class
+
+    cls, name, version = load_interpreter_class(runtime)
+    card = read_card(path)
+    model = Model(Path(path), card, num_threads, cls)
+    outs = {k: np.empty((len(images), len(card.output_classes(k))), np.float32) for k in card.outputs}
+    for i, pixels in enumerate(images):  # one image at a time, as on the device
+        for k, v in model.run(pixels).items():
+            outs[k][i] = v
+    return card, outs, f"{name} {version}".strip()
+
+
+def to_heads(card: ModelCard, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-head probabilities: a joint output decoded through the card's schema."""
+    heads = {k: v for k, v in outputs.items() if k != JOINT_OUTPUT}
+    if JOINT_OUTPUT in outputs:
+        heads.update(card.schema.decode_joint(outputs[JOINT_OUTPUT]))
+    return heads

@@ -1,0 +1,153 @@
+"""One Keras model -> TFLite flatbuffer bytes at one precision, built-in ops only.
+
+How TF 2.21 + Keras 3 convert (checked, not assumed): ``TFLiteConverter.from_keras_model`` exports
+the model's ``serve`` endpoint; the file gets one signature ``serving_default`` whose input is
+named after the Keras input (``image``) and whose outputs are named after the dict keys of a
+dict-output model (``make``, ``type``) or ``output_0`` for a single plain output. The caller reads
+the names back from the converted file (``convert.inspect``) rather than trusting this.
+
+Precisions:
+
+- ``float32``: no optimisation.
+- ``float16``: weights stored as float16, dequantized to float32 at load (XNNPACK may run fp16).
+- ``dynamic``: weights int8, activations float; kernels quantize activations on the fly.
+  Dense layers are quantized per tensor, not per channel: per-channel dense weights need
+  FULLY_CONNECTED version 12, which tflite-runtime 2.14 cannot load (seen with TF 2.21).
+- ``int8``: full-integer. Input uint8 (raw pixels go straight in; scale/zero_point from
+  calibration land in the card), every op int8, outputs uint8 softmax (scale 1/256): the edge
+  dequantizes them through the output tensor's quantisation parameters. uint8 outputs rather
+  than float32 keep the graph integer end to end (no trailing DEQUANTIZE op) and are what the
+  contract's "dequantize outputs" means; the precision lost (1/256 per probability) is far below
+  the int8 activations' own error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from convert.errors import ConvertError, UnsupportedOpError
+from edge.card import PRECISIONS
+
+INT8_OUTPUT_DTYPE = "uint8"
+DENSE_PER_CHANNEL = False
+
+
+@dataclass(frozen=True)
+class ConversionSettings:
+    """Everything that decides a converted file's bytes besides the source model."""
+
+    precision: str
+    calibration_images: int = 0
+    """Number of representative images (int8 only; 0 otherwise)."""
+    calibration_seed: int = 0
+    int8_output_dtype: str = INT8_OUTPUT_DTYPE
+    dense_per_channel: bool = DENSE_PER_CHANNEL
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.precision != "int8":
+            d.pop("calibration_images")
+            d.pop("calibration_seed")
+            d.pop("int8_output_dtype")
+        return d
+
+
+def settings_for(precision: str, calibration_images: int = 0, seed: int = 0) -> ConversionSettings:
+    """The settings of ``precision`` (calibration only matters for int8)."""
+    if precision not in PRECISIONS:
+        raise ConvertError(f"unknown precision. Known: {list(PRECISIONS)}. Received: precision={precision!r}")
+    if precision == "int8":
+        return ConversionSettings(precision, int(calibration_images), int(seed))
+    return ConversionSettings(precision)
+
+
+# `loc(callsite(fused["Cumprod:", "functional_1/my_layer_1/Cumprod@__inference_..."] ...)): 'tf.Cumprod' op is neither...`
+_LOC_RE = re.compile(r'fused\["(?P<op>[\w.]+):", "(?P<path>[^"@]+)@[^\n]*?\'tf\.(?P<tfop>\w+)\' op is neither')
+_OP_RE = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+
+
+def _unsupported_op_message(model: Any, text: str) -> str | None:
+    """One line naming the unsupported TF op(s) and the Keras layer(s) they come from, or None."""
+    ops = list(dict.fromkeys(_OP_RE.findall(text)))
+    if not ops:
+        return None
+    layer_names = {layer.name for layer in _walk_layers(model)}
+    found: dict[str, str] = {}
+    for m in _LOC_RE.finditer(text):
+        # Path segments are graph scopes: model name, then layer names, Keras 3 adds a "_1" suffix.
+        for seg in m.group("path").split("/")[1:]:
+            for cand in (seg, re.sub(r"_\d+$", "", seg)):
+                if cand in layer_names:
+                    found.setdefault(m.group("tfop"), cand)
+                    break
+            if m.group("tfop") in found:
+                break
+    parts = [f"{op} (layer '{found[op]}')" if op in found else op for op in ops]
+    return (
+        f"needs TensorFlow ops outside the TFLite built-ins (Flex/SELECT_TF_OPS is not allowed): "
+        f"{', '.join(parts)}"
+    )
+
+
+def _walk_layers(model: Any) -> Iterator[Any]:
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _walk_layers(layer)
+
+
+def _representative(images: np.ndarray, input_name: str) -> Any:
+    def gen() -> Iterator[dict[str, np.ndarray]]:
+        for img in images:
+            yield {input_name: img[None].astype(np.float32)}
+
+    return gen
+
+
+def convert_keras(
+    model: Any,
+    precision: str,
+    representative_images: np.ndarray | None = None,
+    settings: ConversionSettings | None = None,
+) -> bytes:
+    """Convert a Keras model to TFLite bytes at ``precision`` with built-in ops only.
+
+    ``representative_images``: uint8 (N, H, W, 3) raw pixels, required for ``int8``. A model that
+    would need Flex ops raises ``UnsupportedOpError`` naming the op and the layer.
+    """
+    import tensorflow as tf
+
+    settings = settings or settings_for(precision, 0 if representative_images is None else len(representative_images))
+    with contextlib.redirect_stdout(io.StringIO()):  # model.export() prints its endpoints
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    conv.allow_custom_ops = False
+    if precision != "float32":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = not settings.dense_per_channel
+    if precision == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        if representative_images is None or len(representative_images) == 0:
+            raise ConvertError("int8 needs calibration images; none were given")
+        input_name = model.inputs[0].name if getattr(model, "inputs", None) else "image"
+        conv.representative_dataset = _representative(np.asarray(representative_images), input_name)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8 if settings.int8_output_dtype == "uint8" else tf.float32
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return bytes(conv.convert())
+    except Exception as e:  # noqa: BLE001 - the converter's errors are long MLIR dumps
+        text = str(e)
+        msg = _unsupported_op_message(model, text)
+        if msg:
+            raise UnsupportedOpError(msg) from None
+        first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), text.strip()[:300])
+        raise ConvertError(f"{precision} conversion failed: {type(e).__name__}: {first[:300]}") from None
