@@ -97,7 +97,10 @@ class Variant:
 
     @property
     def heads(self) -> tuple[str, ...]:
-        return self.schema.head_names
+        """Heads the variant answers, in schema order (all of them unless one ``separate`` file was
+        given on its own)."""
+        served = {h for c in self.cards for h in c.heads}
+        return tuple(h for h in self.schema.head_names if h in served)
 
     @property
     def bytes(self) -> int:
@@ -109,7 +112,7 @@ def variant_id(card: ModelCard) -> str:
     return f"{card.variant}.{card.precision}"
 
 
-def _make_variant(vid: str, items: list[tuple[Path, ModelCard]]) -> Variant:
+def _make_variant(vid: str, items: list[tuple[Path, ModelCard]], partial: bool = False) -> Variant:
     items = sorted(items, key=lambda pc: pc[0].name)
     files = tuple(p for p, _ in items)
     cards = tuple(c for _, c in items)
@@ -128,7 +131,7 @@ def _make_variant(vid: str, items: list[tuple[Path, ModelCard]]) -> Variant:
                 raise CardError(f"{p}: head '{h}' is already served by {served[h].name} in variant {vid}")
             served[h] = p
     missing = [h for h in first.schema.head_names if h not in served]
-    if missing:
+    if missing and not partial:
         raise CardError(f"variant {vid}: no file serves head(s) {missing} (files: {[f.name for f in files]})")
     return Variant(vid, first.variant, first.precision, first.approach, files, cards)
 
@@ -140,6 +143,7 @@ def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = Non
     them appended as ``(path_or_variant, message)`` and skipped instead.
     """
     path = Path(path)
+    partial = not path.is_dir()  # one file of a separate variant, given on its own, answers its heads
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".tflite" and p.is_file())
         if not files:
@@ -161,7 +165,7 @@ def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = Non
     variants = {}
     for vid in sorted(groups):
         try:
-            variants[vid] = _make_variant(vid, groups[vid])
+            variants[vid] = _make_variant(vid, groups[vid], partial)
         except CardError as e:
             if errors is None:
                 raise
@@ -228,6 +232,8 @@ class Model:
             raise ModelError(f"{name}: cannot read signature '{sig}' ({_first_line(e)})") from None
         self._check_input(inputs)
         self._check_outputs(outputs)
+        self._invoke = self.interpreter._interpreter.Invoke  # see invoke_raw
+        self._subgraph = getattr(self.runner, "_subgraph_index", 0)
 
     def _check_input(self, inputs: dict[str, dict[str, Any]]) -> None:
         spec, name = self.card.input, str(self.path)
@@ -299,8 +305,13 @@ class Model:
         return out
 
     def invoke_raw(self) -> None:
-        """Bare ``interpreter.invoke()`` on whatever input is set (to measure the Python overhead)."""
-        self.interpreter.invoke()
+        """The bare C++ invoke of this signature on whatever input is set (to measure Python overhead).
+
+        ``Interpreter.invoke()`` itself refuses to run while a signature runner holds the interpreter
+        ("There is at least 1 reference to internal data"); this calls the same wrapper method
+        ``invoke()`` and the runner call, ``_interpreter.Invoke(subgraph)``, with nothing around it.
+        """
+        self._invoke(self._subgraph)
 
 
 # -- predictions ----------------------------------------------------------------------------------
@@ -349,9 +360,9 @@ class Predictor:
         self.num_threads = num_threads
         self.models = tuple(Model(p, c, num_threads, cls) for p, c in zip(variant.files, variant.cards))
         self.schema = variant.schema
-        self.heads = self.schema.head_names
+        self.heads = variant.heads
         self.height, self.width = self.models[0].input_size
-        self._classes = {h.name: h.classes for h in self.schema.heads}
+        self._classes = {h: self.schema.head(h).classes for h in self.heads}
 
     def predict_image(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Per-head class probabilities (K,) of one (H, W, 3) uint8 image."""
@@ -468,9 +479,9 @@ class Accuracy:
                 "joint": self.joint_correct / self.n, "n": self.n}
 
 
-def labelled_heads(csv_heads: Sequence[str], schema: LabelSchema) -> list[str]:
+def labelled_heads(csv_heads: Sequence[str], heads: Sequence[str]) -> list[str]:
     """Heads both the labels.csv and the model have (accuracy is reported for these)."""
-    return [h for h in schema.head_names if h in csv_heads]
+    return [h for h in heads if h in csv_heads]
 
 
 def missing_ops(message: str) -> list[str]:
@@ -478,3 +489,57 @@ def missing_ops(message: str) -> list[str]:
     found = [f"{op} v{v}" for op, v in re.findall(r"builtin opcode '(\w+)' version '(\d+)'", message)]
     found += [f"custom {op}" for op in re.findall(r"unresolved custom op: (\w+)", message)]
     return sorted(set(found))
+
+
+def iter_predictions(predictor: Predictor, paths: Iterable[str | os.PathLike], top_k: int = 1,
+                     prefetch: int = 4):
+    """Yield a Prediction per path, in order, decoding the next images in a background thread.
+
+    Pillow and the interpreter both release the GIL, so decoding overlaps inference and the
+    throughput approaches the slower of the two. Closing the generator early stops the thread.
+    """
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        for p in paths:
+            if stop.is_set():
+                return
+            try:
+                item = (str(p), predictor.load(p), None)
+            except ImageError as e:
+                item = (str(p), None, str(e))
+            except Exception as e:  # never let the thread die silently: report it for this file
+                item = (str(p), None, f"{p}: {_first_line(e)}")
+            if not put(item):
+                return
+        put(done)
+
+    thread = threading.Thread(target=produce, name="polyhead-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            path, pixels, error = item
+            if error is not None:
+                yield Prediction(path, {}, error)
+            else:
+                yield predictor.labels(predictor.predict_image(pixels), path, top_k)
+    finally:
+        stop.set()
+        thread.join(timeout=5)

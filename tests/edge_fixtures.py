@@ -154,3 +154,26 @@ if __name__ == "__main__":
     build_models(target / "models")
     make_images(target / "images")
     print(target)
+
+
+def _pytest_fixtures():
+    """Define the pytest fixtures lazily so the script use does not need pytest."""
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def edge_fx(tmp_path_factory) -> Path:
+        """A folder with ``models/`` (every MODEL_FILES deployment) and ``images/`` (+ labels.csv)."""
+        if not os.environ.get(FIXTURES_ENV):
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError:
+                pytest.skip(f"no TensorFlow here to make models, and {FIXTURES_ENV} is not set")
+        return fixtures_dir(tmp_path_factory.mktemp("edge-fx"))
+
+    return edge_fx
+
+
+try:
+    edge_fx = _pytest_fixtures()
+except ImportError:  # running as a script without pytest
+    pass
