@@ -142,7 +142,7 @@ def bench_variant(path: str, variant_id: str, images: str | None = None, runs: i
 
     paths = list_images(images) if images else []
     arrays = []
-    for p in paths[:8]:  # a few decoded images for the interpreter-only loop
+    for p in paths[:4]:  # a few decoded images for the interpreter-only loop
         try:
             arrays.append(predictor.load(p))
         except Exception:

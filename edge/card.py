@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge.io import atomic_write_bytes
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CARD_FORMAT_VERSION = 1
@@ -235,6 +234,8 @@ def embed_card(tflite: bytes, card: ModelCard) -> bytes:
 
 def write_model(path: str | os.PathLike, tflite: bytes, card: ModelCard) -> Path:
     """Atomically write a .tflite file with its card embedded."""
+    from edge.io import atomic_write_bytes
+
     return atomic_write_bytes(path, embed_card(tflite, card))
 
 
@@ -276,7 +277,7 @@ def _read_card_fp(fp: io.BufferedIOBase, name: str) -> ModelCard:
         fp.seek(0)
         left = model_end
         while left > 0:
-            chunk = fp.read(min(left, 1 << 20))
+            chunk = fp.read(min(left, 1 << 16))
             if not chunk:
                 break
             digest.update(chunk)

@@ -10,7 +10,6 @@ anything runs, so a card that does not describe its model is a one-line ``CardEr
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -486,6 +485,8 @@ def labelled_heads(csv_heads: Sequence[str], heads: Sequence[str]) -> list[str]:
 
 def missing_ops(message: str) -> list[str]:
     """Ops an interpreter's load error says it lacks, e.g. ``['FULLY_CONNECTED v12']``."""
+    import re
+
     found = [f"{op} v{v}" for op, v in re.findall(r"builtin opcode '(\w+)' version '(\d+)'", message)]
     found += [f"custom {op}" for op in re.findall(r"unresolved custom op: (\w+)", message)]
     return sorted(set(found))

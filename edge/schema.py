@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from edge.io import atomic_write_json
 
 SCHEMA_FORMAT_VERSION = 1
 JOINT_OUTPUT = "joint"
@@ -197,6 +196,8 @@ class LabelSchema:
         return cls(heads, combos)
 
     def save(self, path: str | Path) -> Path:
+        from edge.io import atomic_write_json
+
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
