@@ -213,7 +213,7 @@ def load_weights_by_name(
                 continue
             values = [np.asarray(g[n]) for n in names]
             shapes = [tuple(v.shape) for v in layer.get_weights()]
-            if len(values) != len(shapes) or any(tuple(v.shape) != s for v, s in zip(values, shapes)):
+            if len(values) != len(shapes) or any(tuple(v.shape) != s for v, s in zip(values, shapes, strict=False)):
                 msg = f"{lname}: shapes {[tuple(v.shape) for v in values]} != {shapes}"
                 if not skip_mismatch:
                     raise WeightsError(f"{path}: {msg}")

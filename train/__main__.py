@@ -1,0 +1,203 @@
+"""``python -m train``: train the three approaches; ``python -m train profile``: params/MACC/size.
+
+The CLI parses and calls: logic lives in train.fit / train.models / train.macc. TensorFlow is
+imported lazily so ``--help`` is fast. Known errors are one line (click.ClickException).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULTS = {
+    "backbone": "mobilenet_v2",
+    "approaches": "multihead,joint,separate",
+    "image_size": 96,
+    "batch_size": 64,
+    "epochs": 8,
+    "learning_rate": 1e-3,
+    "seed": 0,
+    "weights": "none",
+}
+
+
+def _parse_head_weights(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"expected head=weight[,head=weight]. Received: {part!r}") from None
+    return out
+
+
+def _parse_size(text: Any) -> list[int] | None:
+    if text is None:
+        return None
+    parts = str(text).lower().replace("x", ",").split(",")
+    try:
+        vals = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected N or HxW. Received: {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2:
+        raise click.BadParameter(f"expected N or HxW. Received: {text!r}")
+    return vals
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from edge.schema import SchemaError
+    from train.backbones import BackboneError, WeightsError
+    from train.fit import TrainError
+    from train.models import ModelError
+
+    errs: list[type[BaseException]] = [TrainError, BackboneError, WeightsError, ModelError, SchemaError, OSError]
+    try:
+        from datasets.folder import DatasetError
+
+        errs.append(DatasetError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(file_okay=False), help="dataset folder (labels.csv + images)")
+@click.option("--out", type=click.Path(file_okay=False), help="run folder, e.g. runs/NAME")
+@click.option("--backbone", help=f"registered backbone (default {DEFAULTS['backbone']}; see `python -m train backbones`)")
+@click.option("--approach", "approaches", help="comma list of multihead,joint,separate (default all)")
+@click.option("--image-size", help="N or HxW (default 96)")
+@click.option("--batch-size", type=int, help="default 64")
+@click.option("--epochs", type=int, help="default 8")
+@click.option("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
+@click.option("--seed", type=int, help="default 0")
+@click.option("--weights", help="none | imagenet (keras cache ~/.keras/models, never downloaded) | PATH.h5")
+@click.option("--freeze-base/--fine-tune", "freeze_base", default=None,
+              help="train the heads only on cached backbone features (paper) / train every layer (default)")
+@click.option("--warmup-epochs", type=int, help="with --fine-tune: head-only epochs first (default 0)")
+@click.option("--augment/--no-augment", default=None, help="flip+brightness (default: on when fine-tuning pretrained weights)")
+@click.option("--feature-cache/--no-feature-cache", default=None,
+              help="with --freeze-base: cache backbone features (default on)")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), help="tf.distribute strategy")
+@click.option("--head-weights", help="per-head loss weights, e.g. make=1,type=0.5")
+@click.option("--label-smoothing", type=float, help="default 0")
+@click.option("--alpha", type=float, help="width multiplier (mobilenet_v2 / mobilenet_v3_small)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON settings; flags override its keys")
+@click.option("--resume", is_flag=True, help="continue a run folder from its last finished epoch")
+@click.option("--verbose", type=click.IntRange(0, 2), help="Keras verbosity (default: bars on a terminal, else 2)")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float | None, **flags: Any) -> None:
+    """Train multi-head, joint and separate models on one dataset under one budget.
+
+    \b
+    python -m train --data data/synthetic --backbone mobilenet_v2 --out runs/mnv2
+    python -m train --data data/cars --backbone squeezenet --weights imagenet --freeze-base --out runs/sq
+    python -m train --out runs/mnv2 --resume        # continue, settings from runs/mnv2/config.json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        cfg = resolve_config(config_file, resume, alpha, flags)
+        from train.fit import TrainingInterrupted, run_training, summary_table
+
+        try:
+            record = run_training(cfg)
+        except TrainingInterrupted as e:
+            click.echo(str(e), err=True)
+            sys.exit(130)
+    except _known_errors() as e:
+        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    if record:
+        click.echo(summary_table(record))
+        if any("test_unseen" in v["metrics"] for v in record["variants"].values()):
+            click.echo(summary_table(record, "test_unseen"))
+        click.echo(f"wrote {Path(cfg.out) / 'train.json'}")
+
+
+def resolve_config(config_file: str | None, resume: bool, alpha: float | None, flags: dict[str, Any]) -> Any:
+    """defaults < --config FILE < the run's config.json (with --resume) < flags given."""
+    from train.fit import CONFIG_FILE, TrainConfig, TrainError
+
+    settings: dict[str, Any] = dict(DEFAULTS)
+    if config_file:
+        try:
+            settings.update(json.loads(Path(config_file).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise TrainError(f"{config_file}: cannot read config: {e}") from None
+    out = flags.get("out") or settings.get("out")
+    if resume:
+        if not out:
+            raise TrainError("--resume needs --out (the run folder)")
+        prev = Path(out) / CONFIG_FILE
+        if prev.is_file():
+            settings.update(json.loads(prev.read_text()))
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "image_size" in given:
+        given["image_size"] = _parse_size(given["image_size"])
+    elif "image_size" in settings:
+        settings["image_size"] = _parse_size(settings["image_size"]) if not isinstance(settings["image_size"], list) else settings["image_size"]
+    if "head_weights" in given:
+        given["head_weights"] = _parse_head_weights(given["head_weights"])
+    settings.update(given)
+    if alpha is not None:
+        settings["backbone_kwargs"] = {**settings.get("backbone_kwargs", {}), "alpha": alpha}
+    for key in ("data", "out"):
+        if not settings.get(key):
+            raise TrainError(f"--{key} is required")
+    return TrainConfig.from_dict(settings)
+
+
+@main.command("profile")
+@click.option("--backbone", required=True)
+@click.option("--data", type=click.Path(file_okay=False), required=True, help="dataset folder (for its heads)")
+@click.option("--image-size", help="N or HxW (default: the backbone's)")
+@click.option("--approach", "approaches", default="multihead,joint,separate")
+@click.option("--freeze-base/--fine-tune", "freeze_base", default=True,
+              help="trained MACC counts heads only (paper, default) / every layer")
+@click.option("--alpha", type=float)
+@click.option("--json", "as_json", is_flag=True, help="one JSON record per approach instead of a table")
+def profile_cmd(backbone: str, data: str, image_size: str | None, approaches: str, freeze_base: bool,
+                alpha: float | None, as_json: bool) -> None:
+    """Parameters, MACC (whole model and trained layers) and .keras size per approach."""
+    try:
+        from datasets.folder import load_dataset
+        from train.profile import profile
+
+        schema = load_dataset(data).schema
+        size = _parse_size(image_size)
+        rows = profile(backbone, schema, size, approaches.split(","), freeze_base,
+                       {"alpha": alpha} if alpha is not None else {})
+    except _known_errors() as e:
+        raise click.ClickException(str(e).splitlines()[0]) from None
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    from train.profile import format_profile
+
+    click.echo(format_profile(rows))
+
+
+@main.command("backbones")
+@click.argument("pattern", default="*")
+def backbones_cmd(pattern: str) -> None:
+    """List registered backbones (shell pattern), with default input size."""
+    from train.backbones import backbone_spec, list_backbones
+
+    for name in list_backbones(pattern):
+        s = backbone_spec(name)
+        click.echo(f"{name:20s} {s.default_size:4d}px  {s.description}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Data for training: a dataset folder decoded into in-memory arrays, and deterministic batches.
+
+Decoding goes through ``datasets.pipeline.load_split`` (which calls ``edge.preprocess.load_image``,
+the one preprocessing function shared with the edge). Batching is ours: the order of every epoch is
+a function of (seed, epoch) alone, so a resumed run sees exactly the batches an uninterrupted run
+would, and the feature cache sees the same order as a full-model fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.schema import JOINT_OUTPUT, LabelSchema
+
+EVAL_SPLITS = ("val", "test", "test_unseen")
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """One split in memory: uint8 images (N, H, W, 3), int32 labels per head, joint index (-1 unseen)."""
+
+    images: np.ndarray
+    labels: Mapping[str, np.ndarray]
+    joint: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.images.shape[0])
+
+    def targets(self, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Integer targets keyed by output name (a head, or ``joint``)."""
+        return {o: (self.joint if o == JOINT_OUTPUT else self.labels[o]).astype(np.int32) for o in outputs}
+
+    def subset(self, mask: np.ndarray) -> Arrays:
+        return Arrays(self.images[mask], {k: v[mask] for k, v in self.labels.items()}, self.joint[mask])
+
+
+def load_arrays(
+    data: str | Path, image_size: tuple[int, int], splits: tuple[str, ...] = ("train",) + EVAL_SPLITS
+) -> tuple[LabelSchema, dict[str, Arrays], dict[str, Any]]:
+    """Load a dataset folder: (schema, {split: Arrays} for splits present, info {"skipped", "sizes"})."""
+    from datasets.folder import load_dataset
+    from datasets.pipeline import load_split
+
+    ds = load_dataset(data)
+    out: dict[str, Arrays] = {}
+    skipped: dict[str, int] = {}
+    for split in splits:
+        if not ds.split(split):
+            continue
+        sa = load_split(ds, split, int(image_size[0]), int(image_size[1]))
+        out[split] = Arrays(
+            np.asarray(sa.images, dtype=np.uint8),
+            {h: np.asarray(sa.labels[h], dtype=np.int32) for h in ds.schema.head_names},
+            np.asarray(sa.joint, dtype=np.int32),
+        )
+        skipped[split] = len(sa.skipped)
+    return ds.schema, out, {"skipped": skipped, "sizes": {s: a.n for s, a in out.items()}}
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """Indices of one epoch, (steps, batch_size): a permutation from (seed, epoch), the last batch
+    filled up from the start of the permutation so every batch is full (a fixed batch shape also
+    splits evenly across replicas)."""
+    steps = steps_per_epoch(n, batch_size)
+    perm = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    need = steps * batch_size
+    if need > n:
+        perm = np.concatenate([perm, np.resize(perm, need - n)])
+    return perm[:need].reshape(steps, batch_size)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, -(-int(n) // int(batch_size)))
+
+
+def order_for_epochs(n: int, batch_size: int, seed: int, first_epoch: int, last_epoch: int) -> np.ndarray:
+    """Flat indices for epochs ``first_epoch .. last_epoch-1`` (0-based)."""
+    if last_epoch <= first_epoch:
+        return np.zeros((0,), dtype=np.int64)
+    return np.concatenate(
+        [epoch_order(n, batch_size, seed, e).reshape(-1) for e in range(first_epoch, last_epoch)]
+    ).astype(np.int64)
+
+
+def one_hot_targets(targets: Mapping[str, np.ndarray], classes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """One-hot float32 targets (label smoothing needs them: Keras' sparse loss has no smoothing)."""
+    return {k: np.eye(classes[k], dtype=np.float32)[v] for k, v in targets.items()}
+
+
+def train_dataset(
+    inputs: np.ndarray,
+    targets: Mapping[str, np.ndarray],
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    last_epoch: int,
+    augment: bool = False,
+    shard_by_data: bool = False,
+) -> Any:
+    """A tf.data pipeline of exactly (last_epoch - first_epoch) epochs of full batches.
+
+    ``inputs``: images uint8 (N,H,W,3) (cast to float32 0..255) or cached features (N,F).
+    ``augment`` (images only): random horizontal flip and brightness, seeded per batch position
+    so a resumed run augments the same way.
+    """
+    import tensorflow as tf
+
+    n = int(inputs.shape[0])
+    order = order_for_epochs(n, batch_size, seed, first_epoch, last_epoch)
+    x_all = tf.constant(inputs)
+    y_all = {k: tf.constant(v) for k, v in targets.items()}
+    is_image = inputs.ndim == 4
+    offset = first_epoch * steps_per_epoch(n, batch_size)
+
+    def gather(step: Any, idx: Any) -> Any:
+        x = tf.gather(x_all, idx)
+        x = tf.cast(x, tf.float32)
+        if augment and is_image:
+            s = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+            x = tf.image.stateless_random_flip_left_right(x, seed=s)
+            x = tf.clip_by_value(tf.image.stateless_random_brightness(x, 25.0, seed=s + 1), 0.0, 255.0)
+        return x, {k: tf.gather(v, idx) for k, v in y_all.items()}
+
+    ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    ds = ds.enumerate(start=offset).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.prefetch(2)
+    options = tf.data.Options()
+    options.deterministic = True
+    if shard_by_data:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def eval_dataset(inputs: np.ndarray, targets: Mapping[str, np.ndarray] | None, batch_size: int) -> Any:
+    """Batches in order, images cast to float32; with ``targets`` (for Keras' validation) or without."""
+    import tensorflow as tf
+
+    x = tf.data.Dataset.from_tensor_slices(inputs)
+    if targets is not None:
+        ds = tf.data.Dataset.zip((x, tf.data.Dataset.from_tensor_slices(dict(targets))))
+        ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
+    else:
+        ds = x.batch(batch_size).map(lambda a: tf.cast(a, tf.float32))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.prefetch(2).with_options(options)

@@ -1,0 +1,693 @@
+"""Training runs: the three approaches under one budget, checkpoints, resume, evaluation, train.json.
+
+``run_training(TrainConfig)`` is what ``python -m train`` calls. A run folder holds
+``config.json`` (resolved settings: rebuild with no flags), ``schema.json``, ``models/<model>.keras``,
+``logs/<model>.csv`` (one row per epoch), ``checkpoints/<model>/epoch-NNNN.keras`` (atomic, each
+epoch, last ``keep_checkpoints`` kept; ``done.json`` once the model is final) and ``train.json``.
+
+Transfer learning (``freeze_base``) trains the heads on cached features: the frozen backbone runs
+once per image instead of once per image per epoch; the trained Dense layers are then copied into
+the full model. Batches come from ``train.data.epoch_order`` (a function of seed and epoch), so a
+run resumed from a checkpoint sees the batches an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.io import atomic_write_json, atomic_write_text
+from edge.schema import JOINT_OUTPUT, LabelSchema
+from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, train_dataset
+from train.models import BACKBONE_LAYER, ModelUnit, build_unit, load_model, model_units, output_classes
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+CONFIG_FILE = "config.json"
+TRAIN_JSON = "train.json"
+
+
+class TrainError(ValueError):
+    """A training setting or run folder is unusable (one line)."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT: training stopped after saving; ``--resume`` continues."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a run; ``config.json`` is this, resolved."""
+
+    data: str
+    out: str
+    backbone: str = "mobilenet_v2"
+    approaches: tuple[str, ...] = ("multihead", "joint", "separate")
+    image_size: tuple[int, int] = (96, 96)
+    batch_size: int = 64
+    epochs: int = 8
+    learning_rate: float = 1e-3
+    seed: int = 0
+    weights: str = "none"
+    freeze_base: bool = False
+    warmup_epochs: int = 0
+    augment: bool | None = None
+    """None: on when fine-tuning pretrained weights, off otherwise."""
+    feature_cache: bool = True
+    strategy: str = "default"
+    head_weights: dict[str, float] = field(default_factory=dict)
+    label_smoothing: float = 0.0
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    bn_momentum: float | None = 0.9
+    """BatchNorm momentum of every layer that trains (None: keep the backbone's). Keras' own
+    applications use 0.999: after a few hundred steps from scratch the moving statistics are still
+    mostly their initial values and evaluation collapses; 0.9 tracks short schedules."""
+    deterministic: bool = True
+    keep_checkpoints: int = 2
+    verbose: int | None = None
+
+    def __post_init__(self) -> None:
+        from edge.card import APPROACHES
+
+        for a in self.approaches:
+            if a not in APPROACHES:
+                raise TrainError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={a!r}")
+        if not self.approaches:
+            raise TrainError("at least one approach is needed")
+        if self.strategy not in STRATEGIES:
+            raise TrainError(f"unknown strategy. Known: {list(STRATEGIES)}. Received: strategy={self.strategy!r}")
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise TrainError(f"image_size must be [height, width] >= 8. Received: image_size={list(self.image_size)}")
+        for name in ("batch_size", "epochs"):
+            if int(getattr(self, name)) < 1:
+                raise TrainError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        if self.warmup_epochs < 0 or self.learning_rate <= 0 or not 0 <= self.label_smoothing < 1:
+            raise TrainError(
+                f"bad value: warmup_epochs={self.warmup_epochs}, learning_rate={self.learning_rate}, "
+                f"label_smoothing={self.label_smoothing}"
+            )
+
+    @property
+    def use_augment(self) -> bool:
+        if self.augment is not None:
+            return bool(self.augment)
+        return (not self.freeze_base) and self.weights != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["approaches"] = list(self.approaches)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TrainError(f"unknown config keys {unknown}. Known: {sorted(known)}")
+        d = dict(d)
+        if "approaches" in d:
+            a = d["approaches"]
+            d["approaches"] = tuple(a.split(",")) if isinstance(a, str) else tuple(a)
+        if "image_size" in d:
+            s = d["image_size"]
+            d["image_size"] = (int(s), int(s)) if isinstance(s, (int, float)) else tuple(int(x) for x in s)
+        return cls(**d)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run depends on (recorded in train.json)."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def make_strategy(name: str) -> Any:
+    """``default`` | ``mirrored`` (all local devices) | ``multiworker`` (TF_CONFIG cluster)."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise TrainError("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainError(f"unknown strategy. Known: {list(STRATEGIES)}. Received: strategy={name!r}")
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG names this process a non-chief worker (worker 0 is chief when no chief task)."""
+    cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = cfg.get("task", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    has_chief = "chief" in cfg.get("cluster", {})
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and not has_chief
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, mean cross-entropy and top-5 (top-min(5, K)) of one head."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return {"accuracy": 0.0, "loss": 0.0, "top5": 0.0}
+    p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    k = min(5, probs.shape[1])
+    topk = np.argsort(-probs, axis=1)[:, :k]
+    return {
+        "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)),
+        "loss": float(np.mean(-np.log(p_true))),
+        "top5": float(np.mean(np.any(topk == labels[:, None], axis=1))),
+    }
+
+
+def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], arrays: Arrays) -> dict[str, Any]:
+    """The contract's per-split record: n, per-head metrics, joint accuracy (every head right)."""
+    heads = {h: head_metrics(probs_by_head[h], arrays.labels[h]) for h in schema.head_names}
+    all_right = np.ones(arrays.n, dtype=bool)
+    for h in schema.head_names:
+        all_right &= np.argmax(probs_by_head[h], axis=1) == arrays.labels[h]
+    return {"n": arrays.n, "heads": heads, "joint_accuracy": float(np.mean(all_right)) if arrays.n else 0.0}
+
+
+def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Softmax outputs of a polyhead model on uint8 images, keyed by output name."""
+    out = model.predict(eval_dataset(images, None, batch_size), verbose=0)
+    if not isinstance(out, dict):
+        names = list(model.output.keys()) if isinstance(model.output, dict) else list(model.output_names)
+        out = dict(zip(names, out if isinstance(out, (list, tuple)) else [out], strict=False))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def variant_probs(schema: LabelSchema, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-head probabilities of a variant's outputs; a joint output is decoded into heads."""
+    if JOINT_OUTPUT in outputs:
+        return schema.decode_joint(outputs[JOINT_OUTPUT])
+    return {h: outputs[h] for h in schema.head_names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class _Interrupt:
+    """SIGINT flag shared by the callbacks; the first Ctrl-C stops after the batch, a second kills."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.flag = True
+        print("\ninterrupt: stopping after this batch (Ctrl-C again to kill)", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _callbacks(interrupt: _Interrupt, ckpt_dir: Path, log_path: Path, initial_epoch: int, keep: int,
+               chief: bool) -> list[Any]:
+    import keras
+
+    class StopOnInterrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if interrupt.flag:
+                self.model.stop_training = True
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        """Save model + optimizer after every *finished* epoch, atomically (temp file, os.replace)."""
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if interrupt.flag:  # a partial epoch is not a checkpoint
+                return
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            final = ckpt_dir / f"epoch-{epoch + 1:04d}.keras"
+            tmp = ckpt_dir / f".epoch-{epoch + 1:04d}.{os.getpid()}.tmp.keras"
+            self.model.save(str(tmp))
+            os.replace(tmp, final)
+            for old in sorted(ckpt_dir.glob("epoch-*.keras"))[:-keep]:
+                old.unlink(missing_ok=True)
+
+    class CsvLog(keras.callbacks.Callback):
+        """logs/<model>.csv, one row per finished epoch; rows past the resume point are dropped."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[dict[str, Any]] = []
+            if log_path.is_file():
+                with open(log_path, newline="") as f:
+                    self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch", 0)) <= initial_epoch]
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if interrupt.flag:
+                return
+            row = {"epoch": epoch + 1, **{k: f"{float(v):.6g}" for k, v in (logs or {}).items()}}
+            self.rows.append(row)
+            keys: list[str] = []
+            for r in self.rows:
+                keys += [k for k in r if k not in keys]
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+            w.writeheader()
+            w.writerows(self.rows)
+            atomic_write_text(log_path, buf.getvalue())
+
+    cbs: list[Any] = [StopOnInterrupt(), EpochCheckpoint()]
+    if chief:
+        cbs.append(CsvLog())
+    return cbs
+
+
+def latest_checkpoint(ckpt_dir: Path) -> tuple[Path | None, int]:
+    """(path, epoch) of the newest finished-epoch checkpoint, or (None, 0)."""
+    best: tuple[Path | None, int] = (None, 0)
+    for p in ckpt_dir.glob("epoch-*.keras"):
+        try:
+            e = int(p.stem.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if e > best[1]:
+            best = (p, e)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Training one model
+
+
+def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str]) -> None:
+    import keras
+
+    if cfg.label_smoothing > 0:
+        loss = {o: keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing) for o in outputs}
+        metrics = {o: [keras.metrics.CategoricalAccuracy(name="accuracy")] for o in outputs}
+    else:
+        loss = {o: keras.losses.SparseCategoricalCrossentropy() for o in outputs}
+        metrics = {o: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for o in outputs}
+    weights = {o: float(cfg.head_weights.get(o, 1.0)) for o in outputs}
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+        loss=loss,
+        loss_weights=weights,
+        metrics=metrics,
+        jit_compile=False,
+    )
+
+
+def _targets(cfg: TrainConfig, schema: LabelSchema, arrays: Arrays, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    t = arrays.targets(outputs)
+    if cfg.label_smoothing > 0:
+        t = one_hot_targets(t, {o: output_classes(schema, o) for o in outputs})
+    return t
+
+
+def _val_arrays(val: Arrays | None, outputs: tuple[str, ...]) -> Arrays | None:
+    """Validation rows a model can score: a joint model skips combinations unseen in train."""
+    if val is None or val.n == 0:
+        return None
+    if JOINT_OUTPUT in outputs:
+        val = val.subset(val.joint >= 0)
+    return val if val.n else None
+
+
+def set_bn_momentum(model: Any, momentum: float) -> None:
+    """Set ``momentum`` on every BatchNormalization layer (nested models included)."""
+    import keras
+
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+
+
+def weights_fingerprint(model: Any) -> str:
+    """sha1 of a model's weights (the feature cache is keyed by the frozen backbone's)."""
+    h = hashlib.sha1()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """Pooled features of a frozen backbone per (weights fingerprint, split), computed once."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._store: dict[tuple[str, str], np.ndarray] = {}
+        self.seconds = 0.0
+
+    def get(self, backbone: Any, split: str, images: np.ndarray) -> tuple[np.ndarray, float]:
+        """(features, seconds spent now: 0 when cached)."""
+        key = (weights_fingerprint(backbone), split)
+        if key not in self._store:
+            t0 = time.perf_counter()
+            self._store[key] = np.asarray(
+                backbone.predict(eval_dataset(images, None, self.batch_size), verbose=0), dtype=np.float32
+            )
+            dt = time.perf_counter() - t0
+            self.seconds += dt
+            return self._store[key], dt
+        return self._store[key], 0.0
+
+
+def fit_heads_on_features(
+    model: Any,
+    cfg: TrainConfig,
+    schema: LabelSchema,
+    unit_outputs: tuple[str, ...],
+    train_feats: np.ndarray,
+    train: Arrays,
+    val_feats: np.ndarray | None,
+    val: Arrays | None,
+    epochs: int,
+    callbacks: list[Any] | None = None,
+    initial_epoch: int = 0,
+    heads: Any = None,
+    verbose: int = 0,
+) -> Any:
+    """Train ``model``'s heads on cached features; copy them into ``model``. Returns the heads model."""
+    from train.models import heads_model
+
+    if heads is None:
+        heads = heads_model(model)
+        _compile(heads, cfg, unit_outputs)
+    ds = train_dataset(train_feats, _targets(cfg, schema, train, unit_outputs), cfg.batch_size, cfg.seed,
+                       initial_epoch, epochs)
+    val_data = None
+    if val_feats is not None and val is not None:
+        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size)
+    if epochs > initial_epoch:
+        heads.fit(ds, epochs=epochs, initial_epoch=initial_epoch, validation_data=val_data,
+                  callbacks=callbacks or [], verbose=verbose)
+    for o in unit_outputs:
+        model.get_layer(o).set_weights(heads.get_layer(o).get_weights())
+    return heads
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    unit: ModelUnit
+    path: Path
+    train_wall_s: float
+    epochs: int
+    feature_extract_s: float = 0.0
+
+
+def train_unit(
+    unit: ModelUnit,
+    cfg: TrainConfig,
+    schema: LabelSchema,
+    data: Mapping[str, Arrays],
+    run_dir: Path,
+    strategy: Any,
+    cache: FeatureCache,
+    interrupt: _Interrupt,
+    chief: bool = True,
+) -> UnitResult:
+    """Train (or resume, or skip if done) one model; save models/<name>.keras; return its record."""
+    import keras
+
+    model_path = run_dir / "models" / unit.file_name
+    ckpt_dir = run_dir / "checkpoints" / unit.name
+    done_path = ckpt_dir / "done.json"
+    if model_path.is_file() and done_path.is_file():
+        done = json.loads(done_path.read_text())
+        return UnitResult(unit, model_path, float(done["train_wall_s"]), int(done["epochs"]),
+                          float(done.get("feature_extract_s", 0.0)))
+
+    train = data["train"]
+    val = _val_arrays(data.get("val"), unit.outputs)
+    verbose = cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    ckpt, done_epochs = latest_checkpoint(ckpt_dir)
+    prior = json.loads((ckpt_dir / "wall.json").read_text()) if (ckpt and (ckpt_dir / "wall.json").is_file()) else {}
+    wall_before = float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
+    callbacks = _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs,
+                           cfg.keep_checkpoints, chief)
+    t0 = time.perf_counter()
+    extract_s = 0.0
+    use_cache = cfg.freeze_base and cfg.feature_cache and cfg.strategy == "default"
+    print(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
+          f"{'frozen base, feature cache' if use_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
+          f"{f', resuming after epoch {done_epochs}' if ckpt else ''}", flush=True)
+
+    with strategy.scope():
+        model = build_unit(unit, cfg.backbone, schema, cfg.image_size, cfg.weights, cfg.seed,
+                           freeze_base=cfg.freeze_base or cfg.warmup_epochs > 0,
+                           backbone_kwargs=cfg.backbone_kwargs)
+    if cfg.bn_momentum is not None and not cfg.freeze_base:
+        set_bn_momentum(model, cfg.bn_momentum)
+    if use_cache:
+        base = model.get_layer(BACKBONE_LAYER)
+        train_feats, dt = cache.get(base, "train", train.images)
+        extract_s += dt
+        val_feats = None
+        if val is not None:
+            val_feats, dt = cache.get(base, "val" + ("_seen" if JOINT_OUTPUT in unit.outputs else ""), val.images)
+            extract_s += dt
+        heads = None
+        if ckpt is not None:
+            heads = load_model(ckpt, compile=True)
+        fit_heads_on_features(model, cfg, schema, unit.outputs, train_feats, train, val_feats, val, cfg.epochs,
+                              callbacks, done_epochs, heads, verbose)
+    else:
+        if cfg.warmup_epochs > 0 and ckpt is None:
+            # Head-only warm-up on cached features, then every layer trains.
+            base = model.get_layer(BACKBONE_LAYER)
+            feats, dt = cache.get(base, "train", train.images)
+            extract_s += dt
+            fit_heads_on_features(model, cfg, schema, unit.outputs, feats, train, None, None, cfg.warmup_epochs,
+                                  verbose=verbose)
+        with strategy.scope():
+            if ckpt is not None:
+                model = load_model(ckpt, compile=True)
+            else:
+                model.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
+                _compile(model, cfg, unit.outputs)
+        ds = train_dataset(train.images, _targets(cfg, schema, train, unit.outputs), cfg.batch_size, cfg.seed,
+                           done_epochs, cfg.epochs, augment=cfg.use_augment,
+                           shard_by_data=cfg.strategy == "multiworker")
+        val_data = None if val is None else eval_dataset(val.images, _targets(cfg, schema, val, unit.outputs),
+                                                         cfg.batch_size)
+        if cfg.epochs > done_epochs:
+            model.fit(ds, epochs=cfg.epochs, initial_epoch=done_epochs, validation_data=val_data,
+                      callbacks=callbacks, verbose=verbose)
+    wall = wall_before + time.perf_counter() - t0
+    last_ckpt, last_epoch = latest_checkpoint(ckpt_dir)
+    if last_epoch:
+        atomic_write_json(ckpt_dir / "wall.json", {"train_wall_s": wall, "epoch": last_epoch})
+    if interrupt.flag:
+        raise TrainingInterrupted(
+            f"interrupted: {unit.name} stopped after epoch {last_epoch} (checkpoint saved); "
+            f"continue with --resume"
+        )
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = model_path.parent / f".{unit.name}.{os.getpid()}.tmp.keras"
+    # An uncompiled view of the same layers: the final file holds no optimizer state (smaller,
+    # and keras_bytes compares like with like across approaches).
+    keras.Model(model.input, model.output, name=model.name).save(str(tmp))
+    os.replace(tmp, model_path)
+    atomic_write_json(done_path, {"train_wall_s": wall, "epochs": cfg.epochs, "feature_extract_s": extract_s})
+    return UnitResult(unit, model_path, wall, cfg.epochs, extract_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole run
+
+
+def _setup_determinism(cfg: TrainConfig) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        try:
+            tf.config.experimental.enable_op_determinism()
+        except Exception:  # noqa: BLE001 - best effort; metrics tolerance covers the rest
+            pass
+
+
+def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
+                 schema: LabelSchema | None = None) -> dict[str, Any]:
+    """Train every model of ``cfg.approaches`` into ``cfg.out``; write and return train.json.
+
+    ``data``/``schema`` may be given (tests); otherwise the dataset folder ``cfg.data`` is loaded.
+    Raises TrainingInterrupted on SIGINT (after saving checkpoints and logs).
+    """
+    import tensorflow as tf
+
+    from train.backbones import resolve_weights
+    from train.macc import count_macc, count_params
+
+    # Fail fast (before decoding any image) on an unknown backbone or missing weights file.
+    weights_used = resolve_weights(cfg.backbone, cfg.weights, cfg.image_size, **cfg.backbone_kwargs)
+    strategy = make_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    tf.get_logger().setLevel("ERROR")  # retracing notices when predicting with several models
+    chief = is_chief()
+    run_dir = Path(cfg.out)
+    tmp_dir = None
+    if not chief:  # non-chief workers save to scratch (saving may need every worker), then drop it
+        tmp_dir = Path(tempfile.mkdtemp(prefix="polyhead-worker-"))
+        run_dir = tmp_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(run_dir, cfg)
+    data_info: dict[str, Any] = {}
+    if data is None:
+        from train.data import load_arrays
+
+        schema, data, data_info = load_arrays(cfg.data, cfg.image_size)
+    if schema is None:
+        raise TrainError("schema is required with in-memory data")
+    if "train" not in data or data["train"].n == 0:
+        raise TrainError(f"{cfg.data}: no training images")
+    atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
+    schema.save(run_dir / "schema.json")
+    _setup_determinism(cfg)
+
+    cache = FeatureCache(cfg.batch_size)
+    variants: dict[str, Any] = {}
+    with _Interrupt() as interrupt:
+        for approach in cfg.approaches:
+            results = [train_unit(u, cfg, schema, data, run_dir, strategy, cache, interrupt, chief)
+                       for u in model_units(approach, schema)]
+            if not chief:
+                continue
+            per_split: dict[str, dict[str, np.ndarray]] = {s: {} for s in EVAL_SPLITS if s in data}
+            params = {"total": 0, "trainable": 0}
+            macc = {"total": 0, "trained": 0}
+            keras_bytes = 0
+            for r in results:
+                m = load_model(r.path)
+                m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
+                p = count_params(m)
+                params = {k: params[k] + p[k] for k in params}
+                macc["total"] += count_macc(m)
+                macc["trained"] += count_macc(m, trained_only=True)
+                keras_bytes += r.path.stat().st_size
+                for split in per_split:
+                    per_split[split].update(predict_probs(m, data[split].images, cfg.batch_size))
+            metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
+            variants[approach] = {
+                "approach": approach,
+                "files": [f"models/{r.unit.file_name}" for r in results],
+                "params": params,
+                "macc": macc,
+                "keras_bytes": keras_bytes,
+                "train_wall_s": round(sum(r.train_wall_s for r in results), 3),
+                "feature_extract_s": round(sum(r.feature_extract_s for r in results), 3),
+                "epochs": cfg.epochs,
+                "metrics": metrics,
+            }
+    if tmp_dir is not None:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        return {}
+    record = {
+        "backbone": cfg.backbone,
+        "image_size": list(cfg.image_size),
+        "weights": cfg.weights,
+        "weights_used": weights_used,
+        "data": str(cfg.data),
+        "mode": "freeze_base" if cfg.freeze_base else ("fine_tune" if cfg.weights != "none" else "scratch"),
+        "budget": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+                   "warmup_epochs": cfg.warmup_epochs},
+        "seed": cfg.seed,
+        "strategy": cfg.strategy,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "dataset": data_info,
+        "versions": package_versions(),
+        "variants": variants,
+    }
+    atomic_write_json(run_dir / TRAIN_JSON, record)
+    return record
+
+
+def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse to mix runs: existing checkpoints must come from the same settings."""
+    old = run_dir / CONFIG_FILE
+    if not old.is_file():
+        return
+    try:
+        prev = json.loads(old.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    keys = ("backbone", "image_size", "batch_size", "seed", "weights", "freeze_base", "approaches")
+    cur = cfg.to_dict()
+    diff = [k for k in keys if k in prev and prev[k] != cur[k] and k != "approaches"]
+    has_ckpt = any((run_dir / "checkpoints").glob("*/epoch-*.keras")) or any((run_dir / "models").glob("*.keras"))
+    if diff and has_ckpt:
+        raise TrainError(
+            f"{run_dir}: holds a run with different {', '.join(f'{k}={prev[k]}' for k in diff)}; "
+            f"use another --out or delete it"
+        )
+
+
+def summary_table(record: Mapping[str, Any], split: str = "test") -> str:
+    """A fixed-width table: one row per variant, per-head accuracy and joint accuracy on ``split``."""
+    variants = record.get("variants", {})
+    if not variants:
+        return "(no variants)"
+    heads: list[str] = []
+    for v in variants.values():
+        for h in v["metrics"].get(split, {}).get("heads", {}):
+            if h not in heads:
+                heads.append(h)
+    cols = ["variant", "params", "MACC(M)", "trained MACC(M)", "KB"] + [f"{h} acc" for h in heads] + [
+        "joint acc", "unseen joint", "train s"]
+    rows = []
+    for name, v in variants.items():
+        m = v["metrics"].get(split, {})
+        un = v["metrics"].get("test_unseen")
+        rows.append([
+            name, f"{v['params']['total']:,}", f"{v['macc']['total'] / 1e6:.1f}", f"{v['macc']['trained'] / 1e6:.2f}",
+            f"{v['keras_bytes'] / 1024:.0f}",
+            *[f"{m.get('heads', {}).get(h, {}).get('accuracy', float('nan')):.3f}" for h in heads],
+            f"{m.get('joint_accuracy', float('nan')):.3f}",
+            "-" if un is None else f"{un['joint_accuracy']:.3f}",
+            f"{v['train_wall_s']:.1f}",
+        ])
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths, strict=False)))  # noqa: E731
+    return "\n".join([f"{split} split:", line(cols), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def with_overrides(cfg: TrainConfig, **kw: Any) -> TrainConfig:
+    """A copy of ``cfg`` with fields replaced (None values ignored)."""
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
