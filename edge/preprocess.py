@@ -65,7 +65,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(arr, mode="L").convert("RGB")
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
-        hi = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
+        finite = arr[np.isfinite(arr)]
+        hi = 1.0 if finite.size and finite.max() <= 1.0 else 255.0  # 0..1 floats, else 0..255
         arr = np.clip(np.nan_to_num(arr) * (255.0 / hi) + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     if mode == "P":
@@ -84,6 +85,7 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_IMAGE_PI
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on broken files: the error says it
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp, formats=_allowed_formats()) as img:
                 w, h = img.size
@@ -138,6 +140,7 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             with Image.open(fp, formats=tuple(f for f in _allowed_formats() if f in ("JPEG", "MPO"))) as probe:
                 w, h = probe.size
                 # Only plain, unrotated JPEGs take the draft path; everything else decodes in full below.
