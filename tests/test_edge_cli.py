@@ -1,0 +1,174 @@
+"""polyhead-edge end to end, in subprocesses, on TF 2.21-made files; and proof that the edge never
+imports TensorFlow, Keras or any host package (the bench's worker processes included)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from edge_fixtures import HEADS, edge_fx  # noqa: F401
+
+from edge.card import read_card, write_model
+
+BLOCKED = ("tensorflow", "keras", "tf_keras", "scipy", "matplotlib", "datasets", "train", "convert", "report")
+REPO = Path(__file__).resolve().parents[1]
+
+# Installed through sitecustomize in every Python the CLI starts (PYTHONPATH is inherited by the bench
+# workers): importing a blocked package is logged and fails.
+GUARD = f"""
+import sys
+BLOCKED = {BLOCKED!r}
+LOG = {{log!r}}
+class _Guard:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            with open(LOG, "a") as f:
+                f.write(name + "\\n")
+            raise ImportError("blocked by the edge test: " + name)
+        return None
+sys.meta_path.insert(0, _Guard())
+"""
+
+
+def _edge(*args, env_extra=None, cwd=None, check=None):
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.run([sys.executable, "-m", "edge", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd or REPO, timeout=300)
+    if check is not None:
+        assert proc.returncode == check, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture()
+def guarded(tmp_path):
+    site = tmp_path / "guard"
+    site.mkdir()
+    log = tmp_path / "imports.log"
+    (site / "sitecustomize.py").write_text(GUARD.format(log=str(log)))
+    pythonpath = os.pathsep.join([str(site), str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {"PYTHONPATH": pythonpath}, log
+
+
+def _two_variants(edge_fx, tmp_path) -> Path:
+    d = tmp_path / "deploy"
+    d.mkdir()
+    for name in ("multihead.int8.tflite", "separate.make.float32.tflite", "separate.type.float32.tflite"):
+        shutil.copy(edge_fx / "models" / name, d)
+    return d
+
+
+def test_cli_never_imports_tensorflow_or_host_packages(edge_fx, tmp_path, guarded):
+    env, log = guarded
+    deploy = _two_variants(edge_fx, tmp_path)
+    _edge("info", deploy, env_extra=env, check=0)
+    _edge("predict", deploy, edge_fx / "images", "--variant", "multihead.int8", "--format", "jsonl",
+          env_extra=env, check=0)
+    out = tmp_path / "bench.json"
+    _edge("bench", deploy, "--images", edge_fx / "images", "--runs", "3", "--warmup", "1", "--out", out,
+          env_extra=env, check=0)
+    assert json.loads(out.read_text())["variants"]["multihead.int8"].get("error") is None
+    # The guard works: it would have caught an import.
+    check = subprocess.run([sys.executable, "-c", "import tensorflow"], env={**os.environ, **env},
+                           capture_output=True, text=True)
+    assert check.returncode != 0 and log.read_text().splitlines() == ["tensorflow"]
+
+
+def test_help_and_module_entry_points():
+    proc = _edge("--help", check=0)
+    for cmd in ("info", "predict", "bench"):
+        assert cmd in proc.stdout
+    script = Path(sys.executable).parent / "polyhead-edge"
+    if script.exists():
+        assert subprocess.run([script, "--help"], capture_output=True).returncode == 0
+
+
+def test_info(edge_fx):
+    proc = _edge("info", edge_fx / "models", check=0)
+    assert "separate.float32: 2 file(s)" in proc.stdout and "loads here: yes" in proc.stdout
+    assert "joint -> joint" in proc.stdout and "uint8 scale" in proc.stdout
+    d = json.loads(_edge("info", edge_fx / "models", "--json", check=0).stdout)
+    assert sorted(d["variants"]) == ["joint.float32", "joint.int8", "multihead.float32", "multihead.int8",
+                                     "separate.float32"]
+    assert d["files"]["multihead.int8.tflite"]["signature"]["outputs"]["make"]["dtype"] == "uint8"
+
+
+def test_info_says_when_a_file_does_not_load(edge_fx, tmp_path):
+    card = read_card(edge_fx / "models" / "multihead.float32.tflite")
+    card = card.with_updates(runtime_compat={"tflite-runtime 2.14.0": {"loads": False, "missing_ops": ["X v9"]}})
+    write_model(tmp_path / "bad.tflite", b"TFL3" + bytes(100), card)
+    proc = _edge("info", tmp_path / "bad.tflite", check=0)
+    assert "loads here: NO" in proc.stdout and "does NOT load (missing: X v9)" in proc.stdout
+
+
+def test_predict_formats_accuracy_and_bad_images(edge_fx, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(edge_fx / "images", images)
+    models = edge_fx / "models"
+    proc = _edge("predict", models, images, check=1)
+    assert "several variants" in proc.stderr and "Traceback" not in proc.stderr
+    table = _edge("predict", models, images, "--variant", "joint.int8", "--top-k", "2", check=0).stdout
+    assert "make:" in table and "accuracy over 6 labelled images" in table
+    jl = _edge("predict", models, images, "--variant", "multihead.float32", "--format", "jsonl", "--threads", "2",
+               check=0)
+    records = [json.loads(line) for line in jl.stdout.splitlines()]
+    assert len(records) == 6 and set(records[0]["heads"]) == set(HEADS)
+    assert "accuracy over 6" in jl.stderr
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xffgarbage")
+    proc = _edge("predict", models, images, "--variant", "separate", "--format", "csv", "--top-k", "3", check=1)
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 7 and sum(bool(r["error"]) for r in rows) == 1
+    assert rows[-1]["make"] and len(rows[-1]["make_top_k"].split(";")) == 3
+    assert "1 of 7 images failed" in proc.stderr
+
+
+def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
+    deploy = _two_variants(edge_fx, tmp_path)
+    card = read_card(edge_fx / "models" / "joint.float32.tflite")
+    write_model(deploy / "joint.float32.tflite", b"TFL3" + bytes(300), card)  # card fine, flatbuffer not
+    out, out_csv = tmp_path / "b.json", tmp_path / "b.csv"
+    proc = _edge("bench", deploy, "--images", edge_fx / "images", "--runs", "5", "--warmup", "1",
+                 "--out", out, "--csv", out_csv, "--duration", "1", check=0)
+    assert "[3/3]" in proc.stderr and "multihead.int8" in proc.stdout
+    b = json.loads(out.read_text())
+    for key in ("board", "cpu", "governor", "warnings", "runtime", "runtime_version", "threads", "variants"):
+        assert key in b
+    assert b["threads"] == 1 and b["runtime"] in ("ai-edge-litert", "tflite-runtime")
+    bad = b["variants"]["joint.float32"]
+    assert bad["errors"] == 1 and "cannot load model" in bad["error"]
+    for vid in ("multihead.int8", "separate.float32"):
+        r = b["variants"][vid]
+        assert r.get("error") is None, r
+        for key in ("variant", "precision", "approach", "files", "bytes", "load_ms", "first_inference_ms",
+                    "images_per_s", "peak_rss_mb", "errors"):
+            assert r[key] is not None, key
+        for key in ("interpreter_ms", "file_to_labels_ms"):
+            assert set(r[key]) == {"mean", "p50", "p90", "p99", "std"}
+        assert set(r["accuracy"]["heads"]) == set(HEADS) and r["accuracy"]["n"] == 6
+        assert "rss_slope_mb_per_min" in r and r["duration_images"] > 0 and r["duration_errors"] == 0
+        assert 0 < r["peak_rss_mb"] < 500
+    assert len(b["variants"]["separate.float32"]["files"]) == 2
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["variant_id"] for r in rows] == ["joint.float32", "multihead.int8", "separate.float32"]
+    assert rows[1]["interpreter_ms_p50"] and rows[1]["accuracy_make"]
+
+
+def test_bench_without_images_uses_random_pixels(edge_fx, tmp_path):
+    out = tmp_path / "b.json"
+    _edge("bench", edge_fx / "models" / "multihead.float32.tflite", "--runs", "3", "--warmup", "0", "--out", out,
+          check=0)
+    r = json.loads(out.read_text())["variants"]["multihead.float32"]
+    assert r["file_to_labels_ms"] is None and r["accuracy"] is None and r["interpreter_ms"]["p50"] > 0
+
+
+def test_known_errors_are_one_line(tmp_path):
+    (tmp_path / "x.tflite").write_bytes(b"junk")
+    proc = _edge("predict", tmp_path / "x.tflite", tmp_path, check=1)
+    assert proc.stderr.startswith("Error: ") and "no model card" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
