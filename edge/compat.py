@@ -77,9 +77,11 @@ def check_runtime_compat(path: str | os.PathLike, python: str | None = None,
         proc = subprocess.run([python, "-m", "edge.compat", str(Path(path).resolve())], capture_output=True,
                               text=True, timeout=timeout_s, env=env, cwd=root)
         record = json.loads(proc.stdout.strip().splitlines()[-1])
+    except OSError as e:
+        return {"tflite-runtime": {"loads": None, "missing_ops": [], "error": f"cannot run {python}: {e.strerror or e}"}}
     except subprocess.TimeoutExpired:
         return {"tflite-runtime": {"loads": None, "missing_ops": [], "error": f"check timed out after {timeout_s:g} s"}}
-    except (OSError, IndexError, json.JSONDecodeError):
+    except (IndexError, json.JSONDecodeError):
         # No JSON: the runtime crashed on the model (a native abort counts as not loading).
         tail = [ln for ln in (proc.stderr if proc is not None else "").splitlines() if ln.strip()]
         return {"tflite-runtime": {"loads": False, "missing_ops": [],
