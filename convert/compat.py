@@ -25,15 +25,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def legacy_python() -> Path | None:
-    """The legacy environment's python, or None when there is none."""
-    env = os.environ.get(LEGACY_ENV)
-    if env:
-        return Path(env) if Path(env).exists() else None
-    for root in (Path.cwd(), REPO_ROOT):
-        p = root / ".venv-legacy" / "bin" / "python"
-        if p.exists():
-            return p
-    return None
+    """The legacy environment's python (``edge.compat.legacy_python``), or None when there is none."""
+    from edge.compat import legacy_python as edge_legacy_python
+
+    found = edge_legacy_python()
+    return Path(found) if found and Path(found).exists() else None
+
+
+def _unchecked(reason: str) -> dict[str, Any]:
+    return {"runtime": LEGACY_KEY, "loads": None, "status": "unchecked", "error": reason}
 
 
 def compare_outputs(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def check_legacy(
     """
     python = legacy_python()
     if python is None:
-        return {f: {"status": "unchecked", "reason": "no .venv-legacy (make setup-legacy)"} for f in files}
+        return {f: _unchecked(f"no legacy Python (make setup-legacy, or set {LEGACY_ENV})") for f in files}
     with tempfile.TemporaryDirectory(prefix="polyhead-legacy-") as tmp:
         np.savez(Path(tmp) / "images.npz", images=images)
         env = {**os.environ, "POLYHEAD_RUNTIME": LEGACY_KEY, "PYTHONPATH": str(REPO_ROOT)}
@@ -66,19 +66,20 @@ def check_legacy(
         try:
             proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            return {f: {"status": "unchecked", "reason": f"legacy probe timed out after {timeout_s:.0f} s"} for f in files}
+            return {f: _unchecked(f"legacy probe timed out after {timeout_s:.0f} s") for f in files}
         result_path = Path(tmp) / "result.json"
         if proc.returncode != 0 or not result_path.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            return {f: {"status": "unchecked", "reason": f"legacy probe failed: {tail[0][:300]}"} for f in files}
+            return {f: _unchecked(f"legacy probe failed: {tail[0][:300]}") for f in files}
         result = json.loads(result_path.read_text())
         runtime = f"{result['runtime']} {result['runtime_version']}".strip()
         out: dict[Path, dict[str, Any]] = {}
         for f in files:
             r = result["files"].get(str(f), {"loads": False, "error": "not run"})
-            entry: dict[str, Any] = {"runtime": runtime, "loads": bool(r.get("loads"))}
+            entry: dict[str, Any] = {"runtime": runtime, "loads": bool(r.get("loads")),
+                                     "missing_ops": r.get("missing_ops") or [], "error": r.get("error")}
             if not entry["loads"]:
-                entry.update(status="fails", error=r.get("error"), missing_ops=r.get("missing_ops", []))
+                entry["status"] = "fails"
             else:
                 with np.load(Path(tmp) / r["outputs"]) as z:
                     theirs = {k: z[k] for k in z.files}

@@ -57,9 +57,14 @@ def load_records(ds: Any, records: tuple[Any, ...], split: str, schema: LabelSch
     except ImportError:
         load_split = None
     if load_split is not None and records:
-        arrays = load_split(dataclasses.replace(ds, records=tuple(records)), split, h, w)
+        from datasets.folder import DatasetError
+
+        try:
+            arrays = load_split(dataclasses.replace(ds, records=tuple(records)), split, h, w)
+        except DatasetError as e:
+            raise ConvertError(f"{split} images: {e}") from None
         by_path = {str(r.path): r for r in records}
-        for img, p in zip(arrays.images, arrays.paths):
+        for img, p in zip(arrays.images, arrays.paths, strict=True):
             images.append(img)
             paths.append(str(p))
             rows.append(by_path[str(p)].labels)

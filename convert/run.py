@@ -132,7 +132,7 @@ def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, image
     """The Keras model's per-head probabilities on uint8 images (joint decoded into heads)."""
     out = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
     if not isinstance(out, dict):
-        out = {source.output_keys[0]: out} if len(source.output_keys) == 1 else dict(zip(source.output_keys, out))
+        out = {source.output_keys[0]: out} if len(source.output_keys) == 1 else dict(zip(source.output_keys, out, strict=True))
     out = {k: np.asarray(v, np.float32) for k, v in out.items()}
     if source.approach == "joint":
         return schema.decode_joint(out[JOINT_OUTPUT])
@@ -184,16 +184,16 @@ def convert_one(
     out_path: Path,
     calibration: np.ndarray | None,
     extra: dict[str, Any],
+    saved_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Convert one model at one precision and write it with its card. Returns the file's facts."""
+    from convert.errors import UnsupportedOpError
     from convert.inspect import map_outputs, non_builtin_ops, op_versions, signature_info
     from convert.tflite import convert_keras
 
-    from convert.errors import UnsupportedOpError
-
     t0 = time.perf_counter()
     try:
-        data = convert_keras(model, settings.precision, calibration, settings)
+        data = convert_keras(model, settings.precision, calibration, settings, saved_model_dir)
     except UnsupportedOpError as e:
         raise UnsupportedOpError(f"{source.path}: {e}") from None
     convert_s = time.perf_counter() - t0
@@ -276,9 +276,12 @@ def convert_run(
         log(f"removed a temporary file left by an interrupted write: {name}")
 
     previous: dict[str, Any] = {}
+    previous_versions: dict[str, str] = {}
     if json_path.exists():
         try:
-            previous = json.loads(json_path.read_text()).get("files", {}) or {}
+            old_doc = json.loads(json_path.read_text())
+            previous = old_doc.get("files", {}) or {}
+            previous_versions = old_doc.get("versions", {}) or {}
         except (OSError, json.JSONDecodeError, AttributeError):
             log(f"{json_path}: unreadable, converting everything again")
 
@@ -311,7 +314,8 @@ def convert_run(
             if isinstance(old, dict) and old.get("source", {}).get("sha256") in source_sha.values():
                 kept[name] = old
 
-    versions = _versions()
+    # Nothing to convert: no need to import TensorFlow just to restate its version.
+    versions = _versions() if todo or not previous_versions else previous_versions
     doc: dict[str, Any] = {
         "format_version": CONVERT_FORMAT_VERSION,
         "run": run_dir.name,
@@ -366,75 +370,78 @@ def convert_run(
 
     # -- convert and check -----------------------------------------------------------------------
     from convert.runner import predict_outputs, to_heads
+    from convert.tflite import exported
 
     litert_outputs: dict[Path, tuple[dict[str, np.ndarray], tuple[int, int]]] = {}
     keras_cache: dict[str, dict[str, np.ndarray]] = {}
     by_source: dict[str, list[tuple[ConversionSettings, str]]] = {}
     for s, st, name in todo:
         by_source.setdefault(s.stem, []).append((st, name))
+    size: tuple[int, int] = (0, 0)
     for s in sources:
         if s.stem not in by_source:
             continue
         model = _load_keras(s.path)
-        size = tuple(int(x) for x in model.inputs[0].shape[1:3])
+        size = (int(model.inputs[0].shape[1]), int(model.inputs[0].shape[2]))
         test = images_for(CHECK_SPLIT, test_records, size)
         kprobs = keras_head_probs(model, s, schema, test.images)
         keras_cache[s.stem] = kprobs
-        for st, name in by_source[s.stem]:
-            out_path = run_dir / name
-            cal = None
-            if st.precision == "int8":
-                cal = images_for("train", cal_records, size)
-                if len(cal) == 0:
-                    raise ConvertError(f"{data_root}: no readable calibration images in the train split")
-                cal = cal.images
-            extra = {
-                "run": run_dir.name,
-                "source": f"models/{s.path.name}",
-                "source_sha256": source_sha[s.stem],
-                "image_size": list(size),
-                "weights": config.get("weights"),
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                **({"calibration": {"images": len(cal), "split": "train", "seed": seed}} if cal is not None else {}),
-            }
-            facts = convert_one(model, s, st, schema, backbone, versions, out_path, cal, extra)
-            card: ModelCard = facts.pop("card")
-            _, outs, runtime = predict_outputs(out_path, test.images, num_threads=threads)
-            probs = to_heads(card, outs)
-            check = check_heads(probs, kprobs, test.labels, schema.head_names)
-            errors, warnings = verdict(name, st.precision, check)
-            litert_outputs[out_path] = (outs, size)
-            entry = {
-                "variant": card.variant,
-                "approach": card.approach,
-                "heads": list(card.heads),
-                "precision": st.precision,
-                "bytes": out_path.stat().st_size,
-                "sha256": _sha256(out_path),
-                "source": {"path": f"models/{s.path.name}", "sha256": source_sha[s.stem],
-                           "bytes": s.path.stat().st_size},
-                "settings": st.to_dict(),
-                "input": {"dtype": card.input.dtype, "scale": card.input.scale, "zero_point": card.input.zero_point,
-                          "height": card.input.height, "width": card.input.width},
-                "outputs": dict(card.outputs),
-                **facts,
-                "check": check,
-                "passed": not errors,
-                "runtime_compat": {"ai-edge-litert": {"runtime": runtime, "loads": True, "status": "ok"}},
-                "warnings": warnings,
-                "errors": errors,
-            }
-            doc["files"][name] = entry
-            save()
-            line = "  ".join(
-                f"{h}: acc {m['accuracy']:.3f} (keras {m['keras_accuracy']:.3f}) agree {m['agreement']:.3f}"
-                for h, m in check["heads"].items() if m["accuracy"] is not None
-            )
-            log(f"converted  {name}  {entry['bytes'] / 1e6:.2f} MB  {line}")
-            for w in warnings:
-                log(f"WARNING: {w}")
-            for e in errors:
-                log(f"ERROR: {e}")
+        with exported(model) as saved_model_dir:
+            for st, name in by_source[s.stem]:
+                out_path = run_dir / name
+                cal = None
+                if st.precision == "int8":
+                    cal = images_for("train", cal_records, size).images
+                    if len(cal) == 0:
+                        raise ConvertError(f"{data_root}: no readable calibration images in the train split")
+                extra = {
+                    "run": run_dir.name,
+                    "source": f"models/{s.path.name}",
+                    "source_sha256": source_sha[s.stem],
+                    "image_size": list(size),
+                    "weights": config.get("weights"),
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    **({"calibration": {"images": len(cal), "split": "train", "seed": seed}} if cal is not None else {}),
+                }
+                facts = convert_one(model, s, st, schema, backbone, versions, out_path, cal, extra, saved_model_dir)
+                card: ModelCard = facts.pop("card")
+                _, outs, runtime = predict_outputs(out_path, test.images, num_threads=threads)
+                check = check_heads(to_heads(card, outs), kprobs, test.labels, schema.head_names)
+                errors, warnings = verdict(name, st.precision, check)
+                litert_outputs[out_path] = (outs, size)
+                entry = {
+                    "variant": card.variant,
+                    "approach": card.approach,
+                    "heads": list(card.heads),
+                    "precision": st.precision,
+                    "bytes": out_path.stat().st_size,
+                    "sha256": _sha256(out_path),
+                    "source": {"path": f"models/{s.path.name}", "sha256": source_sha[s.stem],
+                               "bytes": s.path.stat().st_size},
+                    "settings": st.to_dict(),
+                    **({"calibration_images": len(cal)} if cal is not None else {}),
+                    "input": {"dtype": card.input.dtype, "scale": card.input.scale,
+                              "zero_point": card.input.zero_point,
+                              "height": card.input.height, "width": card.input.width},
+                    "outputs": dict(card.outputs),
+                    **facts,
+                    "check": check,
+                    "passed": not errors,
+                    "runtime_compat": {"ai-edge-litert": {"runtime": runtime, "loads": True, "status": "ok"}},
+                    "warnings": warnings,
+                    "errors": errors,
+                }
+                doc["files"][name] = entry
+                save()
+                line = "  ".join(
+                    f"{h}: acc {m['accuracy']:.3f} (keras {m['keras_accuracy']:.3f}) agree {m['agreement']:.3f}"
+                    for h, m in check["heads"].items() if m["accuracy"] is not None
+                )
+                log(f"converted  {name}  {entry['bytes'] / 1e6:.2f} MB  {line}")
+                for w in warnings:
+                    log(f"WARNING: {w}")
+                for e in errors:
+                    log(f"ERROR: {e}")
 
     # -- tflite-runtime 2.14 ---------------------------------------------------------------------
     if legacy and litert_outputs:
@@ -460,7 +467,8 @@ def convert_run(
     elif litert_outputs:
         for p in litert_outputs:
             entry = doc["files"][p.relative_to(run_dir).as_posix()]
-            entry["runtime_compat"]["tflite-runtime"] = {"status": "unchecked", "reason": "legacy check disabled"}
+            entry["runtime_compat"]["tflite-runtime"] = {"runtime": "tflite-runtime", "loads": None,
+                                                         "status": "unchecked", "error": "skipped (--no-legacy)"}
         save()
 
     _summarise(doc, run_dir, schema, keras_cache, cache.get((CHECK_SPLIT, size)) if litert_outputs else None, log,

@@ -26,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -110,22 +112,54 @@ def _representative(images: np.ndarray, input_name: str) -> Any:
     return gen
 
 
+@contextlib.contextmanager
+def exported(model: Any) -> Iterator[str | None]:
+    """The model exported once as a SavedModel (inference call, ``serving_default``), for several
+    conversions; yields None when export fails (``convert_keras`` then converts the model itself).
+
+    Same export as ``from_keras_model`` does for Keras 3 (``training=False``), done once instead of
+    once per precision: the files are byte-identical, a MobileNetV2 converts ~5 s faster each.
+    """
+    import functools
+
+    import keras
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="polyhead-export-") as tmp:
+        try:
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            spec = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in model.inputs]
+            archive.add_endpoint("serve", functools.partial(model.__call__, training=False), spec)
+            with contextlib.redirect_stdout(io.StringIO()):
+                archive.write_out(tmp, verbose=False)
+            path: str | None = tmp
+        except Exception:  # noqa: BLE001 - from_keras_model remains the fallback
+            path = None
+        yield path
+
+
 def convert_keras(
     model: Any,
     precision: str,
     representative_images: np.ndarray | None = None,
     settings: ConversionSettings | None = None,
+    saved_model_dir: str | None = None,
 ) -> bytes:
     """Convert a Keras model to TFLite bytes at ``precision`` with built-in ops only.
 
     ``representative_images``: uint8 (N, H, W, 3) raw pixels, required for ``int8``. A model that
     would need Flex ops raises ``UnsupportedOpError`` naming the op and the layer.
+    ``saved_model_dir``: the model already ``exported`` (saves re-exporting per precision).
     """
     import tensorflow as tf
 
     settings = settings or settings_for(precision, 0 if representative_images is None else len(representative_images))
     with contextlib.redirect_stdout(io.StringIO()):  # model.export() prints its endpoints
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if saved_model_dir:
+            conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+        else:
+            conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     conv.allow_custom_ops = False
     if precision != "float32":
@@ -142,7 +176,10 @@ def convert_keras(
         conv.inference_input_type = tf.uint8
         conv.inference_output_type = tf.uint8 if settings.int8_output_dtype == "uint8" else tf.float32
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        # The converter's calibrator uses tf.lite.Interpreter internally and warns about it; our
+        # own runs go through ai-edge-litert (edge.runtime).
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return bytes(conv.convert())
     except Exception as e:  # noqa: BLE001 - the converter's errors are long MLIR dumps
         text = str(e)

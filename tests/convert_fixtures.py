@@ -71,15 +71,15 @@ def tiny_model(outputs: dict[str, int], size: int = 32, seed: int = 0, name: str
     x = keras.layers.GlobalAveragePooling2D()(x)
     outs = {o: keras.layers.Dense(n, activation="softmax", name=o)(x) for o, n in outputs.items()}
     model = keras.Model(inp, outs, name=name)
-    _sharpen_heads(model, list(outputs))
+    _sharpen_heads(model, list(outputs), 40.0)
     return model
 
 
-def _sharpen_heads(model, names) -> None:
+def _sharpen_heads(model, names, factor: float = 6.0) -> None:
     for n in names:
         layer = model.get_layer(n)
         k, b = layer.get_weights()
-        layer.set_weights([k * 6.0, b])
+        layer.set_weights([k * factor, b])
 
 
 def build_models(approach: str, schema: LabelSchema, backbone: str, size: int, seed: int = 0) -> dict:
