@@ -126,7 +126,13 @@ def bench_variant(path: str, variant_id: str, images: str | None = None, runs: i
                   progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Measure one variant in this process (the worker side of ``run_bench``)."""
     from edge.runtime import (
-        Accuracy, Predictor, discover, iter_predictions, labelled_heads, read_labels_csv, select_variant,
+        Accuracy,
+        Predictor,
+        discover,
+        iter_predictions,
+        labelled_heads,
+        read_labels_csv,
+        select_variant,
     )
 
     variant = select_variant(discover(path), variant_id)
@@ -209,7 +215,7 @@ def bench_variant(path: str, variant_id: str, images: str | None = None, runs: i
             for pred in iter_predictions(predictor, labelled):
                 errors += not pred.ok
                 row = labels[Path(pred.path)]
-                acc.add(pred, {hd: row[i] for hd, i in zip(heads, index)})
+                acc.add(pred, {hd: row[i] for hd, i in zip(heads, index, strict=True)})
             record["accuracy"] = acc.to_dict()
 
     if duration_s:
@@ -406,8 +412,8 @@ def format_table(bench: dict[str, Any]) -> str:
     widths = [max(len(c), *(len(row[i]) for row in lines)) if lines else len(c) for i, c in enumerate(cols)]
     out = [f"board: {bench['board']} | runtime: {bench['runtime']} {bench['runtime_version']} | "
            f"threads: {bench['threads']} | governor: {bench['governor']}"]
-    out.append("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in lines]
+    out.append("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in lines]
     for vid, r in bench["variants"].items():
         if r.get("error"):
             out.append(f"{vid}: {r['error']}")

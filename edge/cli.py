@@ -212,7 +212,7 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
         failed += not pred.ok
         row_labels = labels.get(Path(pred.path).resolve())
         if row_labels is not None and heads:
-            acc.add(pred, {h: row_labels[i] for h, i in zip(heads, index)})
+            acc.add(pred, {h: row_labels[i] for h, i in zip(heads, index, strict=True)})
         if fmt == "jsonl":
             click.echo(json.dumps({"variant": variant.id, **pred.to_dict()}))
         elif fmt == "csv":

@@ -357,7 +357,7 @@ class Predictor:
         cls, self.runtime, self.runtime_version = load_interpreter_class(runtime)
         self.variant = variant
         self.num_threads = num_threads
-        self.models = tuple(Model(p, c, num_threads, cls) for p, c in zip(variant.files, variant.cards))
+        self.models = tuple(Model(p, c, num_threads, cls) for p, c in zip(variant.files, variant.cards, strict=True))
         self.schema = variant.schema
         self.heads = variant.heads
         self.height, self.width = self.models[0].input_size

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-
 SCHEMA_FORMAT_VERSION = 1
 JOINT_OUTPUT = "joint"
 """Name of the single output of a joint model (and of its key in label dicts)."""
@@ -82,7 +81,7 @@ class LabelSchema:
         for combo in self.combinations:
             if len(combo) != len(self.heads):
                 raise SchemaError(f"combination {combo} does not have one label per head {names}")
-            for head, label in zip(self.heads, combo):
+            for head, label in zip(self.heads, combo, strict=True):
                 head.index(label)
         if len(set(self.combinations)) != len(self.combinations):
             raise SchemaError("duplicate combinations")
@@ -139,7 +138,7 @@ class LabelSchema:
         """Class indices, one per head, of a label tuple."""
         if len(labels) != len(self.heads):
             raise SchemaError(f"expected {len(self.heads)} labels {list(self.head_names)}, got {list(labels)}")
-        return tuple(h.index(label) for h, label in zip(self.heads, labels))
+        return tuple(h.index(label) for h, label in zip(self.heads, labels, strict=True))
 
     @cached_property
     def combination_indices(self) -> np.ndarray:

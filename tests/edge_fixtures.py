@@ -156,24 +156,32 @@ if __name__ == "__main__":
     print(target)
 
 
+_BUILT: dict[str, Path] = {}
+
+
 def _pytest_fixtures():
-    """Define the pytest fixtures lazily so the script use does not need pytest."""
+    """Define the pytest fixture lazily so the script use does not need pytest."""
     import pytest
 
-    @pytest.fixture(scope="session")
-    def edge_fx(tmp_path_factory) -> Path:
-        """A folder with ``models/`` (every MODEL_FILES deployment) and ``images/`` (+ labels.csv)."""
-        if not os.environ.get(FIXTURES_ENV):
-            try:
-                import tensorflow  # noqa: F401
-            except ImportError:
-                pytest.skip(f"no TensorFlow here to make models, and {FIXTURES_ENV} is not set")
-        return fixtures_dir(tmp_path_factory.mktemp("edge-fx"))
+    @pytest.fixture(scope="session", name="edge_fx")
+    def edge_fx_fixture(tmp_path_factory) -> Path:
+        """A folder with ``models/`` (every MODEL_FILES deployment) and ``images/`` (+ labels.csv).
 
-    return edge_fx
+        Test modules import this fixture, so pytest sees one definition per module: the folder is
+        cached here to build the models once per session all the same."""
+        if "dir" not in _BUILT:
+            if not os.environ.get(FIXTURES_ENV):
+                try:
+                    import tensorflow  # noqa: F401
+                except ImportError:
+                    pytest.skip(f"no TensorFlow here to make models, and {FIXTURES_ENV} is not set")
+            _BUILT["dir"] = fixtures_dir(tmp_path_factory.mktemp("edge-fx"))
+        return _BUILT["dir"]
+
+    return edge_fx_fixture
 
 
 try:
-    edge_fx = _pytest_fixtures()
+    edge_fx_fixture = _pytest_fixtures()
 except ImportError:  # running as a script without pytest
     pass

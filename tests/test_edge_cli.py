@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from edge_fixtures import HEADS, edge_fx  # noqa: F401
+from edge_fixtures import HEADS, edge_fx_fixture  # noqa: F401
 
 from edge.card import read_card, write_model
 

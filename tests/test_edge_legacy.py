@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_fixtures import edge_fx  # noqa: F401
+from edge_fixtures import edge_fx_fixture  # noqa: F401
 
 from edge.compat import check_runtime_compat, legacy_python
 

@@ -9,11 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edge_fixtures import HEADS, MAKES, SCHEMA, TYPES, edge_fx  # noqa: F401
+from edge_fixtures import HEADS, MAKES, SCHEMA, TYPES, edge_fx_fixture  # noqa: F401
 
 from edge.card import CardError, read_card, strip_card, write_model
 from edge.runtime import (
-    Model, ModelError, Predictor, discover, iter_predictions, load_interpreter_class, select_variant,
+    Model,
+    ModelError,
+    Predictor,
+    discover,
+    iter_predictions,
+    load_interpreter_class,
+    select_variant,
 )
 
 VARIANTS = ("joint.float32", "joint.int8", "multihead.float32", "multihead.int8", "separate.float32")
