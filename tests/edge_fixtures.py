@@ -4,7 +4,8 @@ Used in two ways:
 - as a module by tests/test_edge*.py (``edge_models`` pytest fixture: built once per session);
 - as a script, ``.venv/bin/python tests/edge_fixtures.py OUT``, writing ``OUT/models/*.tflite``
   and ``OUT/images/`` (+ labels.csv), so the tflite-runtime 2.14 env (no TensorFlow) can test the
-  same files: it finds them through the ``POLYHEAD_EDGE_FIXTURES`` environment variable.
+  same files: it finds them through the ``POLYHEAD_EDGE_FIXTURES`` environment variable;
+- ``--target OUT``: the MobileNetV2-sized int8 deployment the edge targets are measured on.
 
 TensorFlow is imported inside functions only, so this module imports fine without it.
 """
@@ -138,6 +139,38 @@ def make_images(out: str | os.PathLike, n: int = 6, size: tuple[int, int] = (48,
     return out
 
 
+def build_target(out: str | os.PathLike, n_images: int = 64) -> Path:
+    """The issue's benchmark deployment: MobileNetV2 (weights=None, 224 px, avg pooling) with two Dense
+    heads, full int8 with uint8 input (random calibration), and ``n_images`` 500x375 photo-like JPEGs
+    with a labels.csv. Minutes of CPU: for measuring the targets, not for the test suite."""
+    import keras
+    from PIL import Image
+
+    out = Path(out)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((224, 224, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
+    base = keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None, include_top=False, pooling="avg")
+    f = base(x)
+    model = keras.Model(inp, {"make": keras.layers.Dense(len(MAKES), activation="softmax", name="make")(f),
+                              "type": keras.layers.Dense(len(TYPES), activation="softmax", name="type")(f)})
+    tfl = convert(model, True, 224)
+    card = card_for("multihead", "multihead", HEADS, {"make": "make", "type": "type"}, input_spec(tfl, 224), "int8")
+    write_model(out / "models" / "multihead.int8.tflite", tfl, card.with_updates(backbone="mobilenet_v2"))
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:375, 0:500]
+    rows = ["image,split,make,type"]
+    for i in range(n_images):  # smooth gradients + noise: decodes like a photo, not like flat colour
+        arr = (rng.uniform(0, 255, 3) + 60 * np.sin(xx[..., None] / rng.uniform(10, 60) + rng.uniform(0, 6, 3))
+               + 60 * np.cos(yy[..., None] / rng.uniform(10, 60)) + rng.normal(0, 12, (375, 500, 3)))
+        Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(images / f"car{i:03d}.jpg", quality=90)
+        rows.append(f"car{i:03d}.jpg,test,{MAKES[i % len(MAKES)]},{TYPES[i % len(TYPES)]}")
+    (images / "labels.csv").write_text("\n".join(rows) + "\n")
+    return out
+
+
 def fixtures_dir(base: str | os.PathLike) -> Path:
     """``base`` holding ``models/`` and ``images/``: the files named by the env var if set, else built."""
     given = os.environ.get(FIXTURES_ENV)
@@ -150,10 +183,16 @@ def fixtures_dir(base: str | os.PathLike) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "build/edge-fixtures")
-    build_models(target / "models")
-    make_images(target / "images")
-    print(target)
+    # python tests/edge_fixtures.py [OUT]            tiny test deployment (seconds)
+    # python tests/edge_fixtures.py --target [OUT]   the MobileNetV2 int8 benchmark deployment (minutes)
+    args = sys.argv[1:]
+    if args[:1] == ["--target"]:
+        print(build_target(Path(args[1] if len(args) > 1 else "build/edge-target")))
+    else:
+        target = Path(args[0] if args else "build/edge-fixtures")
+        build_models(target / "models")
+        make_images(target / "images")
+        print(target)
 
 
 _BUILT: dict[str, Path] = {}
