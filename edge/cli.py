@@ -199,6 +199,8 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
         raise _fail(e) from None
     if not paths:
         raise click.ClickException(f"no images in {', '.join(images)}")
+    click.echo(f"{variant.id}: {len(paths)} image(s), {predictor.runtime} {predictor.runtime_version}, "
+               f"{threads} thread(s)", err=True)
     heads = labelled_heads(csv_heads, predictor.heads)
     index = [csv_heads.index(h) for h in heads]
     acc = Accuracy.for_heads(heads)

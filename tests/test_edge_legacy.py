@@ -18,6 +18,9 @@ from edge.compat import check_runtime_compat, legacy_python
 
 REPO = Path(__file__).resolve().parents[1]
 LEGACY = legacy_python()
+# CI sets POLYHEAD_REQUIRE_LEGACY=1: there a missing legacy env is a failure, not a skip.
+if LEGACY is None and os.environ.get("POLYHEAD_REQUIRE_LEGACY") == "1":
+    raise RuntimeError("POLYHEAD_REQUIRE_LEGACY=1 but there is no .venv-legacy (make setup-legacy)")
 pytestmark = [
     pytest.mark.legacy,
     pytest.mark.skipif(LEGACY is None, reason="no .venv-legacy (make setup-legacy) and POLYHEAD_LEGACY_PYTHON unset"),
