@@ -82,12 +82,14 @@ def _sharpen_heads(model, names, factor: float = 6.0) -> None:
         layer.set_weights([k * factor, b])
 
 
-def build_models(approach: str, schema: LabelSchema, backbone: str, size: int, seed: int = 0) -> dict:
+def build_models(approach: str, schema: LabelSchema, backbone: str, size: int, seed: int = 0,
+                 backbone_kwargs: dict | None = None) -> dict:
     """``{stem: keras.Model}`` for an approach: ``tiny`` here, any other name through train.models."""
     if backbone != "tiny":
         from train.models import build_model
 
-        models = build_model(approach, backbone, schema, (size, size), weights="none", seed=seed)
+        models = build_model(approach, backbone, schema, (size, size), weights="none", seed=seed,
+                             backbone_kwargs=backbone_kwargs)
         for m in models.values():
             _sharpen_heads(m, list(m.output.keys()))
         return models
@@ -106,6 +108,7 @@ def make_run(
     backbone: str = "tiny",
     size: int = 32,
     seed: int = 0,
+    backbone_kwargs: dict | None = None,
 ) -> Path:
     """A run folder as train/ writes it (config.json, schema.json, train.json, models/)."""
     schema = dataset_schema(data)
@@ -114,7 +117,7 @@ def make_run(
     variants = {}
     for approach in approaches:
         files = []
-        for stem, model in build_models(approach, schema, backbone, size, seed).items():
+        for stem, model in build_models(approach, schema, backbone, size, seed, backbone_kwargs).items():
             model.save(run / "models" / f"{stem}.keras")
             files.append(f"models/{stem}.keras")
         variants[approach] = {"approach": approach, "files": files}
