@@ -214,3 +214,22 @@ def test_folder_with_a_bad_file(edge_fx, tmp_path):
     problems: list = []
     assert list(discover(tmp_path, problems)) == ["multihead.int8"]
     assert problems and problems[0][0].endswith("junk.tflite")
+
+
+def test_input_quantisation_tables():
+    from types import SimpleNamespace
+
+    from edge.card import InputSpec
+    from edge.runtime import _input_lut
+
+    def lut(**spec):
+        return _input_lut(SimpleNamespace(input=InputSpec("image", 8, 8, **spec)), np.dtype(spec["dtype"]))
+
+    assert lut(dtype="uint8", scale=1.0, zero_point=0) is None  # raw pixels go straight in
+    assert lut(dtype="uint8", scale=0.9999493, zero_point=0) is None  # what TF 2.21 emits for 0..255
+    q = lut(dtype="int8", scale=1.0, zero_point=-128)
+    assert q.dtype == np.int8 and q[0] == -128 and q[255] == 127
+    q = lut(dtype="int8", scale=2 / 255, zero_point=0, value_range=(-1.0, 1.0))
+    assert q[0] in (-128, -127) and q[255] == 127
+    f = lut(dtype="float32", value_range=(-1.0, 1.0))
+    assert f.dtype == np.float32 and f[0] == -1.0 and f[255] == 1.0
