@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,9 @@ LAYOUTS = ("devkit", "all-in-one", "class-folders")
 @cache
 def class_names() -> tuple[str, ...]:
     """The 196 Stanford Cars class names, in class-index order (index 1 is the first)."""
-    text = resources.files("datasets").joinpath("stanford_cars_class_names.txt").read_text(encoding="utf-8")
+    # Next to this module (package data), not importlib.resources: an editable install made before
+    # datasets/ had an __init__.py maps it as a namespace package, which resources cannot read.
+    text = (Path(__file__).parent / "stanford_cars_class_names.txt").read_text(encoding="utf-8")
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
