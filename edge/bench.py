@@ -133,10 +133,12 @@ def bench_variant(path: str, variant_id: str, images: str | None = None, runs: i
         discover,
         iter_predictions,
         labelled_heads,
+        limit_malloc_arenas,
         read_labels_csv,
         select_variant,
     )
 
+    limit_malloc_arenas()
     variant = select_variant(discover(path), variant_id)
     record: dict[str, Any] = {
         "variant": variant.variant, "precision": variant.precision, "approach": variant.approach,

@@ -188,8 +188,17 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     """
     import csv
 
-    from edge.runtime import Accuracy, Predictor, discover, iter_predictions, labelled_heads, select_variant
+    from edge.runtime import (
+        Accuracy,
+        Predictor,
+        discover,
+        iter_predictions,
+        labelled_heads,
+        limit_malloc_arenas,
+        select_variant,
+    )
 
+    limit_malloc_arenas()
     try:
         variant = select_variant(discover(path), variant_name)
         predictor = Predictor(variant, num_threads=threads)

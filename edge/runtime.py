@@ -492,6 +492,29 @@ def missing_ops(message: str) -> list[str]:
     return sorted(set(found))
 
 
+def limit_malloc_arenas(arenas: int = 1) -> bool:
+    """Ask glibc for at most ``arenas`` malloc arenas (``MALLOC_ARENA_MAX``, at run time) and a fixed
+    128 kB mmap threshold.
+
+    By default every thread that allocates gets its own arena, so the prefetch thread's image
+    buffers sit in a second heap: about 2 MB more resident memory on a device for no speed gain.
+    Process-wide; the CLI's predict and bench call it. Returns False where it does not apply."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        ok = bool(libc.mallopt(-8, int(arenas)))  # -8 is M_ARENA_MAX in glibc's malloc.h
+        # -3 is M_MMAP_THRESHOLD: image-sized buffers (>= 128 kB) get their own mapping and go back
+        # to the system when freed, instead of glibc raising the threshold and keeping them in the heap.
+        return bool(libc.mallopt(-3, 128 * 1024)) and ok
+    except (OSError, AttributeError):
+        return False  # not glibc (e.g. musl): nothing to tune
+
+
 def iter_predictions(predictor: Predictor, paths: Iterable[str | os.PathLike], top_k: int = 1,
                      prefetch: int = 4):
     """Yield a Prediction per path, in order, decoding the next images in a background thread.
