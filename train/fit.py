@@ -158,8 +158,29 @@ def make_strategy(name: str) -> Any:
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise TrainError("--strategy multiworker needs the TF_CONFIG environment variable (see README)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multiworker_strategy()
     raise TrainError(f"unknown strategy. Known: {list(STRATEGIES)}. Received: strategy={name!r}")
+
+
+def _multiworker_strategy() -> Any:
+    """MultiWorkerMirroredStrategy whose ``reduce`` accepts Keras 3.15's scalar logs.
+
+    Keras 3.15 reduces every log value with ``strategy.reduce("MEAN", v, axis=0)`` under
+    multiworker, which fails for scalars (loss, accuracy): "Invalid reduction dimension 0 for input
+    with 0 dimensions". A scalar is averaged over replicas instead (axis=None), as Keras does for
+    single-worker strategies.
+    """
+    import tensorflow as tf
+
+    class ScalarSafeMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op: Any, value: Any, axis: Any = None) -> Any:
+            if axis is not None:
+                local = self.experimental_local_results(value)
+                if local and getattr(local[0], "shape", None) is not None and local[0].shape.rank == 0:
+                    axis = None
+            return super().reduce(reduce_op, value, axis=axis)
+
+    return ScalarSafeMultiWorkerMirroredStrategy()
 
 
 def is_chief() -> bool:
@@ -292,10 +313,9 @@ def _callbacks(interrupt: _Interrupt, ckpt_dir: Path, log_path: Path, initial_ep
             w.writerows(self.rows)
             atomic_write_text(log_path, buf.getvalue())
 
-    cbs: list[Any] = [StopOnInterrupt(), EpochCheckpoint()]
-    if chief:
-        cbs.append(CsvLog())
-    return cbs
+    # The log row is written before the checkpoint: a kill between the two leaves a row that the
+    # resumed run rewrites (rows past the checkpoint are dropped), never a missing row.
+    return [StopOnInterrupt(), *([CsvLog()] if chief else []), EpochCheckpoint()]
 
 
 def latest_checkpoint(ckpt_dir: Path) -> tuple[Path | None, int]:
@@ -348,6 +368,21 @@ def _val_arrays(val: Arrays | None, outputs: tuple[str, ...]) -> Arrays | None:
     if JOINT_OUTPUT in outputs:
         val = val.subset(val.joint >= 0)
     return val if val.n else None
+
+
+def _prebuild(model: Any, strategy: Any, images: np.ndarray, targets: Mapping[str, np.ndarray]) -> None:
+    """Build optimizer/loss/metric state from a local batch before ``fit`` under multiworker.
+
+    Keras 3.15's ``_maybe_symbolic_build`` reduces a *distributed* batch with the strategy, which
+    MultiWorkerMirroredStrategy's collective ops cannot do for a nested (x, {head: y}) batch
+    ("Attempt to convert a value (PerReplica ...)"). Building first from local shapes and skipping
+    that step for this model avoids it; the built state is the same.
+    """
+    n = min(len(images), 2)
+    batch = (images[:n].astype(np.float32), {k: v[:n] for k, v in targets.items()})
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
 
 
 def set_bn_momentum(model: Any, momentum: float) -> None:
@@ -507,6 +542,9 @@ def train_unit(
                            shard_by_data=cfg.strategy == "multiworker")
         val_data = None if val is None else eval_dataset(val.images, _targets(cfg, schema, val, unit.outputs),
                                                          cfg.batch_size)
+        if cfg.strategy == "multiworker":
+            _prebuild(model, strategy, train.images[: cfg.batch_size],
+                      _targets(cfg, schema, train, unit.outputs))
         if cfg.epochs > done_epochs:
             model.fit(ds, epochs=cfg.epochs, initial_epoch=done_epochs, validation_data=val_data,
                       callbacks=callbacks, verbose=verbose)

@@ -1,0 +1,187 @@
+"""train/: every backbone end to end, interruption and resume, distribution strategies (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixtures import make_arrays, write_folder  # noqa: E402
+
+keras = pytest.importorskip("keras")
+
+from train.backbones import backbone_spec, list_backbones  # noqa: E402
+from train.models import build_model, load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).parent / "train_worker.py"
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+
+
+def _size(name: str) -> int:
+    return max(64 if name == "alexnet" else 32, backbone_spec(name).min_size)
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=() if n == "tiny_cnn" else pytest.mark.slow) for n in list_backbones()]
+)
+def test_every_backbone_builds_trains_saves_loads_all_approaches(name, tmp_path):
+    """Done-when: every registered backbone, all three approaches: a train step, save, load back."""
+    schema, data = make_arrays(n=16, size=_size(name))
+    x = data["train"].images[:4].astype("float32")
+    for approach in ("multihead", "joint", "separate"):
+        for model_name, m in build_model(approach, name, schema, (x.shape[1], x.shape[2])).items():
+            targets = data["train"].targets(tuple(m.output.keys()))
+            m.compile(optimizer="adam", loss={k: "sparse_categorical_crossentropy" for k in targets})
+            before = [w.copy() for w in m.get_layer(next(iter(targets))).get_weights()]
+            m.train_on_batch(x, {k: v[:4] for k, v in targets.items()})
+            after = m.get_layer(next(iter(targets))).get_weights()
+            assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+            path = tmp_path / f"{model_name}.keras"
+            m.save(str(path))
+            back = load_model(path)
+            want, got = m.predict(x, verbose=0), back.predict(x, verbose=0)
+            for k in want:
+                np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+        keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_small_training_learns_every_head_well_above_chance(tmp_path):
+    from click.testing import CliRunner
+
+    from train.__main__ import main
+
+    data = write_folder(tmp_path / "data", n=160, size=32, seed=3)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["--data", str(data), "--out", str(out), "--backbone", "tiny_cnn",
+                                  "--image-size", "32", "--epochs", "6", "--batch-size", "16",
+                                  "--learning-rate", "0.005", "--verbose", "0"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "train.json").read_text())
+    for name, v in rec["variants"].items():
+        for head, m in v["metrics"]["test"]["heads"].items():
+            assert m["accuracy"] >= 0.7, (name, head, m)  # chance is 1/3
+    assert set(rec["variants"]["joint"]["metrics"]) == {"val", "test", "test_unseen"}
+
+
+def _cli(out: Path, data: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(WORKER), "1", "--data", str(data), "--out", str(out), "--backbone", "tiny_cnn",
+            "--image-size", "32", "--batch-size", "8", "--approach", "multihead", "--learning-rate", "0.003",
+            "--verbose", "0", *extra]
+
+
+def _test_metrics(out: Path) -> dict:
+    return json.loads((out / "train.json").read_text())["variants"]["multihead"]["metrics"]["test"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+    data = write_folder(tmp_path / "data", n=96, size=32, seed=1)
+    epochs = "6"
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(ref, data, "--epochs", epochs), env=ENV, check=True, capture_output=True, timeout=300)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(out, data, "--epochs", epochs), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = out / "checkpoints" / "multihead" / "epoch-0002.keras"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "train.json").exists(), "the run finished before it could be killed"
+    finished = sorted((out / "checkpoints" / "multihead").glob("epoch-*.keras"))
+    assert finished  # a kill may leave a temp file behind, never a half-written final name
+    load_model(finished[-1])
+
+    r = subprocess.run(_cli(out, data, "--resume"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming after epoch" in r.stdout
+    rows = (out / "logs" / "multihead.csv").read_text().strip().splitlines()
+    assert [line.split(",")[0] for line in rows[1:]] == [str(e) for e in range(1, int(epochs) + 1)]
+    a, b = _test_metrics(ref), _test_metrics(out)
+    for head in a["heads"]:
+        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.05, (a, b)
+        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.05, (a, b)
+    load_model(out / "models" / "multihead.keras")
+
+
+@pytest.mark.slow
+def test_sigint_stops_cleanly_after_saving(tmp_path):
+    data = write_folder(tmp_path / "data", n=160, size=32, seed=2)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cli(out, data, "--epochs", "40"), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ckpt = out / "checkpoints" / "multihead" / "epoch-0002.keras"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "continue with --resume" in err and "Traceback" not in err
+    finished = sorted((out / "checkpoints" / "multihead").glob("epoch-*.keras"))
+    assert finished
+    load_model(finished[-1])  # the checkpoint is complete
+    assert not list(out.rglob("*.tmp*"))
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_matches_default(tmp_path):
+    data = write_folder(tmp_path / "data", n=64, size=32, seed=4)
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run(_cli(one, data, "--epochs", "3"), env=ENV, check=True, capture_output=True, timeout=300)
+    cmd = _cli(two, data, "--epochs", "3", "--strategy", "mirrored")
+    cmd[2] = "2"
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((two / "train.json").read_text())
+    assert rec["strategy"] == "mirrored" and rec["replicas"] == 2
+    a, b = _test_metrics(one), _test_metrics(two)
+    for head in a["heads"]:
+        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.1, (a, b)
+        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.1, (a, b)
+
+
+@pytest.mark.slow
+def test_multiworker_two_processes_match_one_worker(tmp_path):
+    data = write_folder(tmp_path / "data", n=64, size=32, seed=5)
+    one, multi = tmp_path / "one", tmp_path / "multi"
+    subprocess.run(_cli(one, data, "--epochs", "3"), env=ENV, check=True, capture_output=True, timeout=300)
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen(_cli(multi, data, "--epochs", "3", "--strategy", "multiworker"), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    rec = json.loads((multi / "train.json").read_text())
+    assert rec["strategy"] == "multiworker" and rec["replicas"] == 2
+    a, b = _test_metrics(one), _test_metrics(multi)
+    for head in a["heads"]:
+        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.1, (a, b)
+        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.1, (a, b)
