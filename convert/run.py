@@ -115,6 +115,15 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _dist_version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 def _clean_stale_temps(edge_dir: Path, run_dir: Path) -> list[str]:
     """Remove temporary files a killed atomic write left (``.<name>.<random>.tmp``)."""
     removed = []
@@ -289,6 +298,7 @@ def convert_run(
     todo: list[tuple[SourceModel, ConversionSettings, str]] = []
     kept: dict[str, Any] = {}
     source_sha = {s.stem: _sha256(s.path) for s in sources}
+    tf_version = _dist_version("tensorflow")
     for s in sources:
         for p in precisions:
             settings = settings_for(p, calibration, seed)
@@ -300,6 +310,7 @@ def convert_run(
                 and isinstance(old, dict)
                 and old.get("source", {}).get("sha256") == source_sha[s.stem]
                 and old.get("settings") == settings.to_dict()
+                and old.get("tensorflow") == tf_version  # a new converter makes new files
                 and path.is_file()
                 and old.get("sha256") == _sha256(path)
                 and old.get("check") is not None
@@ -419,6 +430,7 @@ def convert_run(
                     "source": {"path": f"models/{s.path.name}", "sha256": source_sha[s.stem],
                                "bytes": s.path.stat().st_size},
                     "settings": st.to_dict(),
+                    "tensorflow": tf_version,
                     **({"calibration_images": len(cal)} if cal is not None else {}),
                     "input": {"dtype": card.input.dtype, "scale": card.input.scale,
                               "zero_point": card.input.zero_point,
@@ -544,13 +556,15 @@ def _summarise(
             v["check"] = entries[0]["check"]
         v["warnings"] = [w for e in entries for w in e["warnings"]]
         v["errors"] = [x for e in entries for x in e["errors"]]
-        if "check" in v:
+        if "check" in v and len(entries) > 1:
+            # A separate variant's files were each checked alone; this is the pair as the device runs it.
             errs, warns = verdict(vid, v["precision"], v["check"])
-            v["warnings"] += [w for w in warns if w not in v["warnings"]]
-            v["errors"] += [x for x in errs if x not in v["errors"]]
+            v["warnings"] += warns
+            v["errors"] += errs
         variants[vid] = v
     doc["variants"] = variants
-    doc["warnings"] = list(dict.fromkeys(
-        [w for w in doc["warnings"] if w.startswith("skipped")] + [w for v in variants.values() for w in v["warnings"]]
+    file_warnings = [w for e in doc["files"].values() for w in e["warnings"]]
+    doc["warnings"] = list(dict.fromkeys([w for w in doc["warnings"] if w.startswith("skipped")] + file_warnings))
+    doc["errors"] = list(dict.fromkeys(
+        [x for e in doc["files"].values() for x in e["errors"]] + [x for v in variants.values() for x in v["errors"]]
     ))
-    doc["errors"] = list(dict.fromkeys(x for v in variants.values() for x in v["errors"]))

@@ -104,6 +104,34 @@ def _walk_layers(model: Any) -> Iterator[Any]:
         yield from _walk_layers(layer)
 
 
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send file descriptors 1 and 2 to a scratch file: the converter's C++ side prints calibration
+    chatter ("fully_quantize: 0, ...") that would bury the CLI's one-line results. Errors still
+    arrive as the exception."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 1)
+            os.dup2(scratch.fileno(), 2)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+
+
 def _representative(images: np.ndarray, input_name: str) -> Any:
     def gen() -> Iterator[dict[str, np.ndarray]]:
         for img in images:
@@ -178,7 +206,7 @@ def convert_keras(
     try:
         # The converter's calibrator uses tf.lite.Interpreter internally and warns about it; our
         # own runs go through ai-edge-litert (edge.runtime).
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with _native_output_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return bytes(conv.convert())
     except Exception as e:  # noqa: BLE001 - the converter's errors are long MLIR dumps
