@@ -60,6 +60,18 @@ class PipelineSettings:
     extra_train_args: tuple[str, ...] = field(default=())
 
 
+def display(command: Sequence[str]) -> list[str]:
+    """A command as recorded for the report: programs inside the working folder shown relative to it."""
+    cwd = Path.cwd()
+    out = []
+    for i, part in enumerate(command):
+        path = Path(part)
+        if i == 0 and path.is_absolute() and path.is_relative_to(cwd):
+            part = str(path.relative_to(cwd))
+        out.append(part)
+    return out
+
+
 @dataclass
 class Step:
     name: str
@@ -113,28 +125,45 @@ def _same(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
+def settings_conflict(settings: PipelineSettings) -> str | None:
+    """Why the run folder's config.json was made with other settings (None when it matches or is absent).
+
+    The training stage reuses a finished model whatever the epochs asked, and refuses another
+    backbone in the same folder, so a changed setting is reported here rather than silently reused.
+    """
+    config = _read_json(settings.run / "config.json")
+    if config is None:
+        return None
+    wanted: dict[str, Any] = {
+        "backbone": settings.backbone,
+        "image_size": [settings.image_size, settings.image_size],
+        "epochs": settings.epochs,
+        "seed": settings.seed,
+        "weights": settings.weights,
+        "freeze_base": "--freeze-base" in settings.extra_train_args,
+    }
+    if settings.batch_size:
+        wanted["batch_size"] = settings.batch_size
+    for key, value in wanted.items():
+        if key in config and not _same(config[key], value):
+            return f"{settings.run / 'config.json'} has {key}={config[key]!r}, asked for {value!r}"
+    if "data" in config and Path(str(config["data"])).resolve() != settings.data.resolve():
+        return f"{settings.run / 'config.json'} has data={config['data']!r}, asked for {str(settings.data)!r}"
+    return None
+
+
 def training_done(settings: PipelineSettings) -> tuple[bool, str]:
     """Whether ``train.json`` already holds every approach trained with the requested settings."""
+    conflict = settings_conflict(settings)
+    if conflict:
+        return False, conflict
     train = _read_json(settings.run / "train.json")
-    config = _read_json(settings.run / "config.json") or {}
     if train is None:
         return False, "no train.json"
     variants = train.get("variants") or {}
     missing = [a for a in APPROACHES if a not in variants]
     if missing:
         return False, f"train.json lacks {missing}"
-    wanted = {
-        "backbone": settings.backbone,
-        "image_size": [settings.image_size, settings.image_size],
-        "epochs": settings.epochs,
-        "seed": settings.seed,
-        "weights": settings.weights,
-    }
-    for key, value in wanted.items():
-        if key in config and not _same(config[key], value):
-            return False, f"config.json has {key}={config[key]!r}, asked for {value!r}"
-    if "data" in config and Path(str(config["data"])).resolve() != settings.data.resolve():
-        return False, f"config.json has data={config['data']!r}, asked for {str(settings.data)!r}"
     for approach in APPROACHES:
         for name in variants[approach].get("files") or []:
             if not (settings.run / name).exists():
@@ -236,22 +265,24 @@ def prepare_bench_images(data: Path, out: Path, count: int) -> Path:
         rows = [r for r in reader if r.get("split") == "test"][:count]
     if not rows:
         raise PipelineError(f"{data / 'labels.csv'}: no test images to benchmark on")
+    names = [f"{i:04d}{Path(row['image']).suffix.lower()}" for i, row in enumerate(rows)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**row, "image": name} for row, name in zip(rows, names, strict=True))
+    labels = out / "labels.csv"
+    if labels.is_file() and labels.read_text(encoding="utf-8") == buf.getvalue() and all(
+        (out / name).is_file() for name in names
+    ):
+        return out  # same images as last time: keep them (and their timestamps)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
         if old.is_file() or old.is_symlink():
             old.unlink()
-    written = []
-    for i, row in enumerate(rows):
-        source = data / row["image"]
-        name = f"{i:04d}{source.suffix.lower()}"
+    for row, name in zip(rows, names, strict=True):
         # Copies, not links: the bench folder stays valid if the dataset moves, and is small.
-        atomic_write_bytes(out / name, source.read_bytes())
-        written.append({**row, "image": name})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(written)
-    atomic_write_text(out / "labels.csv", buf.getvalue())
+        atomic_write_bytes(out / name, (data / row["image"]).read_bytes())
+    atomic_write_text(labels, buf.getvalue())
     return out
 
 
@@ -265,11 +296,12 @@ def run_pipeline(s: PipelineSettings) -> Path:
     def reuse(name: str, command: list[str], why: str) -> None:
         click.echo(f"[{name}] up to date ({why}); skipped", err=True)
         old = previous.get(name) or {}
-        wall = old.get("wall_s") if old.get("command") == command else None
-        steps.append(Step(name, command, f"reused ({why})", wall))
+        wall = old.get("wall_s") if old.get("command") == display(command) else None
+        steps.append(Step(name, display(command), f"reused ({why})", wall))
 
     def execute(name: str, command: list[str]) -> None:
-        steps.append(Step(name, command, "ran", run_command(name, command)))
+        wall = run_command(name, command)
+        steps.append(Step(name, display(command), "ran", round(wall, 2)))
         save()
 
     def save() -> None:
@@ -288,6 +320,9 @@ def run_pipeline(s: PipelineSettings) -> Path:
         execute("data", command)
 
     command = train_command(s)
+    conflict = settings_conflict(s)
+    if conflict:
+        raise PipelineError(f"{conflict}: use another run folder (--run / RUN=) or delete this one")
     done, why = training_done(s)
     if done:
         reuse("train", command, why)
@@ -317,11 +352,11 @@ def run_pipeline(s: PipelineSettings) -> Path:
     if chosen is not None and newer_than(s.run / "predictions.json", [chosen]):
         reuse("predictions", command, "predictions.json newer than the multihead model")
     elif chosen is None:
-        steps.append(Step("predictions", command, "skipped (no multihead .tflite)"))
+        steps.append(Step("predictions", display(command), "skipped (no multihead .tflite)"))
     else:
         execute("predictions", command)
 
-    steps.append(Step("report", [_python(), "-m", "report", str(s.run)], "ran"))
+    steps.append(Step("report", display([_python(), "-m", "report", str(s.run)]), "ran"))
     save()
     from report.build import write_report
 

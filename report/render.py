@@ -251,6 +251,9 @@ def approach_table(run: RunData) -> Table:
                      lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "accuracy"), "train.json")
         per_approach(f"{head} loss (test)", fmt_loss,
                      lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "loss"), "train.json")
+    per_approach("test images", fmt_int, lambda a: train_figure(run, a, "metrics", "test", "n"), "train.json")
+    per_approach("unseen-combination test images", fmt_int,
+                 lambda a: train_figure(run, a, "metrics", "test_unseen", "n"), "train.json")
     per_approach("joint accuracy (test)", fmt_percent,
                  lambda a: train_figure(run, a, "metrics", "test", "joint_accuracy"), "train.json")
     per_approach("joint accuracy (unseen combinations)", fmt_percent,

@@ -77,6 +77,8 @@ def test_report_numbers_match_the_json(full_run: Path) -> None:
             unseen = v["metrics"]["test_unseen"]["heads"][head]["accuracy"]
             assert close(table[f"{head} accuracy (unseen combinations)"][approach], unseen, abs_=5e-5)
         assert close(table["joint accuracy (test)"][approach], test["joint_accuracy"], abs_=5e-5)
+        assert close(table["test images"][approach], test["n"])
+        assert close(table["unseen-combination test images"][approach], v["metrics"]["test_unseen"]["n"])
         assert close(table["joint accuracy (unseen combinations)"][approach],
                      v["metrics"]["test_unseen"]["joint_accuracy"], abs_=5e-5)
         assert close(table["parameters"][approach], v["params"]["total"])

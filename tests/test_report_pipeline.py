@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from report_fixtures import train_json
 
 from report.bench_suite import cpu_peak, ratio_table
@@ -118,3 +119,30 @@ def test_ratio_table_lists_failures() -> None:
     text = ratio_table({"ratios": {"latency multihead/separate float32": 0.51}, "errors": {"x": "boom"},
                         "machine": {"platform": "linux"}, "threads": 1, "how": {}})
     assert "0.510" in text and "x" in text and "FAILED: boom" in text
+
+
+@pytest.mark.slow
+def test_make_all_end_to_end_then_reuses_everything(tmp_path: Path) -> None:
+    """The real stages' CLIs on a tiny synthetic set (tiny_cnn, 32 px, 1 epoch), run twice."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "report.pipeline", "--data", str(tmp_path / "data"), "--run",
+            str(tmp_path / "run"), "--backbone", "tiny_cnn", "--image-size", "32", "--epochs", "1",
+            "--num-images", "150", "--synth-size", "48", "--holdout-combos", "2", "--bench-runs", "3",
+            "--bench-images", "6"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    report = tmp_path / "run" / "report.md"
+    assert first.stdout.strip().splitlines()[-1] == str(report)
+    text = report.read_text()
+    measured = [line for line in text.splitlines() if line.startswith(("| size ", "| latency p50 ", "| peak RSS "))]
+    assert len(measured) >= 6 and not any("not measured" in line for line in measured), measured
+    for name in ("config.json", "train.json", "convert.json", "bench.json", "predictions.json", "pipeline.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    second = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    for stage in ("data", "train", "convert", "bench", "predictions"):
+        assert f"[{stage}] up to date" in second.stderr
+    steps = json.loads((tmp_path / "run" / "pipeline.json").read_text())["steps"]
+    assert [s["name"] for s in steps] == ["data", "train", "convert", "bench", "predictions", "report"]
