@@ -8,7 +8,7 @@
 - achieved multiply-accumulates per second over the CPU's peak.
 
 The models come from a finished run (``--run``, default runs/default, as ``make all`` leaves it);
-when that run has no deployment, a small one is made on the spot (a few hundred synthetic images,
+when that run has no deployment, a small one is made in build/bench-suite (a few hundred synthetic images,
 one epoch: latency and size do not depend on how well the weights are trained). Each measurement
 runs in its own subprocess; one that fails is recorded with its error and the rest go on.
 """
@@ -195,7 +195,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
     from report.pipeline import edge_cli, prepare_bench_images
 
     start = time.perf_counter()
-    work = out.parent / "suite"
+    work = Path("build") / "bench-suite"  # ignored by git; the small run and bench images live here
     results: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count()},
