@@ -172,3 +172,15 @@ def test_known_errors_are_one_line(tmp_path):
     proc = _edge("predict", tmp_path / "x.tflite", tmp_path, check=1)
     assert proc.stderr.startswith("Error: ") and "no model card" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_long_run_keeps_rss_flat(edge_fx, tmp_path):
+    """Issue 7: thousands of images through one process, RSS sampled over time, errors counted."""
+    out = tmp_path / "soak.json"
+    _edge("bench", edge_fx / "models" / "multihead.int8.tflite", "--images", edge_fx / "images", "--runs", "5",
+          "--warmup", "1", "--duration", "6", "--out", out, check=0)
+    r = json.loads(out.read_text())["variants"]["multihead.int8"]
+    assert r["duration_images"] >= 1000 and r["duration_errors"] == 0 and r["errors"] == 0
+    assert r["rss_samples"] >= 6
+    assert abs(r["rss_slope_mb_per_min"]) < 3.0, r  # a leak of 1 kB per image would be ~10 MB/min here
