@@ -287,6 +287,8 @@ class Model:
     def set_input(self, pixels: np.ndarray) -> np.ndarray:
         """The model input for one (H, W, 3) uint8 image: cast or quantised per the card (reuses a buffer)."""
         if self._lut is None:
+            if pixels.dtype == np.uint8 and pixels.flags.c_contiguous and pixels.shape == self.input_shape[1:]:
+                return pixels[None]  # a view: the signature runner's SetTensor is then the only copy
             self._input[0] = pixels
         elif self._lut.dtype == np.float32 and self.card.input.value_range == (0.0, 255.0):
             np.copyto(self._input[0], pixels, casting="unsafe")

@@ -90,7 +90,10 @@ def test_uint8_input_goes_in_raw(predictors):
     model = predictors["multihead.int8"].models[0]
     assert model.input_dtype == np.uint8 and model._lut is None  # scale ~1, zero 0: no conversion
     x = _batch(1)[0]
-    assert model.set_input(x) is model._input and np.array_equal(model._input[0], x)
+    fed = model.set_input(x)
+    assert fed.shape == (1, 32, 32, 3) and np.shares_memory(fed, x)  # no copy before the runner's own
+    strided = _batch(1, size=64)[0, ::2, ::2]
+    assert np.array_equal(model.set_input(strided)[0], strided)
 
 
 def test_joint_is_decoded_with_the_schema(predictors):
