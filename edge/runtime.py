@@ -261,7 +261,7 @@ class Model:
 
     def _check_outputs(self, outputs: dict[str, dict[str, Any]]) -> None:
         name = str(self.path)
-        # key -> (signature output name, scale, zero point or None for float)
+        # (card key, signature output name, scale, zero point, is quantised): dequantise any int dtype
         self._outputs: list[tuple[str, str, np.float32, np.float32, bool]] = []
         for key, sig_name in self.card.outputs.items():
             if sig_name not in outputs:
