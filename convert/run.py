@@ -352,6 +352,7 @@ def convert_run(
         atomic_write_json(json_path, doc)
 
     if not todo:
+        _refresh_verdicts(doc)
         _summarise(doc, run_dir, schema, None, None, log)
         save()
         return doc
@@ -383,7 +384,8 @@ def convert_run(
     from convert.runner import predict_outputs, to_heads
     from convert.tflite import exported
 
-    litert_outputs: dict[Path, tuple[dict[str, np.ndarray], tuple[int, int]]] = {}
+    # Per converted file: its ai-edge-litert outputs, input size, card and Keras reference (for tflite-runtime).
+    litert_outputs: dict[Path, tuple[dict[str, np.ndarray], tuple[int, int], ModelCard, dict[str, np.ndarray]]] = {}
     keras_cache: dict[str, dict[str, np.ndarray]] = {}
     by_source: dict[str, list[tuple[ConversionSettings, str]]] = {}
     for s, st, name in todo:
@@ -419,7 +421,7 @@ def convert_run(
                 _, outs, runtime = predict_outputs(out_path, test.images, num_threads=threads)
                 check = check_heads(to_heads(card, outs), kprobs, test.labels, schema.head_names)
                 errors, warnings = verdict(name, st.precision, check)
-                litert_outputs[out_path] = (outs, size)
+                litert_outputs[out_path] = (outs, size, card, kprobs)
                 entry = {
                     "variant": card.variant,
                     "approach": card.approach,
@@ -456,38 +458,56 @@ def convert_run(
                     log(f"ERROR: {e}")
 
     # -- tflite-runtime 2.14 ---------------------------------------------------------------------
-    if legacy and litert_outputs:
-        from convert.compat import LEGACY_KEY, check_legacy
+    if litert_outputs:
+        from convert.compat import LEGACY_KEY, compare_outputs, run_legacy
 
         by_size: dict[tuple[int, int], list[Path]] = {}
-        for p, (_, size) in litert_outputs.items():
+        for p, (_, size, _, _) in litert_outputs.items():
             by_size.setdefault(size, []).append(p)
         for size, paths in by_size.items():
-            images = cache[(CHECK_SPLIT, size)].images
-            ref = {p: litert_outputs[p][0] for p in paths}
-            results = check_legacy(paths, images, ref)
+            test = cache[(CHECK_SPLIT, size)]
+            if legacy:
+                results = run_legacy(paths, test.images)
+            else:
+                results = {p: {"runtime": LEGACY_KEY, "loads": None, "status": "unchecked",
+                               "error": "skipped (--no-legacy)"} for p in paths}
             for p, compat in results.items():
                 name = p.relative_to(run_dir).as_posix()
                 entry = doc["files"][name]
+                outs, _, card, kprobs = litert_outputs[p]
+                theirs = compat.pop("outputs", None)
+                if theirs is not None:
+                    # The same check as in ai-edge-litert: against Keras and the labels, same bounds.
+                    compat["vs_ai_edge_litert"] = compare_outputs(outs, theirs)
+                    compat["check"] = check_heads(to_heads(card, theirs), kprobs, test.labels, schema.head_names)
+                    errs, _ = verdict(name, entry["precision"], compat["check"])
+                    compat["status"] = "ok" if not errs else "disagrees"
                 entry["runtime_compat"][LEGACY_KEY] = compat
-                if compat.get("status") in ("fails", "disagrees"):
-                    entry["warnings"].append(f"{name}: tflite-runtime: {compat.get('status')} "
-                                             f"{compat.get('error') or compat.get('agreement')}")
-                _embed_compat(p, entry)
-                log(f"tflite-runtime  {name}: {compat.get('status')}")
-        save()
-    elif litert_outputs:
-        for p in litert_outputs:
-            entry = doc["files"][p.relative_to(run_dir).as_posix()]
-            entry["runtime_compat"]["tflite-runtime"] = {"runtime": "tflite-runtime", "loads": None,
-                                                         "status": "unchecked", "error": "skipped (--no-legacy)"}
+                if legacy:
+                    _embed_compat(p, entry)
+                    log(f"tflite-runtime  {name}: {compat.get('status')}")
         save()
 
+    _refresh_verdicts(doc)
     _summarise(doc, run_dir, schema, keras_cache, cache.get((CHECK_SPLIT, size)) if litert_outputs else None, log,
                changed={e["variant"] + "." + e["precision"] for e in (doc["files"][n] for _, _, n in todo)},
                threads=threads)
     save()
     return doc
+
+
+def _refresh_verdicts(doc: dict[str, Any]) -> None:
+    """Errors and warnings of every file from its stored checks, with today's bounds (kept files too)."""
+    for name, entry in doc["files"].items():
+        errors, warnings = verdict(name, entry["precision"], entry["check"])
+        legacy = entry.get("runtime_compat", {}).get("tflite-runtime", {})
+        if legacy.get("check"):
+            where = f"{name} in {legacy.get('runtime')}"
+            errs, warns = verdict(where, entry["precision"], legacy["check"])
+            warnings += errs + warns
+        elif legacy.get("status") == "fails":
+            warnings.append(f"{name}: does not load in {legacy.get('runtime')}: {legacy.get('error')}")
+        entry["errors"], entry["warnings"], entry["passed"] = errors, warnings, not errors
 
 
 def _embed_compat(path: Path, entry: dict[str, Any]) -> None:
