@@ -254,10 +254,12 @@ def convert_run(
     seed: int = 0,
     legacy: bool = True,
     log: Log | None = None,
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Convert, check and record every model of ``run_dir``; returns convert.json's content.
 
-    Raises ConvertError (one line) for a run with no models, an unknown approach, a missing
+    ``data`` overrides the dataset folder named in config.json (the test split checks every file,
+    the train split calibrates int8). Raises ConvertError (one line) for a run with no models, an unknown approach, a missing
     dataset, no calibration images or a model that needs non-built-in ops. Files that fail their
     check are still written and listed in ``errors``; the CLI exits non-zero for them.
     """
@@ -360,7 +362,7 @@ def convert_run(
     # -- data ------------------------------------------------------------------------------------
     from convert.data import calibration_records, load_records, open_dataset, resolve_data_root
 
-    data_root = resolve_data_root(str(config.get("data", "")), run_dir)
+    data_root = resolve_data_root(str(data if data is not None else config.get("data", "")), run_dir)
     ds = open_dataset(data_root)
     test_records = ds.split(CHECK_SPLIT)
     if check_images is not None:
