@@ -16,8 +16,10 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -401,6 +403,14 @@ def _render_chunk(args: tuple[int, int, list[tuple[int, int, str]], str, int]) -
     return len(items)
 
 
+def _start_method() -> str:
+    """fork where it is safe (fast, and works from scripts without a ``__main__`` guard); spawn
+    once TensorFlow is loaded, because a process holding TensorFlow's threads must not be forked."""
+    if "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules:
+        return "fork"
+    return "spawn"
+
+
 @dataclass(frozen=True)
 class SynthSummary:
     """What ``generate`` wrote."""
@@ -470,20 +480,8 @@ def generate(
         split[int(seen[j])] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
 
     _prepare_out(out)
-    images_dir = str(out / "images")
-    items = [(i, m, t) for i, (m, t) in enumerate(labels)]
-    chunk = max(1, min(200, math.ceil(num_images / (workers * 8))))
-    jobs = [(seed, image_size, items[k: k + chunk], images_dir, quality) for k in range(0, num_images, chunk)]
-    if workers == 1:
-        for job in jobs:
-            _render_chunk(job)
-    else:
-        # spawn, not fork: a parent that already loaded TensorFlow must not be forked.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_render_chunk, jobs):
-                pass
-
-    rows = [(f"images/{i:06d}.jpg", split[i], (MAKES[m], t)) for i, (m, t) in enumerate(labels)]
+    # dataset.json first: a folder left by an interrupted run is still known as synthetic (and
+    # replaced by the next run); labels.csv last: only a finished run is a loadable dataset.
     atomic_write_json(out / META_FILE, {
         "format_version": 1,
         "source": "synthetic",
@@ -495,6 +493,20 @@ def generate(
         "holdout_combinations": [list(c) for c in holdout],
         "catalogue": {m.name: list(m.types) for m in catalogue()},
     })
+    images_dir = str(out / "images")
+    items = [(i, m, t) for i, (m, t) in enumerate(labels)]
+    chunk = max(1, min(200, math.ceil(num_images / (workers * 8))))
+    jobs = [(seed, image_size, items[k: k + chunk], images_dir, quality) for k in range(0, num_images, chunk)]
+    if workers == 1:
+        for job in jobs:
+            _render_chunk(job)
+    else:
+        # A process pool that fails loudly (BrokenProcessPool) if a worker dies, never hangs.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method())) as pool:
+            for _ in pool.map(_render_chunk, jobs):
+                pass
+
+    rows = [(f"images/{i:06d}.jpg", split[i], (MAKES[m], t)) for i, (m, t) in enumerate(labels)]
     write_labels_csv(out, HEADS, rows)
     wall = time.perf_counter() - start
     counts = Counter(split)
