@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -502,9 +503,15 @@ def generate(
             _render_chunk(job)
     else:
         # A process pool that fails loudly (BrokenProcessPool) if a worker dies, never hangs.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method())) as pool:
-            for _ in pool.map(_render_chunk, jobs):
-                pass
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method())) as pool:
+                for _ in pool.map(_render_chunk, jobs):
+                    pass
+        except BrokenProcessPool:
+            raise DatasetError(
+                "a synth worker process died; when calling generate() from a script that imports TensorFlow, "
+                "call it under `if __name__ == '__main__':` or pass workers=1"
+            ) from None
 
     rows = [(f"images/{i:06d}.jpg", split[i], (MAKES[m], t)) for i, (m, t) in enumerate(labels)]
     write_labels_csv(out, HEADS, rows)
