@@ -247,3 +247,13 @@ def test_augment_and_shuffle_are_seeded(tmp_path):
     assert not np.array_equal(first, second)  # a new epoch gets new augmentation
     plain = np.concatenate([x.numpy() for x, _ in make_tf_dataset(train, batch_size=5)])
     assert np.array_equal(plain, train.images.astype(np.float32))
+
+
+def test_three_heads_flow_through(tmp_path):
+    rows = [(img, split, (*lab, "red" if k % 2 else "blue")) for k, (img, split, lab) in enumerate(small_rows())]
+    ds = load_dataset(write_folder(tmp_path / "ds", rows, heads=("make", "type", "colour")))
+    train = load_split(ds, "train", 8, 8)
+    assert list(train.labels) == ["make", "type", "colour"]
+    _, y = next(iter(make_tf_dataset(train, batch_size=100)))
+    assert sorted(y) == ["colour", "make", "type"]
+    assert y["colour"].numpy().tolist() == train.labels["colour"].tolist()

@@ -54,6 +54,13 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     assert _digest(tmp_path / "a") == da
 
 
+def test_an_image_depends_on_seed_and_index_only(tmp_path):
+    generate(tmp_path / "short", num_images=12, image_size=32, holdout_combos=0, seed=5, workers=1)
+    generate(tmp_path / "long", num_images=20, image_size=32, holdout_combos=0, seed=5, workers=2)
+    short, long = _digest(tmp_path / "short"), _digest(tmp_path / "long")
+    assert all(long[name] == digest for name, digest in short.items() if name.startswith("images/"))
+
+
 def test_splits_holdout_and_labels(tmp_path):
     summary = generate(tmp_path / "s", num_images=300, image_size=24, holdout_combos=3, seed=0, workers=1)
     ds = load_dataset(tmp_path / "s")
