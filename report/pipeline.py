@@ -116,7 +116,21 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def data_ready(data: Path) -> bool:
+    """A finished dataset folder: the synthetic generator writes labels.csv last."""
     return (data / "labels.csv").is_file()
+
+
+def data_differences(s: PipelineSettings) -> list[str]:
+    """Settings in which an existing synthetic set (its dataset.json) differs from the ones asked for."""
+    meta = _read_json(s.data / "dataset.json")
+    if not meta or meta.get("source") != "synthetic":
+        return []
+    wanted = {"num_images": s.num_images, "image_size": s.synth_size, "seed": s.seed}
+    diffs = [f"{k}={meta[k]} (asked {v})" for k, v in wanted.items() if k in meta and meta[k] != v]
+    held = meta.get("holdout_combinations")
+    if isinstance(held, list) and len(held) != s.holdout_combos:
+        diffs.append(f"holdout_combos={len(held)} (asked {s.holdout_combos})")
+    return diffs
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -315,6 +329,11 @@ def run_pipeline(s: PipelineSettings) -> Path:
 
     command = synth_command(s)
     if data_ready(s.data):
+        diffs = data_differences(s)
+        if diffs:
+            # Rebuilding would silently invalidate every run trained on it: reuse, and say so.
+            click.echo(f"[data] note: {s.data} was made with {', '.join(diffs)}; reusing it "
+                       f"(delete the folder to rebuild)", err=True)
         reuse("data", command, f"{s.data / 'labels.csv'} exists")
     else:
         execute("data", command)

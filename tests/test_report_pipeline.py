@@ -146,3 +146,14 @@ def test_make_all_end_to_end_then_reuses_everything(tmp_path: Path) -> None:
         assert f"[{stage}] up to date" in second.stderr
     steps = json.loads((tmp_path / "run" / "pipeline.json").read_text())["steps"]
     assert [s["name"] for s in steps] == ["data", "train", "convert", "bench", "predictions", "report"]
+
+
+def test_a_different_synthetic_set_is_reported(tmp_path: Path) -> None:
+    from report.pipeline import data_differences
+
+    s = _settings(tmp_path, num_images=100, synth_size=64, holdout_combos=2)
+    _touch(s.data / "dataset.json", text=json.dumps({"source": "synthetic", "num_images": 100, "image_size": 64,
+                                                     "seed": 0, "holdout_combinations": [["a", "b"], ["c", "d"]]}))
+    assert data_differences(s) == []
+    assert data_differences(_settings(tmp_path, num_images=50, synth_size=64, holdout_combos=3)) == [
+        "num_images=100 (asked 50)", "holdout_combos=2 (asked 3)"]
