@@ -148,3 +148,13 @@ def test_check_cli_clean_folder_and_errors(tmp_path):
     result = CliRunner().invoke(main, ["check", str(root)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().startswith("Error:") and len(result.output.strip().splitlines()) == 1
+
+
+def test_no_heavy_imports_at_import_time():
+    import subprocess
+    import sys
+
+    code = ("import sys, datasets.__main__, datasets.folder, datasets.synth, datasets.stanford_cars, "
+            "datasets.pipeline; print(sorted(m for m in ('tensorflow', 'scipy', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
