@@ -118,4 +118,4 @@ def resolve_data_root(value: str, run_dir: Path) -> Path:
     for c in candidates:
         if (c / "labels.csv").is_file():
             return c
-    raise ConvertError(f"{run_dir / 'config.json'}: data folder not found (no labels.csv). Received: data={value!r}")
+    raise ConvertError(f"{run_dir}: dataset folder not found (no labels.csv; config.json's data or --data). Received: data={value!r}")

@@ -277,7 +277,8 @@ def convert_run(
     except FileNotFoundError:
         raise ConvertError(f"{run_dir / 'schema.json'}: missing (the label schema of the run)") from None
     except (SchemaError, OSError, ValueError) as e:
-        raise ConvertError(f"{run_dir / 'schema.json'}: {e}") from None
+        msg = str(e)
+        raise ConvertError(msg if str(run_dir / "schema.json") in msg else f"{run_dir / 'schema.json'}: {msg}") from None
     sources = find_models(run_dir, schema)
     config = _read_json(run_dir / "config.json", "the run's resolved settings")
     backbone = str(config.get("backbone", ""))
