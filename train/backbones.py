@@ -390,6 +390,16 @@ def mobilenet_v2(input_shape: tuple[int, int, int], alpha: float = 1.0) -> Any:
     return keras.Model(inp, base.output, name="mobilenet_v2")
 
 
+@register_backbone(default_size=96, min_size=32,
+                   imagenet_file=lambda size, kw: _mobilenet_v2_file(size, {**kw, "alpha": 0.35}))
+def mobilenet_v2_035(input_shape: tuple[int, int, int]) -> Any:
+    """MobileNetV2 with alpha 0.35 (the fast `make all` default), features 1280."""
+    model = mobilenet_v2(input_shape, alpha=0.35)
+    import keras
+
+    return keras.Model(model.inputs[0], model.outputs[0], name="mobilenet_v2_035")
+
+
 def _mobilenet_v3_small_file(size: tuple[int, int], kw: dict) -> str:
     mini = "_minimalistic" if kw.get("minimalistic") else ""
     return f"weights_mobilenet_v3_small{mini}_224_{kw.get('alpha', 1.0)}_float_no_top_v2.h5"
