@@ -258,10 +258,10 @@ def convert_run(
 ) -> dict[str, Any]:
     """Convert, check and record every model of ``run_dir``; returns convert.json's content.
 
-    ``data`` overrides the dataset folder named in config.json (the test split checks every file,
-    the train split calibrates int8). Raises ConvertError (one line) for a run with no models, an unknown approach, a missing
-    dataset, no calibration images or a model that needs non-built-in ops. Files that fail their
-    check are still written and listed in ``errors``; the CLI exits non-zero for them.
+    ``data`` overrides the dataset folder named in config.json (its test split checks every file,
+    its train split calibrates int8). Raises ConvertError (one line) for a run with no models, an
+    unknown approach, a missing dataset, no calibration images or a model that needs non-built-in
+    ops. Files that fail their check are still written and listed in ``errors``; the CLI exits 1.
     """
     log = log or (lambda s: None)
     run_dir = Path(run_dir)
