@@ -79,7 +79,7 @@ def test_flex_op_is_a_one_line_error_naming_layer_and_op():
     import tensorflow as tf
 
     from convert.errors import UnsupportedOpError
-    from convert.tflite import convert_keras
+    from convert.tflite import convert_keras, exported
 
     class CumulativeProduct(keras.layers.Layer):
         def call(self, x):
@@ -93,6 +93,9 @@ def test_flex_op_is_a_one_line_error_naming_layer_and_op():
         convert_keras(model, "float32")
     msg = str(e.value)
     assert "\n" not in msg and "Cumprod" in msg and "needs_flex" in msg and "Flex" in msg
+    # The run's path: exported once, then int8 from the SavedModel.
+    with exported(model) as saved, pytest.raises(UnsupportedOpError, match="Cumprod \\(layer 'needs_flex'\\)"):
+        convert_keras(model, "int8", np.zeros((2, 8, 8, 3), np.uint8), saved_model_dir=saved)
 
 
 def test_int8_file_takes_raw_uint8_pixels(tmp_path):
