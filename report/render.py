@@ -431,6 +431,11 @@ def render_markdown(runs: Sequence[RunData], plots: Mapping[str, Sequence[Path]]
         parts.append("")
         parts.append(approach_table(run).to_markdown("metric"))
         parts.append("")
+        parts.append(
+            "Unseen combinations: test images whose label combination never occurs in train; the joint "
+            "approach cannot output such a combination, so its joint accuracy there is 0 by construction."
+        )
+        parts.append("")
         for denominator in ("separate", "joint"):
             table = ratio_table(run, denominator)
             parts.append(f"### Ratios multihead / {denominator} ({run.backbone})")
