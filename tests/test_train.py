@@ -44,7 +44,7 @@ def _schema(n_heads: int = 2) -> LabelSchema:
 def test_registry_lists_paper_and_edge_backbones():
     names = list_backbones()
     assert set(PAPER + EDGE + ("tiny_cnn",)) <= set(names)
-    assert list_backbones("mobilenet*") == ["mobilenet_v2", "mobilenet_v3_small"]
+    assert list_backbones("mobilenet*") == ["mobilenet_v2", "mobilenet_v2_035", "mobilenet_v3_small"]
 
 
 def test_unknown_backbone_lists_known_ones():

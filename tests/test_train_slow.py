@@ -96,7 +96,7 @@ def _test_metrics(out: Path) -> dict:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     data = write_folder(tmp_path / "data", n=96, size=32, seed=1)
-    epochs = "6"
+    epochs = "12"
     ref = tmp_path / "ref"
     subprocess.run(_cli(ref, data, "--epochs", epochs), env=ENV, check=True, capture_output=True, timeout=300)
 

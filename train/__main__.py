@@ -14,12 +14,12 @@ from typing import Any
 import click
 
 DEFAULTS = {
-    "backbone": "mobilenet_v2",
+    "backbone": "mobilenet_v2_035",
     "approaches": "multihead,joint,separate",
     "image_size": 96,
-    "batch_size": 64,
+    "batch_size": 32,
     "epochs": 8,
-    "learning_rate": 1e-3,
+    "learning_rate": 3e-3,
     "seed": 0,
     "weights": "none",
 }
@@ -77,9 +77,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--backbone", help=f"registered backbone (default {DEFAULTS['backbone']}; see `python -m train backbones`)")
 @click.option("--approach", "approaches", help="comma list of multihead,joint,separate (default all)")
 @click.option("--image-size", help="N or HxW (default 96)")
-@click.option("--batch-size", type=int, help="default 64")
+@click.option("--batch-size", type=int, help="default 32")
 @click.option("--epochs", type=int, help="default 8")
-@click.option("--learning-rate", type=float, help="Adam learning rate (default 1e-3)")
+@click.option("--learning-rate", type=float, help="Adam learning rate (default 3e-3)")
 @click.option("--seed", type=int, help="default 0")
 @click.option("--weights", help="none | imagenet (keras cache ~/.keras/models, never downloaded) | PATH.h5")
 @click.option("--freeze-base/--fine-tune", "freeze_base", default=None,

@@ -33,7 +33,7 @@ def feature_cache_speedup(
     import keras
 
     from edge.schema import LabelSchema
-    from train.data import Arrays, train_dataset
+    from train.data import Arrays, steps_per_epoch, train_dataset
     from train.fit import FeatureCache, TrainConfig, _compile, fit_heads_on_features
     from train.models import BACKBONE_LAYER, build_unit, model_units
 
@@ -55,7 +55,7 @@ def feature_cache_speedup(
     _compile(full, cfg, unit.outputs)
     ds = train_dataset(images, arrays.targets(unit.outputs), batch_size, seed, 0, epochs)
     t0 = time.perf_counter()
-    full.fit(ds, epochs=epochs, verbose=0)
+    full.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(n_images, batch_size), verbose=0)
     full_s = time.perf_counter() - t0
 
     keras.backend.clear_session()

@@ -34,7 +34,7 @@ import numpy as np
 
 from edge.io import atomic_write_json, atomic_write_text
 from edge.schema import JOINT_OUTPUT, LabelSchema
-from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, train_dataset
+from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
 from train.models import BACKBONE_LAYER, ModelUnit, build_unit, load_model, model_units, output_classes
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -56,12 +56,12 @@ class TrainConfig:
 
     data: str
     out: str
-    backbone: str = "mobilenet_v2"
+    backbone: str = "mobilenet_v2_035"
     approaches: tuple[str, ...] = ("multihead", "joint", "separate")
     image_size: tuple[int, int] = (96, 96)
-    batch_size: int = 64
+    batch_size: int = 32
     epochs: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     seed: int = 0
     weights: str = "none"
     freeze_base: bool = False
@@ -451,7 +451,10 @@ def fit_heads_on_features(
     if val_feats is not None and val is not None:
         val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size)
     if epochs > initial_epoch:
+        # steps_per_epoch is required: the dataset holds every remaining epoch back to back (so
+        # Keras keeps one iterator across epochs instead of taking it all as one epoch).
         heads.fit(ds, epochs=epochs, initial_epoch=initial_epoch, validation_data=val_data,
+                  steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size),
                   callbacks=callbacks or [], verbose=verbose)
     for o in unit_outputs:
         model.get_layer(o).set_weights(heads.get_layer(o).get_weights())
@@ -547,6 +550,7 @@ def train_unit(
                       _targets(cfg, schema, train, unit.outputs))
         if cfg.epochs > done_epochs:
             model.fit(ds, epochs=cfg.epochs, initial_epoch=done_epochs, validation_data=val_data,
+                      steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size),
                       callbacks=callbacks, verbose=verbose)
     wall = wall_before + time.perf_counter() - t0
     last_ckpt, last_epoch = latest_checkpoint(ckpt_dir)
