@@ -44,7 +44,7 @@ class PipelineSettings:
 
     data: Path
     run: Path
-    backbone: str = "mobilenet_v2"
+    backbone: str = "mobilenet_v2_035"
     image_size: int = 96
     epochs: int = 8
     num_images: int = 6000
@@ -391,7 +391,7 @@ def run_pipeline(s: PipelineSettings) -> Path:
               show_default=True, help="Dataset folder; the synthetic set is built here if absent.")
 @click.option("--run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
               show_default=True, help="Run folder.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True)
+@click.option("--backbone", default="mobilenet_v2_035", show_default=True)
 @click.option("--image-size", type=int, default=96, show_default=True, help="Model input size (px).")
 @click.option("--epochs", type=int, default=8, show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Default: the training stage's.")
