@@ -146,6 +146,10 @@ def test_sigint_stops_cleanly_after_saving(tmp_path):
     assert not list(out.rglob("*.tmp*"))
 
 
+# Long enough to converge on the tiny set, so the comparison is not dominated by early-training noise.
+STRATEGY_ARGS = ("--epochs", "6", "--batch-size", "16", "--learning-rate", "0.005")
+
+
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -158,10 +162,13 @@ def _free_ports(n: int) -> list[int]:
 
 @pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_default(tmp_path):
-    """Tolerance: accuracy 0.1, loss 0.2. Not bit-equal: BatchNorm sees per-replica batches (half)."""
-    data = write_folder(tmp_path / "data", n=96, size=32, seed=4)
+    """Tolerance: accuracy 0.15, loss 0.25 (test split of ~30 images, so one image is 0.03).
+
+    Not bit-equal: BatchNorm sees each replica's half batch.
+    """
+    data = write_folder(tmp_path / "data", n=160, size=32, seed=4)
     one, two = tmp_path / "one", tmp_path / "two"
-    args = ("--epochs", "4", "--batch-size", "16")
+    args = STRATEGY_ARGS
     subprocess.run(_cli(one, data, *args), env=ENV, check=True, capture_output=True, timeout=300)
     cmd = _cli(two, data, *args, "--strategy", "mirrored")
     cmd[2] = "2"
@@ -171,22 +178,22 @@ def test_mirrored_on_two_logical_cpus_matches_default(tmp_path):
     assert rec["strategy"] == "mirrored" and rec["replicas"] == 2
     a, b = _test_metrics(one), _test_metrics(two)
     for head in a["heads"]:
-        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.1, (a, b)
-        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.2, (a, b)
+        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.15, (a, b)
+        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.25, (a, b)
 
 
 @pytest.mark.slow
 def test_multiworker_two_processes_match_one_worker(tmp_path):
-    """Two workers on localhost (TF_CONFIG) vs one process. Tolerance: accuracy 0.1, loss 0.2."""
-    data = write_folder(tmp_path / "data", n=64, size=32, seed=5)
+    """Two workers on localhost (TF_CONFIG) vs one process. Tolerance as for mirrored."""
+    data = write_folder(tmp_path / "data", n=160, size=32, seed=5)
     one, multi = tmp_path / "one", tmp_path / "multi"
-    subprocess.run(_cli(one, data, "--epochs", "3"), env=ENV, check=True, capture_output=True, timeout=300)
+    subprocess.run(_cli(one, data, *STRATEGY_ARGS), env=ENV, check=True, capture_output=True, timeout=300)
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
     for i in range(2):
         env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen(_cli(multi, data, "--epochs", "3", "--strategy", "multiworker"), env=env,
+        procs.append(subprocess.Popen(_cli(multi, data, *STRATEGY_ARGS, "--strategy", "multiworker"), env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
@@ -195,5 +202,5 @@ def test_multiworker_two_processes_match_one_worker(tmp_path):
     assert rec["strategy"] == "multiworker" and rec["replicas"] == 2
     a, b = _test_metrics(one), _test_metrics(multi)
     for head in a["heads"]:
-        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.1, (a, b)
-        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.2, (a, b)
+        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.15, (a, b)
+        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.25, (a, b)

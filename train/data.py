@@ -137,16 +137,21 @@ def train_dataset(
     return ds.with_options(options)
 
 
-def eval_dataset(inputs: np.ndarray, targets: Mapping[str, np.ndarray] | None, batch_size: int) -> Any:
-    """Batches in order, images cast to float32; with ``targets`` (for Keras' validation) or without."""
+def eval_dataset(inputs: np.ndarray, targets: Mapping[str, np.ndarray] | None, batch_size: int,
+                 drop_remainder: bool = False) -> Any:
+    """Batches in order, images cast to float32; with ``targets`` (for Keras' validation) or without.
+
+    ``drop_remainder``: for validation under a multi-replica strategy, where a last batch smaller
+    than the replica count would leave a replica an empty batch (BatchNorm fails on it).
+    """
     import tensorflow as tf
 
     x = tf.data.Dataset.from_tensor_slices(inputs)
     if targets is not None:
         ds = tf.data.Dataset.zip((x, tf.data.Dataset.from_tensor_slices(dict(targets))))
-        ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b))
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(lambda a, b: (tf.cast(a, tf.float32), b))
     else:
-        ds = x.batch(batch_size).map(lambda a: tf.cast(a, tf.float32))
+        ds = x.batch(batch_size, drop_remainder=drop_remainder).map(lambda a: tf.cast(a, tf.float32))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.prefetch(2).with_options(options)

@@ -335,7 +335,7 @@ def latest_checkpoint(ckpt_dir: Path) -> tuple[Path | None, int]:
 # Training one model
 
 
-def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str]) -> None:
+def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_execution: int = 1) -> None:
     import keras
 
     if cfg.label_smoothing > 0:
@@ -351,6 +351,7 @@ def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str]) -> None:
         loss_weights=weights,
         metrics=metrics,
         jit_compile=False,
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -402,6 +403,20 @@ def weights_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
+def extract_features(backbone: Any, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Pooled features of uint8 images through a (frozen) backbone in inference mode.
+
+    A plain tf.function over large batches: Keras' ``predict`` costs more per batch than the
+    forward pass of a small backbone, which would eat the cache's advantage.
+    """
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: backbone(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+    parts = [np.asarray(forward(tf.constant(images[i: i + batch_size])))
+             for i in range(0, len(images), batch_size)]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, backbone.output.shape[-1]), np.float32)
+
+
 class FeatureCache:
     """Pooled features of a frozen backbone per (weights fingerprint, split), computed once."""
 
@@ -415,9 +430,7 @@ class FeatureCache:
         key = (weights_fingerprint(backbone), split)
         if key not in self._store:
             t0 = time.perf_counter()
-            self._store[key] = np.asarray(
-                backbone.predict(eval_dataset(images, None, self.batch_size), verbose=0), dtype=np.float32
-            )
+            self._store[key] = extract_features(backbone, images)
             dt = time.perf_counter() - t0
             self.seconds += dt
             return self._store[key], dt
@@ -444,7 +457,9 @@ def fit_heads_on_features(
 
     if heads is None:
         heads = heads_model(model)
-        _compile(heads, cfg, unit_outputs)
+        # Many head steps per tf.function call: a head step is tiny and Keras' per-call overhead
+        # would dominate. Same batches, same updates.
+        _compile(heads, cfg, unit_outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
     ds = train_dataset(train_feats, _targets(cfg, schema, train, unit_outputs), cfg.batch_size, cfg.seed,
                        initial_epoch, epochs)
     val_data = None
@@ -543,8 +558,13 @@ def train_unit(
         ds = train_dataset(train.images, _targets(cfg, schema, train, unit.outputs), cfg.batch_size, cfg.seed,
                            done_epochs, cfg.epochs, augment=cfg.use_augment,
                            shard_by_data=cfg.strategy == "multiworker")
+        # Validation logs only (the final evaluation runs on the saved model, one device); with
+        # several replicas a ragged last batch is dropped, and a val set under one batch skipped.
+        distributed = int(strategy.num_replicas_in_sync) > 1
+        if val is not None and distributed and val.n < cfg.batch_size:
+            val = None
         val_data = None if val is None else eval_dataset(val.images, _targets(cfg, schema, val, unit.outputs),
-                                                         cfg.batch_size)
+                                                         cfg.batch_size, drop_remainder=distributed)
         if cfg.strategy == "multiworker":
             _prebuild(model, strategy, train.images[: cfg.batch_size],
                       _targets(cfg, schema, train, unit.outputs))
