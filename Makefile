@@ -8,10 +8,10 @@ SYNTH_SIZE  ?= 128
 HOLDOUT     ?= 4
 SEED        ?= 0
 RUN         ?= runs/default
-BACKBONE    ?= mobilenet_v2
+BACKBONE    ?= mobilenet_v2_035
 IMAGE_SIZE  ?= 96
 EPOCHS      ?= 8
-BATCH_SIZE  ?= 64
+BATCH_SIZE  ?= 32
 WEIGHTS     ?= none
 APPROACHES  ?= multihead,joint,separate
 PRECISIONS  ?= float32,int8
@@ -52,10 +52,11 @@ $(LEGACY_STAMP): pyproject.toml
 
 setup-legacy: $(LEGACY_STAMP) ## create .venv-legacy (tflite-runtime 2.14 + numpy<2) for the edge tests
 
-all: $(STAMP) ## the whole job: data, train, convert, bench, report
+all: $(STAMP) ## the whole job: data, train, convert, bench, report (reuses what is done)
 	$(BIN)/python -m report.pipeline --data $(DATA) --run $(RUN) --backbone $(BACKBONE) \
-	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --num-images $(NUM_IMAGES) --holdout-combos $(HOLDOUT) \
-	  --precision $(PRECISIONS) --threads $(THREADS) --seed $(SEED)
+	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) --weights $(WEIGHTS) \
+	  --num-images $(NUM_IMAGES) --synth-size $(SYNTH_SIZE) --holdout-combos $(HOLDOUT) \
+	  --precision $(PRECISIONS) --threads $(THREADS) --bench-runs $(RUNS) --seed $(SEED)
 
 data: $(STAMP) ## build the synthetic dataset in DATA
 	$(BIN)/python -m datasets synth --out $(DATA) --num-images $(NUM_IMAGES) --image-size $(SYNTH_SIZE) \
