@@ -189,7 +189,7 @@ def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
     return small, f"made on the spot in {small} (480 synthetic images, 1 epoch; weights barely trained)"
 
 
-def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: int = 30,
+def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: int = 100,
               fma_units: int | None = None, feature_cache: bool = True) -> dict[str, Any]:
     """Measure everything, write ``out`` (JSON) and return the results."""
     from report.pipeline import edge_cli, prepare_bench_images
@@ -277,7 +277,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
 
     if feature_cache:
         value = _measure(results, "feature-cached / frozen-fit training time",
-                         lambda: feature_cache_ratio(results, config))
+                         lambda: feature_cache_ratio(results, config, n_images=512))
         if value is not None:
             ratios["feature-cached / frozen-fit training time"] = round(value, 4)
     results["total_wall_s"] = round(time.perf_counter() - start, 1)
@@ -345,8 +345,8 @@ def ratio_table(results: Mapping[str, Any]) -> str:
 @click.option("--run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
               show_default=True, help="Run whose models to measure; a small one is made if it has none.")
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per variant.")
-@click.option("--images", type=int, default=30, show_default=True, help="Test images for the edge bench.")
+@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per variant.")
+@click.option("--images", type=int, default=100, show_default=True, help="Test images for the edge bench.")
 @click.option("--fma-units", type=int, default=None, help="FMA units per core (default: assumed from flags).")
 @click.option("--no-feature-cache", is_flag=True, help="Skip the training-time measurement.")
 def main(out: Path, run: Path, threads: int, runs: int, images: int, fma_units: int | None,

@@ -125,7 +125,7 @@ def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int =
         ax.set_title("\n".join(lines), fontsize=6.5, color="green" if right else "red")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=60)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
