@@ -20,6 +20,7 @@ from report.render import (
     _number,
     bench_variant,
     tflite_bytes,
+    tflite_check,
     train_figure,
 )
 
@@ -52,7 +53,11 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def variant_accuracy(run: RunData, approach: str, precision: str) -> tuple[float | None, str]:
-    """Joint accuracy of a deployed variant: on the bench images if labelled, else Keras's test figure."""
+    """Joint accuracy of a deployed variant: its convert check on the test split, else on the bench
+    images, else the Keras model's test figure (the title says which)."""
+    checked = _number(_get(tflite_check(run, approach, precision), "joint_accuracy"))
+    if checked is not None:
+        return checked, "tflite on the test split"
     bench_acc = _number(_get(bench_variant(run, approach, precision), "accuracy", "joint"))
     if bench_acc is not None:
         return bench_acc, "tflite on bench images"
@@ -78,6 +83,7 @@ def plot_accuracy_vs_latency(run: RunData, path: Path) -> Path | None:
                    label=f"{approach} {precision}")
         ax.annotate(f"{approach}\n{precision}", (latency, 100 * accuracy), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
+    ax.margins(x=0.15, y=0.2)  # room for the point labels
     ax.set_xlabel("latency p50, interpreter (ms per image)")
     ax.set_ylabel("joint accuracy (%)")
     ax.set_title(f"{run.backbone}: accuracy vs latency\n(accuracy: {', '.join(sorted(sources))})", fontsize=9)

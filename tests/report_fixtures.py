@@ -61,7 +61,19 @@ def convert_json() -> dict[str, Any]:
         add("joint", "joint", ["make", "type"], precision, int(9_090_111 * scale))
         add("separate.make", "separate", ["make"], precision, int(9_030_000 * scale))
         add("separate.type", "separate", ["type"], precision, int(9_020_000 * scale))
-    return {"versions": {"tensorflow": "2.21.0", "converter": "2.21.0"}, "files": files}
+    variants: dict[str, Any] = {}
+    for i, approach in enumerate(("multihead", "joint", "separate")):
+        for precision in ("float32", "int8"):
+            names = [n for n, f in files.items() if f["approach"] == approach and f["precision"] == precision]
+            drop = 0.01 if precision == "int8" else 0.0
+            variants[f"{approach}.{precision}"] = {
+                "approach": approach, "precision": precision, "files": names,
+                "bytes": sum(files[n]["bytes"] for n in names), "complete": True,
+                "check": {"n": 40, "heads": {"make": {"accuracy": 0.88 - 0.02 * i - drop},
+                                             "type": {"accuracy": 0.93 - 0.02 * i - drop}},
+                          "joint_accuracy": 0.8312 - 0.03 * i - drop},
+            }
+    return {"versions": {"tensorflow": "2.21.0", "converter": "2.21.0"}, "files": files, "variants": variants}
 
 
 def bench_json(with_samples: bool = False) -> dict[str, Any]:

@@ -94,8 +94,12 @@ def test_report_numbers_match_the_json(full_run: Path) -> None:
             assert close(table[f"latency p50 {precision}, file-to-labels"][approach],
                          b["file_to_labels_ms"]["p50"], abs_=5e-3)
             assert close(table[f"peak RSS {precision}"][approach], b["peak_rss_mb"], abs_=0.05)
-            assert close(table[f"joint accuracy, tflite {precision} (bench images)"][approach],
-                         b["accuracy"]["joint"], abs_=5e-5)
+            check = convert["variants"][f"{approach}.{precision}"]["check"]
+            assert close(table[f"joint accuracy, tflite {precision} (test)"][approach], check["joint_accuracy"],
+                         abs_=5e-5)
+            for head in ("make", "type"):
+                assert close(table[f"{head} accuracy, tflite {precision} (test)"][approach],
+                             check["heads"][head]["accuracy"], abs_=5e-5)
 
 
 def test_ratios_match_the_json_and_the_paper(full_run: Path) -> None:
