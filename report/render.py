@@ -415,6 +415,12 @@ def command_lines(run: RunData) -> list[str]:
         lines.append("")
         lines.append(f"Total wall time of the pipeline invocation that last wrote this run: {total:.1f} s "
                      f"({total / 60:.1f} min).")
+    invocations = _get(run.pipeline, "invocations")
+    if isinstance(invocations, Sequence) and len(invocations) > 1:
+        lines.append("")
+        lines.append("Invocations (most recent last): " + "; ".join(
+            f"{h.get('started', '?')}: {_number(h.get('total_wall_s')) or 0:.1f} s, ran "
+            f"{', '.join(h.get('ran') or []) or 'nothing'}" for h in invocations if isinstance(h, Mapping)) + ".")
     return lines
 
 
