@@ -317,9 +317,24 @@ def run_pipeline(s: PipelineSettings) -> Path:
         steps.append(Step(name, display(command), f"reused ({why})", wall))
 
     def execute(name: str, command: list[str]) -> None:
-        wall = run_command(name, command)
+        try:
+            wall = run_command(name, command)
+        except PipelineError as e:
+            steps.append(Step(name, display(command), f"failed: {e}"))
+            save()
+            raise
         steps.append(Step(name, display(command), "ran", round(wall, 2)))
         save()
+
+    def measurement(name: str, command: list[str]) -> None:
+        """bench and predictions: a failure still lets the report render (as not measured)."""
+        try:
+            execute(name, command)
+        except PipelineError as e:
+            failures.append(str(e))
+            click.echo(f"[{name}] {e}; the report shows its figures as not measured", err=True)
+
+    failures: list[str] = []
 
     def save() -> None:
         total = round(time.perf_counter() - start, 2)
@@ -368,7 +383,7 @@ def run_pipeline(s: PipelineSettings) -> Path:
     if done:
         reuse("bench", command, why)
     else:
-        execute("bench", command)
+        measurement("bench", command)
 
     multihead = [p for p in tflite_paths(s.run) if p.name.startswith("multihead.")]
     chosen = next((p for p in multihead if ".float32." in p.name), multihead[0] if multihead else None)
@@ -379,7 +394,7 @@ def run_pipeline(s: PipelineSettings) -> Path:
     elif chosen is None:
         steps.append(Step("predictions", display(command), "skipped (no multihead .tflite)"))
     else:
-        execute("predictions", command)
+        measurement("predictions", command)
 
     steps.append(Step("report", display([_python(), "-m", "report", str(s.run)]), "ran"))
     save()
@@ -389,6 +404,8 @@ def run_pipeline(s: PipelineSettings) -> Path:
     path = write_report([s.run])
     steps[-1].wall_s = round(time.perf_counter() - t, 2)
     save()
+    if failures:
+        raise PipelineError(f"report written to {path}, but {'; '.join(failures)}")
     return path
 
 

@@ -157,3 +157,29 @@ def test_a_different_synthetic_set_is_reported(tmp_path: Path) -> None:
     assert data_differences(s) == []
     assert data_differences(_settings(tmp_path, num_images=50, synth_size=64, holdout_combos=3)) == [
         "num_images=100 (asked 50)", "holdout_combos=2 (asked 3)"]
+
+
+def test_a_failed_bench_still_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import report.pipeline as pipeline
+
+    s = _trained_run(tmp_path)
+    rows = ["image,split,make,type", "img/0.png,test,Audi,SUV"]
+    _touch(s.data / "img" / "0.png")
+    _touch(s.data / "labels.csv", text="\n".join(rows) + "\n")
+    files = {}
+    for name in ("multihead", "joint", "separate.make", "separate.type"):
+        for precision in ("float32", "int8"):
+            _touch(s.run / "edge" / f"{name}.{precision}.tflite")
+            files[f"edge/{name}.{precision}.tflite"] = {"bytes": 1}
+    (s.run / "convert.json").write_text(json.dumps({"files": files}))
+
+    def failing(name: str, command, cwd=None) -> float:
+        raise pipeline.PipelineError(f"stage '{name}' failed (exit 1): {command[0]}")
+
+    monkeypatch.setattr(pipeline, "run_command", failing)
+    with pytest.raises(pipeline.PipelineError, match="report written to .*report.md, but stage 'bench' failed"):
+        pipeline.run_pipeline(s)
+    text = (s.run / "report.md").read_text()
+    assert "| latency p50 float32, interpreter | not measured |" in text
+    steps = {st["name"]: st["status"] for st in json.loads((s.run / "pipeline.json").read_text())["steps"]}
+    assert steps["bench"].startswith("failed") and steps["train"].startswith("reused")
