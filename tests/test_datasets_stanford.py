@@ -23,7 +23,8 @@ from datasets.stanford_cars import (
 )
 from datasets.synth import TYPES
 
-SHARED_NAMES = Path("/work/shared/data/stanford_cars_class_names.txt")
+# The team's copy of the 196 names sits beside the checkout (../shared), in CI too.
+SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared" / "data" / "stanford_cars_class_names.txt"
 TRAIN_PER_CLASS = 3
 BBOX = (3, 2, 14, 10)  # 1-based inclusive: a 12 x 9 crop
 

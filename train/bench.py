@@ -55,7 +55,8 @@ def feature_cache_speedup(
     _compile(full, cfg, unit.outputs)
     ds = train_dataset(images, arrays.targets(unit.outputs), batch_size, seed, 0, epochs)
     t0 = time.perf_counter()
-    full.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(n_images, batch_size), verbose=0)
+    full.fit(ds, epochs=epochs, steps_per_epoch=steps_per_epoch(n_images, batch_size),
+             shuffle=False, verbose=0)
     full_s = time.perf_counter() - t0
 
     keras.backend.clear_session()

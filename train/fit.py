@@ -469,7 +469,7 @@ def fit_heads_on_features(
         # steps_per_epoch is required: the dataset holds every remaining epoch back to back (so
         # Keras keeps one iterator across epochs instead of taking it all as one epoch).
         heads.fit(ds, epochs=epochs, initial_epoch=initial_epoch, validation_data=val_data,
-                  steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size),
+                  steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
                   callbacks=callbacks or [], verbose=verbose)
     for o in unit_outputs:
         model.get_layer(o).set_weights(heads.get_layer(o).get_weights())
@@ -570,7 +570,7 @@ def train_unit(
                       _targets(cfg, schema, train, unit.outputs))
         if cfg.epochs > done_epochs:
             model.fit(ds, epochs=cfg.epochs, initial_epoch=done_epochs, validation_data=val_data,
-                      steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size),
+                      steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
                       callbacks=callbacks, verbose=verbose)
     wall = wall_before + time.perf_counter() - t0
     last_ckpt, last_epoch = latest_checkpoint(ckpt_dir)
