@@ -11,6 +11,7 @@ report (OUT/report.md) holds the three tables. ``OUT/paper.json`` records each b
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,8 +70,12 @@ def run_paper(data: Path, out: Path, weights: str = "none", backbones: Sequence[
             extra_train_args=("--freeze-base",) if frozen else (),
         )
         run_pipeline(settings)
-        record["backbones"][backbone] = {"wall_s": round(time.perf_counter() - start, 1),  # type: ignore[index]
-                                         "weights": chosen}
+        # Stage times as the backbone's pipeline.json keeps them (a reused stage keeps its last real time).
+        steps = json.loads((out / backbone / "pipeline.json").read_text()).get("steps", [])
+        record["backbones"][backbone] = {  # type: ignore[index]
+            "wall_s": round(time.perf_counter() - start, 1), "weights": chosen,
+            "stages_s": {st["name"]: st.get("wall_s") for st in steps},
+        }
         record["total_wall_s"] = round(time.perf_counter() - total_start, 1)
         atomic_write_json(out / "paper.json", record)
     return write_report([out / b for b in backbones], out)

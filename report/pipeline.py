@@ -262,16 +262,23 @@ def bench_command(s: PipelineSettings, images: Path) -> list[str]:
             "--threads", str(s.threads), "--out", str(s.run / "bench.json")]
 
 
-def prepare_bench_images(data: Path, out: Path, count: int) -> Path:
+def prepare_bench_images(data: Path, out: Path, count: int, allow_outside_paths: bool = False) -> Path:
     """A folder of ``count`` test images (copies) with their own labels.csv, for a labelled bench.
 
     The edge bench reports accuracy when a labels.csv sits beside the images; the test split is
-    taken in labels.csv order so the same images are used on every run.
+    taken in labels.csv order so the same images are used on every run. Image paths that are
+    absolute or leave ``data`` are refused unless ``allow_outside_paths`` (the run's config.json).
     """
     import csv
     import io
 
     from edge.io import atomic_write_text
+    from report.predictions import PredictionsError, refuse_outside_paths
+
+    try:
+        refuse_outside_paths(data, allow_outside_paths)
+    except PredictionsError as e:
+        raise PipelineError(str(e)) from None
 
     with open(data / "labels.csv", newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -377,7 +384,9 @@ def run_pipeline(s: PipelineSettings) -> Path:
     else:
         execute("convert", command)
 
-    images = prepare_bench_images(s.data, s.run / "bench_images", s.bench_images)
+    from report.predictions import run_allows_outside_paths
+
+    images = prepare_bench_images(s.data, s.run / "bench_images", s.bench_images, run_allows_outside_paths(s.run))
     command = bench_command(s, images)
     done, why = bench_done(s.run, s.threads)
     if done:

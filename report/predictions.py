@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,38 @@ def test_rows(data: Path, split: str = "test", limit: int | None = None) -> tupl
     return heads, rows[:limit] if limit else rows
 
 
+def run_allows_outside_paths(run: Path) -> bool:
+    """The run's config.json ``allow_outside_paths`` (trained with ``--allow-outside-paths``)."""
+    try:
+        return json.loads((run / "config.json").read_text(encoding="utf-8")).get("allow_outside_paths") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def refuse_outside_paths(data: Path, allow_outside_paths: bool) -> None:
+    """As ``datasets.folder.load_dataset``: a labels.csv image path that is absolute or leaves ``data``
+    is a one-line PredictionsError naming the row, unless ``allow_outside_paths``."""
+    if allow_outside_paths:
+        return
+    from datasets.folder import is_outside_path
+
+    path = data / "labels.csv"
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return  # the caller's own read reports it
+    header = [h.strip() for h in rows[0]] if rows else []
+    if "image" not in header:
+        return
+    col = header.index("image")
+    for line, row in enumerate(rows[1:], start=2):
+        image = row[col].strip() if len(row) > col else ""
+        if image and is_outside_path(image):
+            raise PredictionsError(f"{path} row {line}: image path '{image}' is absolute or leaves the dataset "
+                                   "folder (refused: the run was not trained with --allow-outside-paths)")
+
+
 def choose_variant(run: Path, variant: str | None = None) -> Any:
     """The multihead variant to predict with: ``variant`` if given, else float32, else any precision."""
     from edge.runtime import discover
@@ -62,6 +95,7 @@ def compute_predictions(run: Path, data: Path, threads: int = 1, limit: int | No
     """Predict the test split with the multihead model; confusion matrix per head, a few samples."""
     from edge.runtime import Predictor
 
+    refuse_outside_paths(data, run_allows_outside_paths(run))
     chosen = choose_variant(run, variant)
     predictor = Predictor(chosen, num_threads=threads)
     csv_heads, rows = test_rows(data, limit=limit)
