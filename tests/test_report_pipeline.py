@@ -12,6 +12,7 @@ from report_fixtures import train_json
 
 from report.bench_suite import cpu_peak, ratio_table
 from report.pipeline import (
+    PipelineError,
     PipelineSettings,
     bench_done,
     conversion_done,
@@ -183,3 +184,25 @@ def test_a_failed_bench_still_writes_the_report(tmp_path: Path, monkeypatch: pyt
     assert "| latency p50 float32, interpreter | not measured |" in text
     steps = {st["name"]: st["status"] for st in json.loads((s.run / "pipeline.json").read_text())["steps"]}
     assert steps["bench"].startswith("failed") and steps["train"].startswith("reused")
+
+
+def test_outside_image_paths_refused_unless_the_run_allowed_them(tmp_path: Path) -> None:
+    from report.predictions import PredictionsError, compute_predictions, run_allows_outside_paths
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    _touch(tmp_path / "outside" / "0.png", text="image 0")
+    _touch(data / "labels.csv", text="image,split,make,type\n../outside/0.png,test,m,t\n")
+    run.mkdir()
+    assert not run_allows_outside_paths(run)  # no config.json
+    with pytest.raises(PipelineError, match=r"labels.csv row 2: image path '../outside/0.png'"):
+        prepare_bench_images(data, tmp_path / "bench", 1, run_allows_outside_paths(run))
+    with pytest.raises(PredictionsError, match=r"row 2: image path '../outside/0.png'"):
+        compute_predictions(run, data)
+    (run / "config.json").write_text(json.dumps({"data": str(data), "allow_outside_paths": True}))
+    assert run_allows_outside_paths(run)
+    out = prepare_bench_images(data, tmp_path / "bench", 1, run_allows_outside_paths(run))
+    assert (out / "0000.png").read_text() == "image 0"
+    from edge.card import CardError
+
+    with pytest.raises(CardError, match="no such file or folder"):  # past the path check, to the models
+        compute_predictions(run, data)
