@@ -32,9 +32,13 @@ def _precisions(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--seed", default=0, show_default=True, help="calibration sampling seed")
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="dataset folder (default: config.json's data)")
+@click.option("--allow-outside-paths/--no-allow-outside-paths", "allow_outside_paths", default=None,
+              help="accept labels.csv image paths that are absolute or leave the dataset folder "
+                   "(default: as the run was trained, config.json's allow_outside_paths)")
 @click.option("--no-legacy", is_flag=True, help="skip the tflite-runtime 2.14 check (recorded as unchecked)")
 def main(run_dir: Path, precisions: tuple[str, ...], calibration: int, force: bool, threads: int,
-         check_images: int | None, seed: int, data: Path | None, no_legacy: bool) -> None:
+         check_images: int | None, seed: int, data: Path | None, no_legacy: bool,
+         allow_outside_paths: bool | None) -> None:
     """Convert every model of RUN_DIR to .tflite files in RUN_DIR/edge, check each, write convert.json."""
     import os
 
@@ -45,7 +49,8 @@ def main(run_dir: Path, precisions: tuple[str, ...], calibration: int, force: bo
 
     try:
         doc = convert_run(run_dir, precisions, calibration, force, threads, check_images, seed,
-                          legacy=not no_legacy, log=click.echo, data=data)
+                          legacy=not no_legacy, log=click.echo, data=data,
+                          allow_outside_paths=allow_outside_paths)
     except (ConvertError, CardError) as e:
         raise click.ClickException(str(e)) from None
     for w in doc["warnings"]:

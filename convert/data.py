@@ -34,12 +34,14 @@ class LabelledImages:
         return len(self.images)
 
 
-def open_dataset(root: str | os.PathLike) -> Any:
-    """The dataset at ``root`` (``datasets.folder.load_dataset``), errors as one-line ConvertError."""
+def open_dataset(root: str | os.PathLike, allow_outside_paths: bool = False) -> Any:
+    """The dataset at ``root`` (``datasets.folder.load_dataset``), errors as one-line ConvertError.
+
+    ``allow_outside_paths`` accepts image paths that are absolute or leave the folder (refused by default)."""
     from datasets.folder import DatasetError, load_dataset
 
     try:
-        return load_dataset(root)
+        return load_dataset(root, allow_outside_paths=allow_outside_paths)
     except DatasetError as e:
         raise ConvertError(str(e)) from None
 

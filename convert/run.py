@@ -255,6 +255,7 @@ def convert_run(
     legacy: bool = True,
     log: Log | None = None,
     data: str | Path | None = None,
+    allow_outside_paths: bool | None = None,
 ) -> dict[str, Any]:
     """Convert, check and record every model of ``run_dir``; returns convert.json's content.
 
@@ -262,6 +263,8 @@ def convert_run(
     its train split calibrates int8). Raises ConvertError (one line) for a run with no models, an
     unknown approach, a missing dataset, no calibration images or a model that needs non-built-in
     ops. Files that fail their check are still written and listed in ``errors``; the CLI exits 1.
+    ``allow_outside_paths`` (accept labels.csv image paths that are absolute or leave the dataset
+    folder) defaults to config.json's value when the dataset is the run's own, else False.
     """
     log = log or (lambda s: None)
     run_dir = Path(run_dir)
@@ -364,7 +367,9 @@ def convert_run(
     from convert.data import calibration_records, load_records, open_dataset, resolve_data_root
 
     data_root = resolve_data_root(str(data if data is not None else config.get("data", "")), run_dir)
-    ds = open_dataset(data_root)
+    if allow_outside_paths is None:  # as the run was trained, for the run's own dataset only
+        allow_outside_paths = config.get("allow_outside_paths") is True and _is_runs_dataset(data_root, config, run_dir)
+    ds = open_dataset(data_root, allow_outside_paths=allow_outside_paths)
     test_records = ds.split(CHECK_SPLIT)
     if check_images is not None:
         test_records = test_records[: max(0, int(check_images))]
@@ -497,6 +502,16 @@ def convert_run(
                threads=threads)
     save()
     return doc
+
+
+def _is_runs_dataset(data_root: Path, config: dict[str, Any], run_dir: Path) -> bool:
+    """True if ``data_root`` is the dataset folder config.json names (``--data`` may name another)."""
+    from convert.data import resolve_data_root
+
+    try:
+        return data_root.resolve() == resolve_data_root(str(config.get("data", "")), run_dir).resolve()
+    except (ConvertError, OSError):
+        return False
 
 
 def _refresh_verdicts(doc: dict[str, Any]) -> None:

@@ -377,3 +377,69 @@ def test_cli_profile(tmp_path):
     rows = [json.loads(line) for line in r.output.strip().splitlines()]
     assert [x["approach"] for x in rows] == ["multihead", "joint", "separate"]
     assert rows[2]["files"] == 2 and rows[0]["macc"]["trained"] < rows[0]["macc"]["total"]
+
+
+# -- labels.csv paths outside the dataset folder -----------------------------------------------
+
+
+def _outside_folder(tmp_path: Path, n: int = 40) -> Path:
+    """``ds/labels.csv`` whose image paths are ``../outside/images/NNNN.png`` (real PNGs)."""
+    write_folder(tmp_path / "outside", n=n, size=32)
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    text = (tmp_path / "outside" / "labels.csv").read_text()
+    (ds / "labels.csv").write_text(text.replace("images/", "../outside/images/"))
+    return ds
+
+
+def test_cli_refuses_outside_paths_in_one_line_and_trains_with_the_flag(tmp_path):
+    from click.testing import CliRunner
+
+    from convert.cli import main as convert_main
+    from train.__main__ import main
+
+    ds = _outside_folder(tmp_path)
+    out = tmp_path / "run"
+    common = ["--data", str(ds), "--out", str(out), "--backbone", "tiny_cnn", "--image-size", "32",
+              "--epochs", "1", "--batch-size", "8", "--approach", "multihead", "--verbose", "0"]
+    r = CliRunner().invoke(main, common)
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert "row 2: image path '../outside/images/0000.png' leaves the dataset folder" in r.output
+    assert "--allow-outside-paths" in r.output
+    r = CliRunner().invoke(main, ["profile", "--backbone", "tiny_cnn", "--data", str(ds), "--image-size", "32"])
+    assert r.exit_code == 1 and "../outside/images/0000.png" in r.output
+
+    r = CliRunner().invoke(main, [*common, "--allow-outside-paths"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["allow_outside_paths"] is True
+    assert (out / "models" / "multihead.keras").is_file()
+
+    # convert honours the run's config.json: no flag needed; --no-allow-outside-paths refuses
+    r = CliRunner().invoke(convert_main, [str(out), "--precision", "float32", "--check-images", "4", "--no-legacy"])
+    assert r.exit_code == 0, r.output
+    assert (out / "edge" / "multihead.float32.tflite").is_file()
+    r = CliRunner().invoke(convert_main, [str(out), "--precision", "float32", "--check-images", "4", "--no-legacy",
+                                          "--force", "--no-allow-outside-paths"])
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert "'../outside/images/0000.png' leaves the dataset folder" in r.output
+
+
+def test_resume_keeps_allow_outside_paths_and_older_configs_default_to_false(tmp_path):
+    from train.__main__ import resolve_config
+    from train.fit import CONFIG_FILE, _check_resume
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = TrainConfig(data="d", out=str(run), backbone="tiny_cnn", allow_outside_paths=True).to_dict()
+    (run / CONFIG_FILE).write_text(json.dumps(saved))
+    assert resolve_config(None, True, None, {"out": str(run)}).allow_outside_paths is True
+    assert resolve_config(None, True, None, {"out": str(run), "allow_outside_paths": False}).allow_outside_paths is False
+    # a config.json written before the setting existed: False, and not a mismatch on resume
+    del saved["allow_outside_paths"]
+    (run / CONFIG_FILE).write_text(json.dumps(saved))
+    (run / "models").mkdir()
+    (run / "models" / "multihead.keras").write_bytes(b"x")
+    cfg = resolve_config(None, True, None, {"out": str(run)})
+    assert cfg.allow_outside_paths is False
+    _check_resume(run, cfg)
+    _check_resume(run, TrainConfig.from_dict({**saved, "allow_outside_paths": True}))

@@ -92,6 +92,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--head-weights", help="per-head loss weights, e.g. make=1,type=0.5")
 @click.option("--label-smoothing", type=float, help="default 0")
 @click.option("--alpha", type=float, help="width multiplier (mobilenet_v2 / mobilenet_v3_small)")
+@click.option("--allow-outside-paths/--no-allow-outside-paths", "allow_outside_paths", default=None,
+              help="accept labels.csv image paths that are absolute or leave the dataset folder (default: refuse)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON settings; flags override its keys")
 @click.option("--resume", is_flag=True, help="continue a run folder from its last finished epoch")
 @click.option("--verbose", type=click.IntRange(0, 2), help="Keras verbosity (default: bars on a terminal, else 2)")
@@ -166,14 +168,16 @@ def resolve_config(config_file: str | None, resume: bool, alpha: float | None, f
               help="trained MACC counts heads only (paper, default) / every layer")
 @click.option("--alpha", type=float)
 @click.option("--json", "as_json", is_flag=True, help="one JSON record per approach instead of a table")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="accept labels.csv image paths that are absolute or leave the dataset folder")
 def profile_cmd(backbone: str, data: str, image_size: str | None, approaches: str, freeze_base: bool,
-                alpha: float | None, as_json: bool) -> None:
+                alpha: float | None, as_json: bool, allow_outside_paths: bool) -> None:
     """Parameters, MACC (whole model and trained layers) and .keras size per approach."""
     try:
         from datasets.folder import load_dataset
         from train.profile import profile
 
-        schema = load_dataset(data).schema
+        schema = load_dataset(data, allow_outside_paths=allow_outside_paths).schema
         size = _parse_size(image_size)
         rows = profile(backbone, schema, size, approaches.split(","), freeze_base,
                        {"alpha": alpha} if alpha is not None else {})

@@ -41,13 +41,16 @@ class Arrays:
 
 
 def load_arrays(
-    data: str | Path, image_size: tuple[int, int], splits: tuple[str, ...] = ("train",) + EVAL_SPLITS
+    data: str | Path, image_size: tuple[int, int], splits: tuple[str, ...] = ("train",) + EVAL_SPLITS,
+    allow_outside_paths: bool = False,
 ) -> tuple[LabelSchema, dict[str, Arrays], dict[str, Any]]:
-    """Load a dataset folder: (schema, {split: Arrays} for splits present, info {"skipped", "sizes"})."""
+    """Load a dataset folder: (schema, {split: Arrays} for splits present, info {"skipped", "sizes"}).
+
+    ``allow_outside_paths``: accept image paths that are absolute or leave the folder (refused by default)."""
     from datasets.folder import load_dataset
     from datasets.pipeline import load_split
 
-    ds = load_dataset(data)
+    ds = load_dataset(data, allow_outside_paths=allow_outside_paths)
     out: dict[str, Arrays] = {}
     skipped: dict[str, int] = {}
     for split in splits:

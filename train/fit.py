@@ -80,6 +80,9 @@ class TrainConfig:
     deterministic: bool = True
     keep_checkpoints: int = 2
     verbose: int | None = None
+    allow_outside_paths: bool = False
+    """Accept labels.csv image paths that are absolute or leave the dataset folder (refused by
+    default); convert/ and report/ honour the value saved in config.json."""
 
     def __post_init__(self) -> None:
         from edge.card import APPROACHES
@@ -635,7 +638,8 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     if data is None:
         from train.data import load_arrays
 
-        schema, data, data_info = load_arrays(cfg.data, cfg.image_size)
+        schema, data, data_info = load_arrays(cfg.data, cfg.image_size,
+                                               allow_outside_paths=cfg.allow_outside_paths)
     if schema is None:
         raise TrainError("schema is required with in-memory data")
     if "train" not in data or data["train"].n == 0:
