@@ -91,12 +91,6 @@ def _escapes(image: str) -> bool:
     return norm == ".." or norm.startswith("../")
 
 
-def is_outside_path(image: str) -> bool:
-    """True if a labels.csv image path is absolute or leaves its folder (refused unless
-    ``allow_outside_paths``)."""
-    return _is_absolute(image) or _escapes(image)
-
-
 def read_meta(root: str | os.PathLike) -> dict[str, Any]:
     """The folder's dataset.json as a dict, or {} if it has none."""
     path = Path(root) / META_FILE

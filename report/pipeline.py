@@ -266,31 +266,25 @@ def prepare_bench_images(data: Path, out: Path, count: int, allow_outside_paths:
     """A folder of ``count`` test images (copies) with their own labels.csv, for a labelled bench.
 
     The edge bench reports accuracy when a labels.csv sits beside the images; the test split is
-    taken in labels.csv order so the same images are used on every run. Image paths that are
-    absolute or leave ``data`` are refused unless ``allow_outside_paths`` (the run's config.json).
+    taken in labels.csv order so the same images are used on every run. The dataset is read by
+    ``datasets.folder.load_dataset``: image paths that are absolute or leave the dataset are
+    refused unless ``allow_outside_paths`` (the run's config.json).
     """
     import csv
     import io
 
     from edge.io import atomic_write_text
-    from report.predictions import PredictionsError, refuse_outside_paths
+    from report.predictions import PredictionsError, split_records
 
     try:
-        refuse_outside_paths(data, allow_outside_paths)
+        heads, records = split_records(data, allow_outside_paths, limit=count)
     except PredictionsError as e:
         raise PipelineError(str(e)) from None
-
-    with open(data / "labels.csv", newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = [r for r in reader if r.get("split") == "test"][:count]
-    if not rows:
-        raise PipelineError(f"{data / 'labels.csv'}: no test images to benchmark on")
-    names = [f"{i:04d}{Path(row['image']).suffix.lower()}" for i, row in enumerate(rows)]
+    names = [f"{i:04d}{r.path.suffix.lower()}" for i, r in enumerate(records)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({**row, "image": name} for row, name in zip(rows, names, strict=True))
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "split", *heads])
+    writer.writerows([name, r.split, *r.labels] for r, name in zip(records, names, strict=True))
     labels = out / "labels.csv"
     if labels.is_file() and labels.read_text(encoding="utf-8") == buf.getvalue() and all(
         (out / name).is_file() for name in names
@@ -300,9 +294,9 @@ def prepare_bench_images(data: Path, out: Path, count: int, allow_outside_paths:
     for old in out.iterdir():
         if old.is_file() or old.is_symlink():
             old.unlink()
-    for row, name in zip(rows, names, strict=True):
+    for record, name in zip(records, names, strict=True):
         # Copies, not links: the bench folder stays valid if the dataset moves, and is small.
-        atomic_write_bytes(out / name, (data / row["image"]).read_bytes())
+        atomic_write_bytes(out / name, record.path.read_bytes())
     atomic_write_text(labels, buf.getvalue())
     return out
 

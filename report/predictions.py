@@ -8,7 +8,6 @@ draws the confusion matrices from the JSON, so "the report reads only JSON" stay
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import time
@@ -28,21 +27,6 @@ class PredictionsError(ValueError):
     """No multihead model or no labelled test images to predict."""
 
 
-def test_rows(data: Path, split: str = "test", limit: int | None = None) -> tuple[list[str], list[dict[str, str]]]:
-    """(head names, rows of ``split``) from the dataset's labels.csv, in file order."""
-    path = data / "labels.csv"
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            heads = list(reader.fieldnames or [])[2:]
-            rows = [r for r in reader if r.get("split") == split]
-    except OSError as e:
-        raise PredictionsError(f"{path}: cannot read ({e.strerror})") from None
-    if not rows:
-        raise PredictionsError(f"{path}: no rows in split '{split}'")
-    return heads, rows[:limit] if limit else rows
-
-
 def run_allows_outside_paths(run: Path) -> bool:
     """The run's config.json ``allow_outside_paths`` (trained with ``--allow-outside-paths``)."""
     try:
@@ -51,28 +35,20 @@ def run_allows_outside_paths(run: Path) -> bool:
         return False
 
 
-def refuse_outside_paths(data: Path, allow_outside_paths: bool) -> None:
-    """As ``datasets.folder.load_dataset``: a labels.csv image path that is absolute or leaves ``data``
-    is a one-line PredictionsError naming the row, unless ``allow_outside_paths``."""
-    if allow_outside_paths:
-        return
-    from datasets.folder import is_outside_path
+def split_records(data: Path, allow_outside_paths: bool, split: str = "test",
+                  limit: int | None = None) -> tuple[tuple[str, ...], list[Any]]:
+    """(head names, records of ``split`` in labels.csv order) through ``datasets.folder.load_dataset``,
+    so image roots (``dataset.json``) and the outside-path rule are the datasets stage's own."""
+    from datasets.folder import DatasetError, load_dataset
 
-    path = data / "labels.csv"
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return  # the caller's own read reports it
-    header = [h.strip() for h in rows[0]] if rows else []
-    if "image" not in header:
-        return
-    col = header.index("image")
-    for line, row in enumerate(rows[1:], start=2):
-        image = row[col].strip() if len(row) > col else ""
-        if image and is_outside_path(image):
-            raise PredictionsError(f"{path} row {line}: image path '{image}' is absolute or leaves the dataset "
-                                   "folder (refused: the run was not trained with --allow-outside-paths)")
+        ds = load_dataset(data, allow_outside_paths=allow_outside_paths)
+    except DatasetError as e:
+        raise PredictionsError(str(e)) from None
+    records = list(ds.split(split))
+    if not records:
+        raise PredictionsError(f"{data / 'labels.csv'}: no rows in split '{split}'")
+    return ds.heads, records[:limit] if limit else records
 
 
 def choose_variant(run: Path, variant: str | None = None) -> Any:
@@ -95,28 +71,28 @@ def compute_predictions(run: Path, data: Path, threads: int = 1, limit: int | No
     """Predict the test split with the multihead model; confusion matrix per head, a few samples."""
     from edge.runtime import Predictor
 
-    refuse_outside_paths(data, run_allows_outside_paths(run))
     chosen = choose_variant(run, variant)
+    csv_heads, records = split_records(data, run_allows_outside_paths(run), limit=limit)
     predictor = Predictor(chosen, num_threads=threads)
-    csv_heads, rows = test_rows(data, limit=limit)
     heads = [h for h in predictor.heads if h in csv_heads]
     classes = {h.name: list(h.classes) for h in predictor.schema.heads}
     confusion = {h: np.zeros((len(classes[h]),) * 2, dtype=np.int64) for h in heads}
     samples, errors, unknown = [], 0, 0
     start = time.perf_counter()
-    for row in rows:
-        pred = predictor.predict_file(data / row["image"])
+    for record in records:
+        pred = predictor.predict_file(record.path)
         if not pred.ok:
             errors += 1
             continue
-        true = {h: row[h] for h in heads}
+        labels = dict(zip(csv_heads, record.labels, strict=True))
+        true = {h: labels[h] for h in heads}
         if any(true[h] not in classes[h] for h in heads):
             unknown += 1  # a class the model never saw cannot sit in its confusion matrix
             continue
         for h in heads:
             confusion[h][classes[h].index(true[h]), classes[h].index(pred.heads[h].label)] += 1
         if len(samples) < GRID_IMAGES:
-            samples.append({"image": row["image"], "true": true,
+            samples.append({"image": record.image, "path": str(record.path), "true": true,
                             "pred": {h: pred.heads[h].label for h in heads},
                             "score": {h: round(pred.heads[h].score, 4) for h in heads}})
     n = int(next(iter(confusion.values())).sum()) if confusion else 0
@@ -149,7 +125,7 @@ def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int =
         ax.axis("off")
     for ax, sample in zip(np.atleast_1d(axes).ravel(), samples, strict=False):
         try:
-            ax.imshow(load_image(data / sample["image"], size, size))
+            ax.imshow(load_image(sample.get("path") or data / sample["image"], size, size))
         except ImageError:
             continue
         right = all(sample["pred"][h] == sample["true"][h] for h in sample["pred"])

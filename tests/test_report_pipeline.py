@@ -89,17 +89,37 @@ def test_conversion_and_bench_freshness(tmp_path: Path) -> None:
     assert not bench_done(s.run, 1)[0]
 
 
+def _labelled(data: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """A valid dataset: (image, split, make, type) rows, each image a small text stand-in."""
+    for image, *_ in rows:
+        if not image.startswith(".."):
+            _touch(data / image, text=f"image {image}")
+    _touch(data / "labels.csv", text="image,split,make,type\n" + "".join(f"{','.join(r)}\n" for r in rows))
+    return data
+
+
 def test_bench_images_are_the_first_test_rows(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    rows = ["image,split,make,type"]
-    for i, split in enumerate(["train", "test", "test", "test_unseen", "test"]):
-        _touch(data / "img" / f"{i}.png", text=f"image {i}")
-        rows.append(f"img/{i}.png,{split},m{i},t{i}")
-    _touch(data / "labels.csv", text="\n".join(rows) + "\n")
+    data = _labelled(tmp_path / "data", [
+        ("img/0.png", "train", "m0", "t0"), ("img/1.png", "test", "m1", "t1"), ("img/2.png", "test", "m0", "t0"),
+        ("img/3.png", "val", "m1", "t1"), ("img/4.png", "train", "m1", "t1"), ("img/5.png", "test", "m1", "t0"),
+    ])
     out = prepare_bench_images(data, tmp_path / "bench", 2)
     assert (out / "labels.csv").read_text().splitlines() == [
-        "image,split,make,type", "0000.png,test,m1,t1", "0001.png,test,m2,t2"]
-    assert (out / "0001.png").read_text() == "image 2"
+        "image,split,make,type", "0000.png,test,m1,t1", "0001.png,test,m0,t0"]
+    assert (out / "0001.png").read_text() == "image img/2.png"
+
+
+def test_bench_images_follow_the_dataset_image_root(tmp_path: Path) -> None:
+    # An imported Stanford Cars folder keeps its images in place: dataset.json names their root.
+    root = tmp_path / "cars"
+    _labelled(root, [("a.png", "train", "m0", "t0"), ("b.png", "train", "m1", "t1"),
+                     ("c.png", "val", "m0", "t0"), ("d.png", "test", "m1", "t1")])
+    data = tmp_path / "data"
+    (data).mkdir()
+    (data / "labels.csv").write_text((root / "labels.csv").read_text())
+    (data / "dataset.json").write_text(json.dumps({"image_root": str(root)}))
+    out = prepare_bench_images(data, tmp_path / "bench", 5)
+    assert (out / "0000.png").read_text() == "image d.png"
 
 
 def test_cpu_peak_from_cpuinfo() -> None:
@@ -164,9 +184,8 @@ def test_a_failed_bench_still_writes_the_report(tmp_path: Path, monkeypatch: pyt
     import report.pipeline as pipeline
 
     s = _trained_run(tmp_path)
-    rows = ["image,split,make,type", "img/0.png,test,Audi,SUV"]
-    _touch(s.data / "img" / "0.png")
-    _touch(s.data / "labels.csv", text="\n".join(rows) + "\n")
+    _labelled(s.data, [("img/0.png", "test", "Audi", "SUV"), ("img/1.png", "train", "Audi", "SUV"),
+                       ("img/2.png", "train", "BMW", "Sedan"), ("img/3.png", "val", "BMW", "Sedan")])
     files = {}
     for name in ("multihead", "joint", "separate.make", "separate.type"):
         for precision in ("float32", "int8"):
@@ -187,22 +206,20 @@ def test_a_failed_bench_still_writes_the_report(tmp_path: Path, monkeypatch: pyt
 
 
 def test_outside_image_paths_refused_unless_the_run_allowed_them(tmp_path: Path) -> None:
-    from report.predictions import PredictionsError, compute_predictions, run_allows_outside_paths
+    from report.predictions import PredictionsError, run_allows_outside_paths, split_records
 
     data, run = tmp_path / "data", tmp_path / "run"
     _touch(tmp_path / "outside" / "0.png", text="image 0")
-    _touch(data / "labels.csv", text="image,split,make,type\n../outside/0.png,test,m,t\n")
+    _labelled(data, [("../outside/0.png", "test", "m0", "t0"), ("a.png", "train", "m0", "t0"),
+                     ("b.png", "train", "m1", "t1"), ("c.png", "val", "m1", "t1")])
     run.mkdir()
     assert not run_allows_outside_paths(run)  # no config.json
     with pytest.raises(PipelineError, match=r"labels.csv row 2: image path '../outside/0.png'"):
         prepare_bench_images(data, tmp_path / "bench", 1, run_allows_outside_paths(run))
     with pytest.raises(PredictionsError, match=r"row 2: image path '../outside/0.png'"):
-        compute_predictions(run, data)
+        split_records(data, run_allows_outside_paths(run))
     (run / "config.json").write_text(json.dumps({"data": str(data), "allow_outside_paths": True}))
     assert run_allows_outside_paths(run)
     out = prepare_bench_images(data, tmp_path / "bench", 1, run_allows_outside_paths(run))
     assert (out / "0000.png").read_text() == "image 0"
-    from edge.card import CardError
-
-    with pytest.raises(CardError, match="no such file or folder"):  # past the path check, to the models
-        compute_predictions(run, data)
+    assert [r.image for r in split_records(data, True)[1]] == ["../outside/0.png"]

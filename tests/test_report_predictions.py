@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                        ef.input_spec(tfl), "float32")
     write_model(run / "edge" / "multihead.float32.tflite", tfl, card)
     ef.make_images(data, n=8)
+    # Predictions read the dataset through the datasets stage, which wants train and val rows too.
+    with open(data / "labels.csv", "a") as f:
+        for i, split in enumerate(["train", "train", "val"]):
+            shutil.copy(data / "img0.jpg", data / f"{split}{i}.jpg")
+            f.write(f"{split}{i}.jpg,{split},{ef.MAKES[i % len(ef.MAKES)]},{ef.TYPES[i % len(ef.TYPES)]}\n")
     return run, data
 
 
