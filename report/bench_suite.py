@@ -277,7 +277,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
 
     if feature_cache:
         value = _measure(results, "feature-cached / frozen-fit training time",
-                         lambda: feature_cache_ratio(results, config, n_images=512))
+                         lambda: feature_cache_ratio(results, config))
         if value is not None:
             ratios["feature-cached / frozen-fit training time"] = round(value, 4)
     results["total_wall_s"] = round(time.perf_counter() - start, 1)
@@ -292,7 +292,7 @@ print(json.dumps(feature_cache_speedup(**json.loads(sys.argv[1]))))
 """
 
 
-def feature_cache_ratio(results: dict[str, Any], config: Mapping[str, Any], n_images: int = 256,
+def feature_cache_ratio(results: dict[str, Any], config: Mapping[str, Any], n_images: int = 2048,
                         epochs: int = 5) -> float:
     """Wall time of feature-cached head training over fitting the frozen full model (train.bench).
 
