@@ -19,6 +19,7 @@ from report.render import (
     _get,
     _number,
     bench_variant,
+    latency_ms,
     tflite_bytes,
     tflite_check,
     train_figure,
@@ -28,7 +29,8 @@ COLORS = {"multihead": "#1f77b4", "separate": "#ff7f0e", "joint": "#2ca02c"}
 MARKERS = {"float32": "o", "float16": "s", "dynamic": "D", "int8": "^"}
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend."""
     # Agg: no display on the build machine; imported lazily so `--help` and imports stay fast.
     import matplotlib
 
@@ -38,18 +40,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path, dpi: int = 90, bbox_inches: str | None = "tight") -> Path:
+    """Write ``fig`` as a PNG atomically (edge.io) and close it."""
     import io
 
     from edge.io import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    pyplot().close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def variant_accuracy(run: RunData, approach: str, precision: str) -> tuple[float | None, str]:
@@ -69,14 +69,14 @@ def plot_accuracy_vs_latency(run: RunData, path: Path) -> Path | None:
     sources = set()
     for approach in APPROACHES:
         for precision in PRECISIONS:
-            latency = _number(_get(bench_variant(run, approach, precision), "interpreter_ms", "p50"))
+            latency = latency_ms(run, approach, precision)
             accuracy, source = variant_accuracy(run, approach, precision)
             if latency is not None and accuracy is not None:
                 points.append((approach, precision, latency, accuracy))
                 sources.add(source)
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for approach, precision, latency, accuracy in points:
         ax.scatter(latency, 100 * accuracy, color=COLORS.get(approach), marker=MARKERS.get(precision, "o"), s=60,
@@ -88,14 +88,14 @@ def plot_accuracy_vs_latency(run: RunData, path: Path) -> Path | None:
     ax.set_ylabel("joint accuracy (%)")
     ax.set_title(f"{run.backbone}: accuracy vs latency\n(accuracy: {', '.join(sorted(sources))})", fontsize=9)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_sizes(run: RunData, path: Path) -> Path | None:
     sizes = {(a, p): tflite_bytes(run, a, p) for a in APPROACHES for p in PRECISIONS}
     if all(v is None for v in sizes.values()):
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     x = np.arange(len(APPROACHES))
     width = 0.8 / len(PRECISIONS)
@@ -110,15 +110,14 @@ def plot_sizes(run: RunData, path: Path) -> Path | None:
     ax.set_title(f"{run.backbone}: .tflite size per approach and precision", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def latency_samples(record: Mapping[str, Any] | None, kind: str) -> list[float] | None:
-    """Raw latency samples (ms) if bench.json carries them, under any of the spellings we accept."""
-    for keys in ((f"{kind}_ms", "samples"), (f"{kind}_samples_ms",), ("samples_ms", kind)):
-        values = _get(record, *keys)
-        if isinstance(values, Sequence) and values and all(_number(v) is not None for v in values):
-            return [float(v) for v in values]
+    """Raw latency samples (ms) if bench.json carries them (``<kind>_ms.samples``)."""
+    values = _get(record, f"{kind}_ms", "samples")
+    if isinstance(values, Sequence) and values and all(_number(v) is not None for v in values):
+        return [float(v) for v in values]
     return None
 
 
@@ -133,7 +132,7 @@ def plot_latency_distribution(run: RunData, path: Path) -> Path | None:
                 entries.append((f"{approach}\n{precision}", approach, stats, latency_samples(record, "interpreter")))
     if not entries:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     have_samples = all(samples for *_, samples in entries)
     if have_samples:
@@ -154,7 +153,7 @@ def plot_latency_distribution(run: RunData, path: Path) -> Path | None:
     ax.set_ylabel("latency, interpreter (ms per image)")
     ax.set_title(f"{run.backbone}: latency distribution\n({subtitle})", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_confusion(run: RunData, head: str, path: Path) -> Path | None:
@@ -169,7 +168,7 @@ def plot_confusion(run: RunData, head: str, path: Path) -> Path | None:
         return None
     rows = m.sum(axis=1, keepdims=True)
     normalised = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    plt = _pyplot()
+    plt = pyplot()
     side = min(10.0, 2.5 + 0.18 * len(classes))
     fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
@@ -190,7 +189,7 @@ def plot_confusion(run: RunData, head: str, path: Path) -> Path | None:
     ax.set_ylabel("true")
     ax.set_title(f"{run.backbone} {variant}: head '{head}' (n={int(total)}, accuracy {100 * accuracy:.1f} %)",
                  fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def make_plots(run: RunData, plot_dir: Path, prefix: str = "") -> list[Path]:

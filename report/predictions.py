@@ -8,7 +8,6 @@ draws the confusion matrices from the JSON, so "the report reads only JSON" stay
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
-from edge.io import atomic_write_bytes, atomic_write_json
+from edge.io import atomic_write_json
 
 GRID_IMAGES = 12
 GRID_FILE = "plots/predictions_grid.png"
@@ -111,12 +110,10 @@ def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int =
     """Test images with predicted labels (green: every head right, red: a head wrong)."""
     if not samples:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from edge.preprocess import ImageError, load_image
+    from report.plots import pyplot, save_png
+
+    plt = pyplot()
 
     cols = 4
     rows = (len(samples) + cols - 1) // cols
@@ -134,10 +131,7 @@ def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int =
             lines.append("true: " + "/".join(sample["true"].values()))
         ax.set_title("\n".join(lines), fontsize=6.5, color="green" if right else "red")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=60)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path, dpi=60, bbox_inches=None)
 
 
 def write_predictions(run: Path, data: Path, threads: int = 1, limit: int | None = 2000,
