@@ -171,9 +171,10 @@ def measure_rss(path: Path, mode: str, runs: int, threads: int) -> dict[str, Any
 
 def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
     """A run with multihead/joint/separate at float32 and int8: ``run`` if complete, else a small fresh one."""
+    from edge.card import APPROACHES
     from report.pipeline import PipelineSettings, conversion_done, run_pipeline, training_done
 
-    wanted = {f"{a}.{p}" for a in ("multihead", "joint", "separate") for p in ("float32", "int8")}
+    wanted = {f"{a}.{p}" for a in APPROACHES for p in ("float32", "int8")}
     have = set()
     if (run / "edge").is_dir():
         from edge.runtime import discover
@@ -211,6 +212,11 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
     config = json.loads((model_run / "config.json").read_text()) if (model_run / "config.json").exists() else {}
     data = Path(str(config.get("data", work / "data")))
 
+    def ratio(name: str, fn: Callable[[], float]) -> None:
+        value = _measure(results, name, fn)
+        if value is not None:
+            ratios[name] = round(value, 4)
+
     def edge_bench() -> dict[str, Any]:
         bench_images = prepare_bench_images(data, work / "images", images)
         target = work / "edge_bench.json"
@@ -226,11 +232,6 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
 
         def p50(vid: str, kind: str = "interpreter") -> float:
             return float(v[vid][f"{kind}_ms"]["p50"])
-
-        def ratio(name: str, fn: Callable[[], float]) -> None:
-            value = _measure(results, name, fn)
-            if value is not None:
-                ratios[name] = round(value, 4)
 
         for precision in ("float32", "int8"):
             ratio(f"latency multihead/separate {precision}",
@@ -271,15 +272,9 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
                                  f"tensorflow and runs it with {tf_rss['api']}")
         return edge_rss["peak_rss_mb"] / tf_rss["peak_rss_mb"]
 
-    value = _measure(results, "edge peak RSS / tensorflow peak RSS", rss)
-    if value is not None:
-        ratios["edge peak RSS / tensorflow peak RSS"] = round(value, 4)
-
+    ratio("edge peak RSS / tensorflow peak RSS", rss)
     if feature_cache:
-        value = _measure(results, "feature-cached / frozen-fit training time",
-                         lambda: feature_cache_ratio(results, config))
-        if value is not None:
-            ratios["feature-cached / frozen-fit training time"] = round(value, 4)
+        ratio("feature-cached / frozen-fit training time", lambda: feature_cache_ratio(results, config))
     results["total_wall_s"] = round(time.perf_counter() - start, 1)
     atomic_write_json(out, results)
     return results
@@ -304,19 +299,11 @@ def feature_cache_ratio(results: dict[str, Any], config: Mapping[str, Any], n_im
               "n_images": n_images, "epochs": epochs}
     record = _last_json(_run([sys.executable, "-c", FEATURE_CACHE_SCRIPT, json.dumps(kwargs)], timeout=900).stdout)
     results["feature_cache"] = record
-    if "speedup" in record:
-        results["how"]["feature cache"] = (
-            f"train.bench.feature_cache_speedup({', '.join(f'{k}={v}' for k, v in kwargs.items())}), random "
-            f"images: frozen full model {record.get('full_fit_s')} s vs cached features {record.get('feature_cache_s')} s "
-            f"= speed-up {record['speedup']} (limit {epochs}, target {0.8 * epochs:g})")
-    for key in ("cached_over_frozen", "ratio"):
-        if key in record:
-            return float(record[key])
-    if "speedup" in record:
-        return 1.0 / float(record["speedup"])
-    cached = record.get("cached_s") or record.get("feature_cache_s")
-    frozen = record.get("frozen_s") or record.get("frozen_fit_s")
-    return float(cached) / float(frozen)
+    results["how"]["feature cache"] = (
+        f"train.bench.feature_cache_speedup({', '.join(f'{k}={v}' for k, v in kwargs.items())}), random "
+        f"images: frozen full model {record['full_fit_s']} s vs cached features {record['feature_cache_s']} s "
+        f"= speed-up {record['speedup']} (limit {epochs}, target {0.8 * epochs:g})")
+    return float(record["feature_cache_s"]) / float(record["full_fit_s"])
 
 
 def ratio_table(results: Mapping[str, Any]) -> str:

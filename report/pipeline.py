@@ -29,9 +29,8 @@ from typing import Any
 
 import click
 
+from edge.card import APPROACHES
 from edge.io import atomic_write_bytes, atomic_write_json
-
-APPROACHES = ("multihead", "joint", "separate")
 
 
 class PipelineError(RuntimeError):
