@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -51,6 +51,12 @@ def _allowed_formats() -> tuple[str, ...]:
                 pass
         _formats_cache = tuple(f for f in IMAGE_FORMATS if f in Image.OPEN)
     return _formats_cache
+
+
+@cache
+def _jpeg_formats() -> tuple[str, ...]:
+    """The allowed formats that take ``load_image``'s draft path (computed once, not per image)."""
+    return tuple(f for f in _allowed_formats() if f in ("JPEG", "MPO"))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -141,7 +147,7 @@ def load_image(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)
-            with Image.open(fp, formats=tuple(f for f in _allowed_formats() if f in ("JPEG", "MPO"))) as probe:
+            with Image.open(fp, formats=_jpeg_formats()) as probe:
                 w, h = probe.size
                 # Only plain, unrotated JPEGs take the draft path; everything else decodes in full below.
                 orientation = probe.getexif().get(0x0112, 1)
@@ -151,10 +157,7 @@ def load_image(
                     return resize_rgb(_to_rgb(probe), height, width)
     except Exception:
         pass  # not a plain JPEG, or a broken one: the full decode below gives the one-line error
-    if isinstance(source, (bytes, bytearray)):
-        img = open_image(source, max_pixels)
-    else:
-        img = open_image(Path(source), max_pixels)
+    img = open_image(source, max_pixels)
     try:
         return resize_rgb(img, height, width)
     except (OSError, ValueError, MemoryError) as e:
