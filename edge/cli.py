@@ -36,15 +36,13 @@ def describe(path: str | Path) -> dict:
     """Everything ``info`` shows about a deployment, as a dict (each file, then the variants)."""
     from edge.card import read_card
     from edge.compat import probe
-    from edge.runtime import Model, discover
+    from edge.runtime import Model, discover, tflite_files
 
     path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.suffix == ".tflite") if path.is_dir() else [path]
-    if not files:
-        raise CardError(f"{path}: no .tflite files")
+    files = tflite_files(path)
     out: dict = {"path": str(path), "files": {}, "variants": {}, "problems": []}
     for f in files:
-        entry: dict = {"bytes": f.stat().st_size if f.exists() else None}
+        entry: dict = {"bytes": f.stat().st_size}
         try:
             card = read_card(f)
         except CardError as e:

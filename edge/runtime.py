@@ -135,6 +135,18 @@ def _make_variant(vid: str, items: list[tuple[Path, ModelCard]], partial: bool =
     return Variant(vid, first.variant, first.precision, first.approach, files, cards)
 
 
+def tflite_files(path: Path) -> list[Path]:
+    """The .tflite files at ``path``: the file itself, or a folder's (not recursive), sorted."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".tflite" and p.is_file())
+        if not files:
+            raise CardError(f"{path}: no .tflite files")
+        return files
+    if path.is_file():
+        return [path]
+    raise CardError(f"{path}: no such file or folder")
+
+
 def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = None) -> dict[str, Variant]:
     """Group the .tflite files at ``path`` (a file or a folder, not recursive) into variants.
 
@@ -143,14 +155,7 @@ def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = Non
     """
     path = Path(path)
     partial = not path.is_dir()  # one file of a separate variant, given on its own, answers its heads
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".tflite" and p.is_file())
-        if not files:
-            raise CardError(f"{path}: no .tflite files")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise CardError(f"{path}: no such file or folder")
+    files = tflite_files(path)
     groups: dict[str, list[tuple[Path, ModelCard]]] = {}
     for f in files:
         try:
@@ -257,6 +262,8 @@ class Model:
         self.input_dtype = dtype
         self.input_shape = (1, *want)
         self._lut = _input_lut(self.card, dtype)
+        # float32 over 0..255: the table is the identity, so a cast replaces the gather (decided once, not per image)
+        self._cast_input = self._lut is not None and dtype == np.float32 and spec.value_range == (0.0, 255.0)
         self._input = np.zeros(self.input_shape, dtype=dtype)  # preallocated, reused every call
 
     def _check_outputs(self, outputs: dict[str, dict[str, Any]]) -> None:
@@ -290,7 +297,7 @@ class Model:
             if pixels.dtype == np.uint8 and pixels.flags.c_contiguous and pixels.shape == self.input_shape[1:]:
                 return pixels[None]  # a view: the signature runner's SetTensor is then the only copy
             self._input[0] = pixels
-        elif self._lut.dtype == np.float32 and self.card.input.value_range == (0.0, 255.0):
+        elif self._cast_input:
             np.copyto(self._input[0], pixels, casting="unsafe")
         else:
             np.take(self._lut, pixels, out=self._input[0])
