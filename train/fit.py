@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,15 @@ import numpy as np
 from edge.io import atomic_write_json, atomic_write_text
 from edge.schema import JOINT_OUTPUT, LabelSchema
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
-from train.models import BACKBONE_LAYER, ModelUnit, build_unit, load_model, model_units, output_classes
+from train.models import (
+    BACKBONE_LAYER,
+    ModelUnit,
+    build_unit,
+    load_model,
+    model_units,
+    output_classes,
+    output_names,
+)
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 CONFIG_FILE = "config.json"
@@ -231,8 +239,7 @@ def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, 
     """Softmax outputs of a polyhead model on uint8 images, keyed by output name."""
     out = model.predict(eval_dataset(images, None, batch_size), verbose=0)
     if not isinstance(out, dict):
-        names = list(model.output.keys()) if isinstance(model.output, dict) else list(model.output_names)
-        out = dict(zip(names, out if isinstance(out, (list, tuple)) else [out], strict=False))
+        out = dict(zip(output_names(model), out if isinstance(out, (list, tuple)) else [out], strict=False))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -426,7 +433,6 @@ class FeatureCache:
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self._store: dict[tuple[str, str], np.ndarray] = {}
-        self.seconds = 0.0
 
     def get(self, backbone: Any, split: str, images: np.ndarray) -> tuple[np.ndarray, float]:
         """(features, seconds spent now: 0 when cached)."""
@@ -434,9 +440,7 @@ class FeatureCache:
         if key not in self._store:
             t0 = time.perf_counter()
             self._store[key] = extract_features(backbone, images)
-            dt = time.perf_counter() - t0
-            self.seconds += dt
-            return self._store[key], dt
+            return self._store[key], time.perf_counter() - t0
         return self._store[key], 0.0
 
 
@@ -714,9 +718,9 @@ def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
         prev = json.loads(old.read_text())
     except (OSError, json.JSONDecodeError):
         return
-    keys = ("backbone", "image_size", "batch_size", "seed", "weights", "freeze_base", "approaches")
+    keys = ("backbone", "image_size", "batch_size", "seed", "weights", "freeze_base")
     cur = cfg.to_dict()
-    diff = [k for k in keys if k in prev and prev[k] != cur[k] and k != "approaches"]
+    diff = [k for k in keys if k in prev and prev[k] != cur[k]]
     has_ckpt = any((run_dir / "checkpoints").glob("*/epoch-*.keras")) or any((run_dir / "models").glob("*.keras"))
     if diff and has_ckpt:
         raise TrainError(
@@ -753,7 +757,3 @@ def summary_table(record: Mapping[str, Any], split: str = "test") -> str:
     line = lambda r: "  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths, strict=False)))  # noqa: E731
     return "\n".join([f"{split} split:", line(cols), line(["-" * w for w in widths]), *map(line, rows)])
 
-
-def with_overrides(cfg: TrainConfig, **kw: Any) -> TrainConfig:
-    """A copy of ``cfg`` with fields replaced (None values ignored)."""
-    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})

@@ -106,24 +106,14 @@ def build_unit(
 
 
 def build_model(
-    approach: str,
-    backbone: str,
-    schema: LabelSchema,
-    image_size: Sequence[int],
-    weights: str = "none",
-    seed: int = 0,
-    freeze_base: bool = False,
-    backbone_kwargs: dict[str, Any] | None = None,
+    approach: str, backbone: str, schema: LabelSchema, image_size: Sequence[int], **kwargs: Any
 ) -> dict[str, Any]:
-    """Build every model of ``approach``: ``{model name: keras.Model}``.
+    """Build every model of ``approach``: ``{model name: keras.Model}``; ``kwargs`` as ``build_unit``.
 
     ``multihead`` -> ``{"multihead": m}``, ``joint`` -> ``{"joint": m}``, ``separate`` ->
     ``{"separate.make": m, "separate.type": m, ...}``. Outputs are dicts keyed by output name.
     """
-    return {
-        u.name: build_unit(u, backbone, schema, image_size, weights, seed, freeze_base, backbone_kwargs)
-        for u in model_units(approach, schema)
-    }
+    return {u.name: build_unit(u, backbone, schema, image_size, **kwargs) for u in model_units(approach, schema)}
 
 
 def heads_model(model: Any) -> Any:
@@ -136,8 +126,7 @@ def heads_model(model: Any) -> Any:
     base = model.get_layer(BACKBONE_LAYER)
     feat_dim = int(base.output.shape[-1])
     inp = keras.Input((feat_dim,), name="features")
-    names = list(model.output.keys()) if isinstance(model.output, dict) else list(model.output_names)
-    return keras.Model(inp, {n: model.get_layer(n)(inp) for n in names}, name=f"{model.name}_heads")
+    return keras.Model(inp, {n: model.get_layer(n)(inp) for n in output_names(model)}, name=f"{model.name}_heads")
 
 
 def output_names(model: Any) -> list[str]:
