@@ -363,6 +363,12 @@ def test_cli_errors_are_one_line(tmp_path):
                            env={"KERAS_HOME": str(tmp_path / "kh")})
     assert r.exit_code == 1 and "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in r.output
     assert len(r.output.strip().splitlines()) == 1
+    # --resume over a damaged config.json: one line naming the file, not a JSONDecodeError traceback
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    r = CliRunner().invoke(main, ["--out", str(tmp_path / "broken"), "--resume"])
+    assert r.exit_code == 1 and "config.json: cannot read config" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_cli_profile(tmp_path):

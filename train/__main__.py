@@ -130,19 +130,22 @@ def resolve_config(config_file: str | None, resume: bool, alpha: float | None, f
     """defaults < --config FILE < the run's config.json (with --resume) < flags given."""
     from train.fit import CONFIG_FILE, TrainConfig, TrainError
 
+    def read(path: str | Path) -> dict[str, Any]:
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise TrainError(f"{path}: cannot read config: {e}") from None
+
     settings: dict[str, Any] = dict(DEFAULTS)
     if config_file:
-        try:
-            settings.update(json.loads(Path(config_file).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise TrainError(f"{config_file}: cannot read config: {e}") from None
+        settings.update(read(config_file))
     out = flags.get("out") or settings.get("out")
     if resume:
         if not out:
             raise TrainError("--resume needs --out (the run folder)")
         prev = Path(out) / CONFIG_FILE
         if prev.is_file():
-            settings.update(json.loads(prev.read_text()))
+            settings.update(read(prev))
     given = {k: v for k, v in flags.items() if v is not None}
     if "image_size" in given:
         given["image_size"] = _parse_size(given["image_size"])
@@ -182,7 +185,7 @@ def profile_cmd(backbone: str, data: str, image_size: str | None, approaches: st
         rows = profile(backbone, schema, size, approaches.split(","), freeze_base,
                        {"alpha": alpha} if alpha is not None else {})
     except _known_errors() as e:
-        raise click.ClickException(str(e).splitlines()[0]) from None
+        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     if as_json:
         for r in rows:
             click.echo(json.dumps(r))
