@@ -20,7 +20,6 @@ import numpy as np
 
 LEGACY_ENV = "POLYHEAD_LEGACY_PYTHON"
 LEGACY_KEY = "tflite-runtime"
-LITERT_KEY = "ai-edge-litert"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,7 +1,7 @@
 """The images a conversion needs: the test split (for the check) and calibration images (int8).
 
 Records come from ``datasets.folder.load_dataset``; pixels from ``edge.preprocess.load_image`` at
-the model's input size (through ``datasets.pipeline.load_split`` when it is installed), so the
+the model's input size (through ``datasets.pipeline.load_split``), so the
 check sees exactly what the device sees. Labels are encoded with the *run's* schema.
 """
 
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConvertError
-from edge.preprocess import ImageError, load_image
 from edge.schema import LabelSchema, SchemaError
 
 
@@ -48,46 +47,25 @@ def open_dataset(root: str | os.PathLike, allow_outside_paths: bool = False) -> 
 
 def load_records(ds: Any, records: tuple[Any, ...], split: str, schema: LabelSchema, size: tuple[int, int]) -> LabelledImages:
     """Decode ``records`` at ``size`` (h, w) and encode their labels with ``schema``."""
-    h, w = size
-    images: list[np.ndarray] = []
-    paths: list[str] = []
-    rows: list[tuple[str, ...]] = []
-    skipped: list[tuple[str, str]] = []
-    arrays = None
-    try:
-        from datasets.pipeline import load_split
-    except ImportError:
-        load_split = None
-    if load_split is not None and records:
-        from datasets.folder import DatasetError
+    from datasets.folder import DatasetError
+    from datasets.pipeline import load_split
 
-        try:
-            arrays = load_split(dataclasses.replace(ds, records=tuple(records)), split, h, w)
-        except DatasetError as e:
-            raise ConvertError(f"{split} images: {e}") from None
-        by_path = {str(r.path): r for r in records}
-        for img, p in zip(arrays.images, arrays.paths, strict=True):
-            images.append(img)
-            paths.append(str(p))
-            rows.append(by_path[str(p)].labels)
-        skipped = [(str(p), str(e)) for p, e in arrays.skipped]
-    else:
-        for r in records:
-            try:
-                images.append(load_image(r.path, h, w))
-            except ImageError as e:
-                skipped.append((str(r.path), str(e)))
-                continue
-            paths.append(str(r.path))
-            rows.append(r.labels)
+    h, w = size
+    try:
+        arrays = load_split(dataclasses.replace(ds, records=tuple(records)), split, h, w)
+    except DatasetError as e:
+        raise ConvertError(f"{split} images: {e}") from None
+    by_path = {str(r.path): r for r in records}
+    paths = [str(p) for p in arrays.paths]
+    rows = [by_path[p].labels for p in paths]
+    skipped = [(str(p), str(e)) for p, e in arrays.skipped]
     labels: dict[str, np.ndarray] = {}
     for i, head in enumerate(schema.heads):
         try:
             labels[head.name] = np.array([head.index(row[i]) for row in rows], np.int32)
         except SchemaError as e:
             raise ConvertError(f"{ds.root}: {e} (the run's schema.json does not cover this dataset)") from None
-    arr = np.stack(images) if images else np.zeros((0, h, w, 3), np.uint8)
-    return LabelledImages(arr, labels, tuple(paths), tuple(skipped))
+    return LabelledImages(np.asarray(arrays.images, np.uint8), labels, tuple(paths), tuple(skipped))
 
 
 def calibration_records(records: tuple[Any, ...], n: int, seed: int = 0) -> tuple[Any, ...]:

@@ -149,15 +149,8 @@ def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, image
 
 
 def _load_keras(path: Path) -> Any:
-    try:
-        from train.models import ModelError, load_model
-    except ImportError:  # the train package is optional for conversion
-        import keras
+    from train.models import ModelError, load_model
 
-        try:
-            return keras.saving.load_model(str(path), compile=False, safe_mode=True)
-        except Exception as e:  # noqa: BLE001
-            raise ConvertError(f"{path}: cannot load ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     try:
         return load_model(path)
     except ModelError as e:
@@ -199,6 +192,7 @@ def convert_one(
     from convert.errors import UnsupportedOpError
     from convert.inspect import map_outputs, non_builtin_ops, op_versions, signature_info
     from convert.tflite import convert_keras
+    from train.models import output_classes
 
     t0 = time.perf_counter()
     try:
@@ -211,7 +205,7 @@ def convert_one(
     if bad:
         raise ConvertError(f"{source.path}: converted file uses non-built-in ops {bad} (Flex/custom is not allowed)")
     sig = signature_info(data)
-    n_classes = {k: (schema.num_combinations if k == JOINT_OUTPUT else schema.head(k).num_classes) for k in source.output_keys}
+    n_classes = {k: output_classes(schema, k) for k in source.output_keys}
     outputs = map_outputs(n_classes, sig.outputs)
     size = tuple(int(x) for x in model.inputs[0].shape[1:3])
     card = ModelCard(
