@@ -105,14 +105,12 @@ def find_runs(path: str | Path) -> list[Path]:
 # -- looking figures up -------------------------------------------------------------------------
 
 
-def _get(obj: Any, *keys: Any) -> Any:
+def _get(obj: Any, *keys: str) -> Any:
+    """``obj[k1][k2]...``, or None as soon as a level is absent or not a mapping."""
     for key in keys:
-        if isinstance(obj, Mapping):
-            obj = obj.get(key)
-        elif isinstance(obj, Sequence) and not isinstance(obj, str) and isinstance(key, int):
-            obj = obj[key] if -len(obj) <= key < len(obj) else None
-        else:
+        if not isinstance(obj, Mapping):
             return None
+        obj = obj.get(key)
     return obj
 
 
@@ -125,20 +123,9 @@ def _number(value: Any) -> float | None:
 
 
 def bench_variant(run: RunData, approach: str, precision: str) -> dict[str, Any] | None:
-    """bench.json's record of ``<approach>.<precision>`` (by key, else by its fields)."""
-    variants = _get(run.bench, "variants")
-    if not isinstance(variants, Mapping):
-        return None
-    record = variants.get(f"{approach}.{precision}")
-    if isinstance(record, Mapping):
-        return dict(record)
-    for record in variants.values():
-        if not isinstance(record, Mapping):
-            continue
-        name = record.get("approach") or record.get("variant")
-        if name == approach and record.get("precision") == precision:
-            return dict(record)
-    return None
+    """bench.json's record of ``<approach>.<precision>``."""
+    record = _get(run.bench, "variants", f"{approach}.{precision}")
+    return dict(record) if isinstance(record, Mapping) else None
 
 
 def tflite_files(run: RunData, approach: str, precision: str) -> list[dict[str, Any]]:
@@ -150,8 +137,7 @@ def tflite_files(run: RunData, approach: str, precision: str) -> list[dict[str, 
     for name, entry in files.items():
         if not isinstance(entry, Mapping):
             continue
-        entry_approach = entry.get("approach") or entry.get("variant")
-        if entry_approach == approach and entry.get("precision") == precision:
+        if entry.get("approach") == approach and entry.get("precision") == precision:
             out.append({"file": name, **entry})
     return out
 
