@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-STAT_KEYS = ("mean", "p50", "p90", "p99", "std")
 RSS_SAMPLE_S = 0.5
 
 
@@ -305,12 +304,10 @@ def _soak(predictor, paths: list[Path], arrays: list[np.ndarray], duration_s: fl
 # -- the parent -----------------------------------------------------------------------------------
 
 
-def _failed(vid: str, variant=None, error: str = "") -> dict[str, Any]:
-    rec: dict[str, Any] = {"variant": vid.rsplit(".", 1)[0], "precision": vid.rsplit(".", 1)[-1],
-                           "approach": None, "files": [], "bytes": None}
-    if variant is not None:
-        rec.update(variant=variant.variant, precision=variant.precision, approach=variant.approach,
-                   files=[f.name for f in variant.files], bytes=variant.bytes)
+def _failed(variant, error: str) -> dict[str, Any]:
+    """The record of a variant whose worker gave no measurements."""
+    rec: dict[str, Any] = {"variant": variant.variant, "precision": variant.precision, "approach": variant.approach,
+                           "files": [f.name for f in variant.files], "bytes": variant.bytes}
     rec.update({k: None for k in ("load_ms", "first_inference_ms", "interpreter_ms", "file_to_labels_ms",
                                   "images_per_s", "peak_rss_mb", "accuracy")})
     rec.update(errors=1, error=error)
@@ -356,7 +353,7 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
             timed_out = not timer.is_alive() and proc.returncode is not None and proc.returncode < 0
             timer.cancel()
         if timed_out:
-            result["variants"][vid] = _failed(vid, variant, f"timed out after {timeout:g} s")
+            result["variants"][vid] = _failed(variant, f"timed out after {timeout:g} s")
             progress(f"[{i}/{len(variants)}] {vid}: FAILED (timeout)")
             continue
         lines = stdout.strip().splitlines()
@@ -367,7 +364,7 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
             last = stderr_tail[-1] if stderr_tail else ""
             record = {"error": f"worker exited with status {proc.returncode} {last}".strip()[:300]}
         if "error" in record and len(record) == 1:
-            record = _failed(vid, variant, record["error"])
+            record = _failed(variant, record["error"])
             progress(f"[{i}/{len(variants)}] {vid}: FAILED: {record['error']}")
         else:
             f2l = record.get("file_to_labels_ms") or record["interpreter_ms"]

@@ -274,10 +274,13 @@ def bench(path: str, images: str | None, runs: int, warmup: int, threads: int, d
                            progress=lambda msg: click.echo(msg, err=True))
     except KNOWN_ERRORS as e:
         raise _fail(e) from None
-    if out_json:
-        atomic_write_json(out_json, result)
-    if out_csv:
-        atomic_write_text(out_csv, to_csv(result))
+    try:
+        if out_json:
+            atomic_write_json(out_json, result)
+        if out_csv:
+            atomic_write_text(out_csv, to_csv(result))
+    except OSError as e:
+        raise click.ClickException(f"cannot write {e.filename or out_json or out_csv}: {e.strerror or e}") from None
     click.echo(format_table(result))
     if result["variants"] and all(r.get("error") for r in result["variants"].values()):
         sys.exit(1)

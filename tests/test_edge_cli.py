@@ -167,6 +167,15 @@ def test_bench_without_images_uses_random_pixels(edge_fx, tmp_path):
     assert r["file_to_labels_ms"] is None and r["accuracy"] is None and r["interpreter_ms"]["p50"] > 0
 
 
+def test_bench_unwritable_out_is_one_line(edge_fx, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    proc = _edge("bench", edge_fx / "models" / "multihead.float32.tflite", "--runs", "1", "--warmup", "0",
+                 "--out", blocker / "b.json", check=1)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: cannot write") and "Traceback" not in proc.stderr
+
+
 def test_known_errors_are_one_line(tmp_path):
     (tmp_path / "x.tflite").write_bytes(b"junk")
     proc = _edge("predict", tmp_path / "x.tflite", tmp_path, check=1)
