@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import posixpath
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -241,6 +242,19 @@ def write_labels_csv(
     for image, split, labels in rows:
         writer.writerow([image, split, *labels])
     return atomic_write_text(Path(root) / LABELS_FILE, buf.getvalue())
+
+
+def prepare_output(out: Path, source: str, description: str) -> None:
+    """Create ``out``, or clear the previous ``source`` dataset there (its dataset.json says so);
+    refuse any other non-empty folder, so a mistyped --out never deletes a user's files."""
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if read_meta(out).get("source") != source:
+            raise DatasetError(f"{out}: folder is not empty and is not {description}; choose another --out")
+        (out / LABELS_FILE).unlink(missing_ok=True)  # first, so a half-replaced folder is no dataset
+        shutil.rmtree(out / "images", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 # -- check --------------------------------------------------------------------------------------

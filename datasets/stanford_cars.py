@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.folder import LABELS_FILE, META_FILE, DatasetError, read_meta, write_labels_csv
+from datasets.folder import LABELS_FILE, META_FILE, DatasetError, prepare_output, write_labels_csv
 from edge.io import atomic_write_json
 
 HEADS = ("make", "type")
@@ -68,9 +68,6 @@ EXPLICIT_TYPES: dict[str, tuple[str, str]] = {
     "Rolls-Royce Phantom Drophead Coupe Convertible 2012": ("Convertible", "'Drophead Coupe' is a convertible"),
 }
 """Class name -> (type, why) for the names the body-word rule cannot settle by itself."""
-
-LAYOUTS = ("devkit", "all-in-one", "class-folders")
-
 
 @cache
 def class_names() -> tuple[str, ...]:
@@ -327,19 +324,6 @@ def _crop(args: tuple[Path, Path, tuple[int, int, int, int] | None]) -> str | No
     return None
 
 
-def _prepare_out(out: Path, root: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"{out}: exists and is not a folder")
-    if out.resolve() == root.resolve():
-        raise DatasetError(f"--out {out} is ROOT itself; choose another folder")
-    if out.is_dir() and any(out.iterdir()):
-        if read_meta(out).get("source") != "stanford-cars":
-            raise DatasetError(f"{out}: folder is not empty and is not a Stanford Cars import; choose another --out")
-        (out / LABELS_FILE).unlink(missing_ok=True)
-        shutil.rmtree(out / "images", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def import_stanford_cars(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -396,7 +380,9 @@ def import_stanford_cars(
         for rank, j in enumerate(order):
             split_of[items[j].rel] = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
 
-    _prepare_out(out, root)
+    if out.resolve() == root:
+        raise DatasetError(f"--out {out} is ROOT itself; choose another folder")
+    prepare_output(out, "stanford-cars", "a Stanford Cars import")
     write_images = copy or crop_bbox
     rows = []
     jobs = []

@@ -15,19 +15,19 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from datasets.folder import LABELS_FILE, META_FILE, DatasetError, read_meta, write_labels_csv
+from datasets.folder import META_FILE, SPLITS, DatasetError, prepare_output, write_labels_csv
 from edge.io import atomic_write_json
 
 TYPES = ("Sedan", "SUV", "Coupe", "Convertible", "Hatchback", "Wagon", "Van", "Pickup")
@@ -77,8 +77,10 @@ class MakeStyle:
     types: tuple[str, ...]
 
 
-def _catalogue() -> tuple[MakeStyle, ...]:
-    """The fixed make catalogue: 48 identities, 108 make/type combinations, types balanced."""
+@cache
+def catalogue() -> tuple[MakeStyle, ...]:
+    """The fixed make catalogue: 48 identities, 108 make/type combinations, types balanced (computed
+    once, on first use)."""
     rng = np.random.default_rng(CATALOGUE_SEED)
     # 4 makes build 4 types, 12 build 3, 24 build 2 and 8 build one: 108 combinations.
     counts = [4] * 4 + [3] * 12 + [2] * 24 + [1] * 8
@@ -106,17 +108,6 @@ def _catalogue() -> tuple[MakeStyle, ...]:
             )
         )
     return tuple(styles)
-
-
-_CATALOGUE: tuple[MakeStyle, ...] | None = None
-
-
-def catalogue() -> tuple[MakeStyle, ...]:
-    """The 48 make styles (computed once, on first use)."""
-    global _CATALOGUE
-    if _CATALOGUE is None:
-        _CATALOGUE = _catalogue()
-    return _CATALOGUE
 
 
 def combinations() -> tuple[tuple[str, str], ...]:
@@ -439,18 +430,6 @@ class SynthSummary:
         )
 
 
-def _prepare_out(out: Path) -> None:
-    """Create ``out``, or clear a previous synthetic set there; refuse any other non-empty folder."""
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if read_meta(out).get("source") != "synthetic":
-            raise DatasetError(f"{out}: folder is not empty and is not a synthetic dataset; choose another --out")
-        (out / LABELS_FILE).unlink(missing_ok=True)  # first, so a half-replaced folder is no dataset
-        shutil.rmtree(out / "images", ignore_errors=True)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-
-
 def generate(
     out: str | os.PathLike,
     num_images: int = 10_000,
@@ -480,7 +459,8 @@ def generate(
     for rank, j in enumerate(order):
         split[int(seen[j])] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
 
-    _prepare_out(out)
+    prepare_output(out, "synthetic", "a synthetic dataset")
+    (out / "images").mkdir(exist_ok=True)
     # dataset.json first: a folder left by an interrupted run is still known as synthetic (and
     # replaced by the next run); labels.csv last: only a finished run is a loadable dataset.
     atomic_write_json(out / META_FILE, {
@@ -519,7 +499,7 @@ def generate(
     counts = Counter(split)
     return SynthSummary(
         out=out, num_images=num_images, image_size=image_size, seed=seed,
-        split_sizes={s: counts[s] for s in ("train", "val", "test", "test_unseen") if counts[s]},
+        split_sizes={s: counts[s] for s in SPLITS if counts[s]},
         holdout=holdout, combinations=len(combinations()), wall_s=wall, workers=workers,
     )
 
