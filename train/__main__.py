@@ -56,19 +56,13 @@ def _parse_size(text: Any) -> list[int] | None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from datasets.folder import DatasetError
     from edge.schema import SchemaError
     from train.backbones import BackboneError, WeightsError
     from train.fit import TrainError
     from train.models import ModelError
 
-    errs: list[type[BaseException]] = [TrainError, BackboneError, WeightsError, ModelError, SchemaError, OSError]
-    try:
-        from datasets.folder import DatasetError
-
-        errs.append(DatasetError)
-    except ImportError:
-        pass
-    return tuple(errs)
+    return TrainError, BackboneError, WeightsError, ModelError, SchemaError, DatasetError, OSError
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

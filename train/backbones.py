@@ -61,6 +61,8 @@ class BackboneSpec:
     min_size: int
     imagenet_file: Callable[[tuple[int, int], dict], str] | None
     description: str
+    imagenet_bgr_layers: tuple[str, ...] = ()
+    """Layers whose imagenet kernels take BGR input (Caffe ports): their input channels are flipped on load."""
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -72,11 +74,13 @@ def register_backbone(
     default_size: int = 224,
     min_size: int = 32,
     imagenet_file: Callable[[tuple[int, int], dict], str] | str | None = None,
+    imagenet_bgr_layers: tuple[str, ...] = (),
 ) -> Any:
     """Decorator: register ``fn(input_shape, **kwargs) -> keras.Model`` under ``fn.__name__``.
 
     ``imagenet_file`` is the file name expected in ``~/.keras/models`` for ``weights="imagenet"``
     (a string, or a function of (image_size, kwargs) -> name, e.g. when it depends on alpha).
+    ``imagenet_bgr_layers``: layers whose kernels in that file expect BGR input (flipped to RGB on load).
     """
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,7 +89,8 @@ def register_backbone(
             raise BackboneError(f"backbone '{name}' is registered twice")
         file_fn = (lambda size, kw, _n=imagenet_file: _n) if isinstance(imagenet_file, str) else imagenet_file
         doc = (f.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = BackboneSpec(name, f, default_size, min_size, file_fn, doc[0] if doc else "")
+        _REGISTRY[name] = BackboneSpec(name, f, default_size, min_size, file_fn, doc[0] if doc else "",
+                                       tuple(imagenet_bgr_layers))
         return f
 
     return wrap(fn) if fn is not None else wrap
@@ -166,7 +171,7 @@ def create_backbone(
     loaded: list[str] = []
     skipped: list[str] = []
     if resolved["file"] is not None:
-        flip = ("conv1",) if (name == "squeezenet" and weights == WEIGHTS_IMAGENET) else ()
+        flip = spec.imagenet_bgr_layers if weights == WEIGHTS_IMAGENET else ()
         loaded, skipped = load_weights_by_name(model, resolved["file"], skip_mismatch=True, flip_input_of=flip)
         if not loaded:
             raise WeightsError(f"{resolved['file']}: no layer name matches backbone '{name}'")
@@ -340,7 +345,8 @@ def _fire(x: Any, fire_id: int, squeeze: int, expand: int) -> Any:
 
 
 @register_backbone(
-    default_size=227, min_size=32, imagenet_file="squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    default_size=227, min_size=32, imagenet_file="squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    imagenet_bgr_layers=("conv1",),
 )
 def squeezenet(input_shape: tuple[int, int, int], dropout: float = 0.5) -> Any:
     """SqueezeNet v1.1 (keras-squeezenet layer names, '/' as '_'), features 512 (fire9, avg-pooled)."""
