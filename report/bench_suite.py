@@ -194,6 +194,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
               fma_units: int | None = None, feature_cache: bool = True) -> dict[str, Any]:
     """Measure everything, write ``out`` (JSON) and return the results."""
     from report.pipeline import edge_cli, prepare_bench_images
+    from report.predictions import run_allows_outside_paths
 
     start = time.perf_counter()
     work = Path("build") / "bench-suite"  # ignored by git; the small run and bench images live here
@@ -218,7 +219,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
             ratios[name] = round(value, 4)
 
     def edge_bench() -> dict[str, Any]:
-        bench_images = prepare_bench_images(data, work / "images", images)
+        bench_images = prepare_bench_images(data, work / "images", images, run_allows_outside_paths(model_run, data))
         target = work / "edge_bench.json"
         _run([*edge_cli(), "bench", str(model_run / "edge"), "--images", str(bench_images), "--runs", str(runs),
               "--threads", str(threads), "--out", str(target)], timeout=900)

@@ -379,7 +379,7 @@ def run_pipeline(s: PipelineSettings) -> Path:
 
     from report.predictions import run_allows_outside_paths
 
-    images = prepare_bench_images(s.data, s.run / "bench_images", s.bench_images, run_allows_outside_paths(s.run))
+    images = prepare_bench_images(s.data, s.run / "bench_images", s.bench_images, run_allows_outside_paths(s.run, s.data))
     command = bench_command(s, images)
     done, why = bench_done(s.run, s.threads)
     if done:

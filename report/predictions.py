@@ -26,11 +26,26 @@ class PredictionsError(ValueError):
     """No multihead model or no labelled test images to predict."""
 
 
-def run_allows_outside_paths(run: Path) -> bool:
-    """The run's config.json ``allow_outside_paths`` (trained with ``--allow-outside-paths``)."""
+def run_allows_outside_paths(run: Path, data: Path | None = None) -> bool:
+    """The run's config.json ``allow_outside_paths`` (trained with ``--allow-outside-paths``).
+
+    With ``data``, only for the run's own dataset (the folder config.json names), as the convert
+    stage honours it: a run's permission does not carry over to another ``--data``.
+    """
     try:
-        return json.loads((run / "config.json").read_text(encoding="utf-8")).get("allow_outside_paths") is True
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        if config.get("allow_outside_paths") is not True:
+            return False
     except (OSError, ValueError, AttributeError):
+        return False
+    if data is None:
+        return True
+    from convert.data import resolve_data_root
+    from convert.errors import ConvertError
+
+    try:
+        return resolve_data_root(str(config.get("data", "")), run).resolve() == data.resolve()
+    except (ConvertError, OSError):
         return False
 
 
@@ -71,7 +86,7 @@ def compute_predictions(run: Path, data: Path, threads: int = 1, limit: int | No
     from edge.runtime import Predictor
 
     chosen = choose_variant(run, variant)
-    csv_heads, records = split_records(data, run_allows_outside_paths(run), limit=limit)
+    csv_heads, records = split_records(data, run_allows_outside_paths(run, data), limit=limit)
     predictor = Predictor(chosen, num_threads=threads)
     heads = [h for h in predictor.heads if h in csv_heads]
     classes = {h.name: list(h.classes) for h in predictor.schema.heads}

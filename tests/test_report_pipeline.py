@@ -223,3 +223,15 @@ def test_outside_image_paths_refused_unless_the_run_allowed_them(tmp_path: Path)
     out = prepare_bench_images(data, tmp_path / "bench", 1, run_allows_outside_paths(run))
     assert (out / "0000.png").read_text() == "image 0"
     assert [r.image for r in split_records(data, True)[1]] == ["../outside/0.png"]
+
+
+def test_a_runs_outside_path_permission_is_for_its_own_dataset_only(tmp_path: Path) -> None:
+    from report.predictions import run_allows_outside_paths
+
+    data, other, run = tmp_path / "data", tmp_path / "other", tmp_path / "run"
+    for root in (data, other):
+        _labelled(root, [("a.png", "test", "m0", "t0"), ("b.png", "train", "m1", "t1")])
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": str(data), "allow_outside_paths": True}))
+    assert run_allows_outside_paths(run, data)
+    assert not run_allows_outside_paths(run, other)  # as convert: --data naming another set gets no permission
