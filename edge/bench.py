@@ -132,7 +132,6 @@ def bench_variant(path: str, variant_id: str, images: str | None = None, runs: i
         Predictor,
         discover,
         iter_predictions,
-        labelled_heads,
         limit_malloc_arenas,
         read_labels_csv,
         select_variant,
@@ -237,16 +236,13 @@ def bench_variant(path: str, variant_id: str, images: str | None = None, runs: i
     labels_csv = Path(images) / "labels.csv" if images else None
     if labels_csv is not None and labels_csv.is_file():
         csv_heads, labels = read_labels_csv(labels_csv)
-        heads = labelled_heads(csv_heads, predictor.heads)
-        if heads:
+        acc = Accuracy.for_labels(csv_heads, predictor.heads)
+        if acc.heads:
             progress(f"{variant.id}: accuracy over {len(labels)} labelled images")
-            acc = Accuracy.for_heads(heads)
-            index = [csv_heads.index(hd) for hd in heads]
             labelled = [p for p in labels if p.is_file()]
             for pred in iter_predictions(predictor, labelled):
                 errors += not pred.ok
-                row = labels[Path(pred.path)]
-                acc.add(pred, {hd: row[i] for hd, i in zip(heads, index, strict=True)})
+                acc.add(pred, labels[Path(pred.path)])
             record["accuracy"] = acc.to_dict()
 
     if duration_s:

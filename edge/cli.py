@@ -191,7 +191,6 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
         Predictor,
         discover,
         iter_predictions,
-        labelled_heads,
         limit_malloc_arenas,
         select_variant,
     )
@@ -208,9 +207,7 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
         raise click.ClickException(f"no images in {', '.join(images)}")
     click.echo(f"{variant.id}: {len(paths)} image(s), {predictor.runtime} {predictor.runtime_version}, "
                f"{threads} thread(s)", err=True)
-    heads = labelled_heads(csv_heads, predictor.heads)
-    index = [csv_heads.index(h) for h in heads]
-    acc = Accuracy.for_heads(heads)
+    acc = Accuracy.for_labels(csv_heads, predictor.heads)
     failed = 0
     writer = None
     if fmt == "csv":
@@ -220,8 +217,8 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     for pred in iter_predictions(predictor, paths, top_k):
         failed += not pred.ok
         row_labels = labels.get(Path(pred.path).resolve())
-        if row_labels is not None and heads:
-            acc.add(pred, {h: row_labels[i] for h, i in zip(heads, index, strict=True)})
+        if row_labels is not None and acc.heads:
+            acc.add(pred, row_labels)
         if fmt == "jsonl":
             click.echo(json.dumps({"variant": variant.id, **pred.to_dict()}))
         elif fmt == "csv":

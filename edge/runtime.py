@@ -461,21 +461,26 @@ class Accuracy:
     """Running per-head and joint (every head right) accuracy over labelled predictions."""
 
     heads: tuple[str, ...]
+    columns: tuple[int, ...]
+    """Where each head's label sits in a labels.csv row (its head columns)."""
     correct: dict[str, int]
     joint_correct: int = 0
     n: int = 0
 
     @classmethod
-    def for_heads(cls, heads: Sequence[str]) -> Accuracy:
-        return cls(tuple(heads), {h: 0 for h in heads})
+    def for_labels(cls, csv_heads: Sequence[str], heads: Sequence[str]) -> Accuracy:
+        """Accuracy over the heads both the labels.csv (head columns ``csv_heads``) and the model have."""
+        both = tuple(h for h in heads if h in csv_heads)
+        return cls(both, tuple(list(csv_heads).index(h) for h in both), {h: 0 for h in both})
 
-    def add(self, pred: Prediction, labels: dict[str, str]) -> None:
+    def add(self, pred: Prediction, row: Sequence[str]) -> None:
+        """Count one prediction against its labels.csv row (labels in ``csv_heads`` order)."""
         if not pred.ok:
             return
         self.n += 1
         all_right = True
-        for h in self.heads:
-            right = pred.heads[h].label == labels.get(h)
+        for h, i in zip(self.heads, self.columns, strict=True):
+            right = pred.heads[h].label == row[i]
             self.correct[h] += right
             all_right &= right
         self.joint_correct += all_right
@@ -485,11 +490,6 @@ class Accuracy:
             return None
         return {"heads": {h: self.correct[h] / self.n for h in self.heads},
                 "joint": self.joint_correct / self.n, "n": self.n}
-
-
-def labelled_heads(csv_heads: Sequence[str], heads: Sequence[str]) -> list[str]:
-    """Heads both the labels.csv and the model have (accuracy is reported for these)."""
-    return [h for h in heads if h in csv_heads]
 
 
 def missing_ops(message: str) -> list[str]:
