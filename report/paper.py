@@ -29,9 +29,12 @@ def weights_for(backbone: str, weights: str, image_size: int) -> str:
     path = Path(weights)
     if weights in ("none", "imagenet") or not path.is_dir():
         return weights
-    from train.backbones import backbone_spec
+    from train.backbones import BackboneError, backbone_spec
 
-    spec = backbone_spec(backbone)
+    try:
+        spec = backbone_spec(backbone)
+    except BackboneError as e:
+        raise PipelineError(str(e)) from None
     name = spec.imagenet_file((image_size, image_size), {}) if spec.imagenet_file else None
     if not name or not (path / name).is_file():
         raise PipelineError(f"{path}: no weights file for {backbone} (expected {name or 'none registered'})")
@@ -59,10 +62,12 @@ def run_paper(data: Path, out: Path, weights: str = "none", backbones: Sequence[
         + ("" if weights != "none" or not frozen else " (random frozen base: timing only, accuracy meaningless)"),
         "backbones": {},
     }
+    # Every backbone's weights file before the first one trains (a missing one fails in seconds, not hours).
+    chosen_weights = {backbone: weights_for(backbone, weights, image_size) for backbone in backbones}
     total_start = time.perf_counter()
     for backbone in backbones:
         start = time.perf_counter()
-        chosen = weights_for(backbone, weights, image_size)
+        chosen = chosen_weights[backbone]
         settings = PipelineSettings(
             data=data, run=out / backbone, backbone=backbone, image_size=image_size, epochs=epochs,
             num_images=num_images, threads=threads, seed=seed, weights=chosen,

@@ -33,3 +33,8 @@ def test_weights_folder_resolves_each_backbones_file(tmp_path: Path) -> None:
     assert weights_for("squeezenet", str(tmp_path), 224) == str(tmp_path / name)
     with pytest.raises(PipelineError, match="no weights file for alexnet"):
         weights_for("alexnet", str(tmp_path), 224)
+
+
+def test_weights_for_an_unknown_backbone_is_a_pipeline_error(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="unknown backbone 'foo'"):
+        weights_for("foo", str(tmp_path), 224)
