@@ -438,7 +438,8 @@ def read_labels_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[Path
 
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig, as datasets.folder reads it: a labels.csv saved by a spreadsheet starts with a BOM.
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header or header[:2] != ["image", "split"] or len(header) < 3:

@@ -19,6 +19,7 @@ from edge.runtime import (
     discover,
     iter_predictions,
     load_interpreter_class,
+    read_labels_csv,
     select_variant,
 )
 
@@ -236,3 +237,11 @@ def test_input_quantisation_tables():
     assert q[0] in (-128, -127) and q[255] == 127
     f = lut(dtype="float32", value_range=(-1.0, 1.0))
     assert f.dtype == np.float32 and f[0] == -1.0 and f[255] == 1.0
+
+
+def test_labels_csv_with_a_byte_order_mark_reads_as_the_datasets_stage_reads_it(tmp_path):
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_bytes("image,split,make,type\r\na.jpg,test,Aldor,SUV\r\n".encode("utf-8-sig"))
+    heads, labels = read_labels_csv(csv_path)
+    assert heads == ("make", "type")
+    assert labels == {(tmp_path / "a.jpg").resolve(): ("Aldor", "SUV")}
