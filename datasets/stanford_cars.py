@@ -117,10 +117,11 @@ def parse_merge_makes(specs: Sequence[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Annotation:
-    """One annotated image as published: path relative to ROOT, class name (None if unlabelled)."""
+    """One annotated image as published: path relative to ROOT, its class name (unlabelled images
+    are left out by the readers)."""
 
     rel: str
-    class_name: str | None
+    class_name: str
     source_split: str  # "train" or "test", as published
     bbox: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2, 1-based inclusive
 
@@ -354,7 +355,7 @@ def import_stanford_cars(
     if missing:
         raise DatasetError(f"{root}: {len(missing)} annotated images are missing, first: {missing[0]}")
     merge = dict(merge_makes or {})
-    parsed = {n: parse_class_name(n) for n in {a.class_name for a in annotations if a.class_name}}
+    parsed = {n: parse_class_name(n) for n in {a.class_name for a in annotations}}
     known_makes = {m for m, _ in parsed.values()}
     for src in merge:
         if src not in known_makes:
@@ -370,7 +371,7 @@ def import_stanford_cars(
         if a.source_split == "test":
             split_of[a.rel] = "test"
         else:
-            by_class[a.class_name or ""].append(a)
+            by_class[a.class_name].append(a)
     for name in sorted(by_class):
         items = by_class[name]
         order = rng.permutation(len(items))
