@@ -26,14 +26,12 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path | None = None,
     if plots:
         from report.plots import make_plots
 
-        multiple = len(runs) > 1
         names = [r.backbone for r in runs]
         for run in runs:
             # Distinct prefixes when one report covers several runs (two runs may share a backbone).
             prefix = ""
-            if multiple:
-                prefix = run.backbone if names.count(run.backbone) == 1 else f"{run.path.name}"
-                prefix += "_"
+            if len(runs) > 1:
+                prefix = (run.backbone if names.count(run.backbone) == 1 else run.path.name) + "_"
             made[str(run.path)] = make_plots(run, out / "plots", prefix)
     text = render_markdown(runs, made, out)
     return atomic_write_text(out / "report.md", text)

@@ -309,6 +309,7 @@ def run_pipeline(s: PipelineSettings) -> Path:
     previous = {st.get("name"): st for st in old_record.get("steps", []) if isinstance(st, Mapping)}
     # Every invocation's total, so a 2-second re-run does not hide what the first run cost.
     history = [h for h in old_record.get("invocations", []) if isinstance(h, Mapping)][-9:]
+    failures: list[str] = []  # bench and predictions failures: reported after the report is written
 
     def reuse(name: str, command: list[str], why: str) -> None:
         click.echo(f"[{name}] up to date ({why}); skipped", err=True)
@@ -333,8 +334,6 @@ def run_pipeline(s: PipelineSettings) -> Path:
         except PipelineError as e:
             failures.append(str(e))
             click.echo(f"[{name}] {e}; the report shows its figures as not measured", err=True)
-
-    failures: list[str] = []
 
     def save() -> None:
         total = round(time.perf_counter() - start, 2)
