@@ -128,20 +128,6 @@ def bench_variant(run: RunData, approach: str, precision: str) -> dict[str, Any]
     return dict(record) if isinstance(record, Mapping) else None
 
 
-def tflite_files(run: RunData, approach: str, precision: str) -> list[dict[str, Any]]:
-    """convert.json's entries for one approach at one precision (several files for separate)."""
-    files = _get(run.convert, "files")
-    if not isinstance(files, Mapping):
-        return []
-    out = []
-    for name, entry in files.items():
-        if not isinstance(entry, Mapping):
-            continue
-        if entry.get("approach") == approach and entry.get("precision") == precision:
-            out.append({"file": name, **entry})
-    return out
-
-
 def tflite_check(run: RunData, approach: str, precision: str) -> dict[str, Any] | None:
     """convert.json's check of a whole variant (the separate approach's files run as a pair)."""
     check = _get(run.convert, "variants", f"{approach}.{precision}", "check")
@@ -149,12 +135,9 @@ def tflite_check(run: RunData, approach: str, precision: str) -> dict[str, Any] 
 
 
 def tflite_bytes(run: RunData, approach: str, precision: str) -> float | None:
-    """Bytes on disk of the approach at a precision: convert.json, else bench.json."""
-    files = tflite_files(run, approach, precision)
-    sizes = [_number(f.get("bytes")) for f in files]
-    if files and all(s is not None for s in sizes):
-        return sum(sizes)  # type: ignore[arg-type]
-    return _number(_get(bench_variant(run, approach, precision), "bytes"))
+    """Bytes on disk of the approach at a precision (all its files): convert.json's variant, else bench.json."""
+    converted = _number(_get(run.convert, "variants", f"{approach}.{precision}", "bytes"))
+    return converted if converted is not None else _number(_get(bench_variant(run, approach, precision), "bytes"))
 
 
 def latency_ms(run: RunData, approach: str, precision: str, kind: str = "interpreter", stat: str = "p50") -> float | None:
