@@ -69,7 +69,10 @@ def describe(path: str | Path) -> dict:
         except (CardError, ModelError) as e:
             entry["loads"] = False
             entry["error"] = str(e)
-            entry["this_runtime"] = probe(f)
+            try:
+                entry["this_runtime"] = probe(f)
+            except ModelError:
+                pass  # no interpreter here at all: the card is still shown, and the error says why it cannot run
         out["files"][f.name] = entry
     problems: list[tuple[str, str]] = []
     for vid, v in discover(path, problems).items():

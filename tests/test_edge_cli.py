@@ -107,6 +107,13 @@ def test_info_says_when_a_file_does_not_load(edge_fx, tmp_path):
     assert "loads here: NO" in proc.stdout and "does NOT load (missing: X v9)" in proc.stdout
 
 
+def test_info_without_a_runtime_still_shows_the_cards(edge_fx):
+    proc = _edge("info", edge_fx / "models" / "multihead.int8.tflite", env_extra={"POLYHEAD_RUNTIME": "no-such"},
+                 check=0)
+    assert "runtime here: none" in proc.stdout and "variant multihead.int8" in proc.stdout
+    assert "loads here: NO: unknown runtime" in proc.stdout
+
+
 def test_predict_formats_accuracy_and_bad_images(edge_fx, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(edge_fx / "images", images)
