@@ -517,6 +517,8 @@ def contact_sheet(
     Picks the first train image of each make (then of other combinations) so the sheet shows as
     many identities as it has tiles. ``max_bytes`` quantises to a 256-colour palette if needed.
     """
+    import io
+
     from PIL import ImageFont
 
     from datasets.folder import load_dataset
@@ -550,8 +552,6 @@ def contact_sheet(
         sheet.paste(Image.fromarray(load_image(r.path, tile, tile)), (x, y))
         for line, text in enumerate(r.labels[:2]):
             draw.text((x + 2, y + tile + line * 10), text[: tile // 6], fill=(0, 0, 0), font=font)
-    import io
-
     buf = io.BytesIO()
     sheet.save(buf, "PNG", optimize=True)
     if max_bytes is not None and buf.tell() > max_bytes:

@@ -160,7 +160,7 @@ def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str,
     from edge.runtime import read_labels_csv
 
     candidates = [Path(s) / "labels.csv" for s in sources if Path(s).is_dir()]
-    candidates += [p.parent / "labels.csv" for p in paths]
+    candidates += [folder / "labels.csv" for folder in dict.fromkeys(p.parent for p in paths)]  # per folder, not per image
     heads: tuple[str, ...] = ()
     labels: dict[Path, tuple[str, ...]] = {}
     for csv_path in dict.fromkeys(c.resolve() for c in candidates):
