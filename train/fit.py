@@ -624,7 +624,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     import tensorflow as tf
 
     from train.backbones import resolve_weights
-    from train.macc import count_macc, count_params
+    from train.macc import approach_costs
 
     # Fail fast (before decoding any image) on an unknown backbone or missing weights file.
     weights_used = resolve_weights(cfg.backbone, cfg.weights, cfg.image_size, **cfg.backbone_kwargs)
@@ -661,26 +661,17 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
             if not chief:
                 continue
             per_split: dict[str, dict[str, np.ndarray]] = {s: {} for s in EVAL_SPLITS if s in data}
-            params = {"total": 0, "trainable": 0}
-            macc = {"total": 0, "trained": 0}
-            keras_bytes = 0
-            for r in results:
-                m = load_model(r.path)
+            models = [load_model(r.path) for r in results]
+            for m in models:
                 m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
-                p = count_params(m)
-                params = {k: params[k] + p[k] for k in params}
-                macc["total"] += count_macc(m)
-                macc["trained"] += count_macc(m, trained_only=True)
-                keras_bytes += r.path.stat().st_size
                 for split in per_split:
                     per_split[split].update(predict_probs(m, data[split].images, cfg.batch_size))
             metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
             variants[approach] = {
                 "approach": approach,
                 "files": [f"models/{r.unit.file_name}" for r in results],
-                "params": params,
-                "macc": macc,
-                "keras_bytes": keras_bytes,
+                **approach_costs(models),
+                "keras_bytes": sum(r.path.stat().st_size for r in results),
                 "train_wall_s": round(sum(r.train_wall_s for r in results), 3),
                 "feature_extract_s": round(sum(r.feature_extract_s for r in results), 3),
                 "epochs": cfg.epochs,

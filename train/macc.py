@@ -15,6 +15,7 @@ and every model holding it are trainable and it has trainable weights.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -88,3 +89,15 @@ def count_params(model: Any) -> dict[str, int]:
     total = int(sum(np.prod(w.shape) for w in model.weights))
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     return {"total": total, "trainable": trainable}
+
+
+def approach_costs(models: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """``{"params": {"total", "trainable"}, "macc": {"total", "trained"}}`` summed over ``models``
+    (the files of one approach: separate has one per head)."""
+    out = {"params": {"total": 0, "trainable": 0}, "macc": {"total": 0, "trained": 0}}
+    for m in models:
+        for k, v in count_params(m).items():
+            out["params"][k] += v
+        out["macc"]["total"] += count_macc(m)
+        out["macc"]["trained"] += count_macc(m, trained_only=True)
+    return out

@@ -24,7 +24,7 @@ def profile(
     the layers that train: with ``freeze_base`` (the paper's setting) only the heads.
     """
     from train.backbones import backbone_spec
-    from train.macc import count_macc, count_params
+    from train.macc import approach_costs
     from train.models import build_model
 
     if image_size is None:
@@ -35,20 +35,15 @@ def profile(
         for approach in approaches:
             models = build_model(approach, backbone, schema, image_size, freeze_base=freeze_base,
                                  backbone_kwargs=backbone_kwargs)
-            rec: dict[str, Any] = {
-                "backbone": backbone, "approach": approach, "image_size": list(image_size),
-                "files": len(models), "params": {"total": 0, "trainable": 0},
-                "macc": {"total": 0, "trained": 0}, "keras_bytes": 0,
-            }
+            keras_bytes = 0
             for name, m in models.items():
-                p = count_params(m)
-                rec["params"] = {k: rec["params"][k] + p[k] for k in p}
-                rec["macc"]["total"] += count_macc(m)
-                rec["macc"]["trained"] += count_macc(m, trained_only=True)
                 path = Path(tmp) / f"{name}.keras"
                 m.save(str(path))
-                rec["keras_bytes"] += path.stat().st_size
-            rows.append(rec)
+                keras_bytes += path.stat().st_size
+            rows.append({
+                "backbone": backbone, "approach": approach, "image_size": list(image_size),
+                "files": len(models), **approach_costs(models.values()), "keras_bytes": keras_bytes,
+            })
     return rows
 
 
