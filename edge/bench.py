@@ -331,23 +331,24 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
         progress(f"[{i}/{len(variants)}] {vid}: starting a fresh process")
         job = {"path": str(path), "variant_id": vid, "images": str(images) if images else None, "runs": runs,
                "warmup": warmup, "threads": threads, "duration_s": duration_s}
-        proc = subprocess.Popen([python or sys.executable, "-m", "edge.bench", json.dumps(job)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
         stderr_tail: list[str] = []
-        try:
-            for line in proc.stderr:  # relay the worker's progress live; its record is one short stdout line
-                line = line.rstrip("\n")
-                if line.startswith("progress: "):
-                    progress(line[len("progress: "):])
-                elif line.strip():
-                    stderr_tail = (stderr_tail + [line])[-5:]
-            stdout = proc.stdout.read()
-            proc.wait()
-        finally:
-            timed_out = not timer.is_alive() and proc.returncode is not None and proc.returncode < 0
-            timer.cancel()
+        # ``with``: the pipes are closed and the worker reaped even if a progress callback raises.
+        with subprocess.Popen([python or sys.executable, "-m", "edge.bench", json.dumps(job)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+            try:
+                for line in proc.stderr:  # relay the worker's progress live; its record is one short stdout line
+                    line = line.rstrip("\n")
+                    if line.startswith("progress: "):
+                        progress(line[len("progress: "):])
+                    elif line.strip():
+                        stderr_tail = (stderr_tail + [line])[-5:]
+                stdout = proc.stdout.read()
+                proc.wait()
+            finally:
+                timed_out = not timer.is_alive() and proc.returncode is not None and proc.returncode < 0
+                timer.cancel()
         if timed_out:
             result["variants"][vid] = _failed(variant, f"timed out after {timeout:g} s")
             progress(f"[{i}/{len(variants)}] {vid}: FAILED (timeout)")
