@@ -25,6 +25,7 @@ from convert.errors import ConvertError
 from convert.tflite import ConversionSettings, settings_for
 from edge.card import APPROACHES, PRECISIONS, InputSpec, ModelCard, write_model
 from edge.io import atomic_write_json
+from edge.runtime import dist_version
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CONVERT_FORMAT_VERSION = 1
@@ -113,15 +114,6 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def _dist_version(dist: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return ""
 
 
 def _clean_stale_temps(edge_dir: Path, run_dir: Path) -> list[str]:
@@ -298,7 +290,7 @@ def convert_run(
     todo: list[tuple[SourceModel, ConversionSettings, str]] = []
     kept: dict[str, Any] = {}
     source_sha = {s.stem: _sha256(s.path) for s in sources}
-    tf_version = _dist_version("tensorflow")
+    tf_version = dist_version("tensorflow")
     for s in sources:
         for p in precisions:
             settings = settings_for(p, calibration, seed)

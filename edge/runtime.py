@@ -58,7 +58,7 @@ def load_interpreter_class(prefer: str | None = None) -> tuple[type, str, str]:
         except ImportError as e:
             errors.append(f"{module}: {_first_line(e)}")
             continue
-        version = getattr(importlib.import_module(package), "__version__", "") or _dist_version(name)
+        version = getattr(importlib.import_module(package), "__version__", "") or dist_version(name)
         return mod.Interpreter, name, version
     raise ModelError(
         "no TFLite interpreter: pip install ai-edge-litert (or tflite-runtime==2.14.0 with numpy<2 on "
@@ -66,7 +66,8 @@ def load_interpreter_class(prefer: str | None = None) -> tuple[type, str, str]:
     )
 
 
-def _dist_version(dist: str) -> str:
+def dist_version(dist: str) -> str:
+    """The installed version of distribution ``dist``, or "" if it is not installed."""
     from importlib import metadata
 
     try:
