@@ -24,8 +24,8 @@ from convert.check import check_heads, verdict
 from convert.errors import ConvertError
 from convert.tflite import ConversionSettings, settings_for
 from edge.card import APPROACHES, PRECISIONS, InputSpec, ModelCard, write_model
+from edge.interpreter import dist_version
 from edge.io import atomic_write_json
-from edge.runtime import dist_version
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CONVERT_FORMAT_VERSION = 1
@@ -103,7 +103,7 @@ def _versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    from edge.runtime import load_interpreter_class
+    from edge.interpreter import load_interpreter_class
 
     _, rt, rt_version = load_interpreter_class("ai-edge-litert")
     return {
@@ -537,8 +537,8 @@ def _summarise(
 ) -> None:
     """Per-variant entries (a separate variant = its files together) and the top-level lists.
 
-    Variants with a changed file are re-checked as the device runs them: ``edge.runtime.Predictor``
-    over ``edge.runtime.discover``; the others keep their previous entry.
+    Variants with a changed file are re-checked as the device runs them: ``edge.predict.Predictor``
+    over ``edge.variants.discover``; the others keep their previous entry.
     """
     previous: dict[str, Any] = {}
     json_path = run_dir / "convert.json"
@@ -560,7 +560,8 @@ def _summarise(
             "complete": set(heads) == set(schema.head_names),
         }
         if changed is not None and vid in changed and v["complete"] and test is not None and keras_cache:
-            from edge.runtime import Predictor, discover
+            from edge.predict import Predictor
+            from edge.variants import discover
 
             if discovered is None:
                 errors: list[tuple[str, str]] = []
@@ -573,7 +574,7 @@ def _summarise(
                     kprobs.update(keras_cache.get(stem, {}))
                 if set(kprobs) >= set(schema.head_names):
                     v["check"] = check_heads(probs, kprobs, test.labels, schema.head_names)
-                    v["check"]["runtime"] = "edge.runtime.Predictor"
+                    v["check"]["runtime"] = "edge.predict.Predictor"
         elif vid in previous and "check" in previous[vid] and previous[vid].get("files") == names:
             v["check"] = previous[vid]["check"]
         if "check" not in v and v["complete"] and len(entries) == 1:
