@@ -276,13 +276,16 @@ def convert_run(
     for name in _clean_stale_temps(edge_dir, run_dir):
         log(f"removed a temporary file left by an interrupted write: {name}")
 
+    # Read once, before anything is rewritten: convert.json is saved after every converted file.
     previous: dict[str, Any] = {}
     previous_versions: dict[str, str] = {}
+    previous_variants: dict[str, Any] = {}
     if json_path.exists():
         try:
             old_doc = json.loads(json_path.read_text())
             previous = old_doc.get("files", {}) or {}
             previous_versions = old_doc.get("versions", {}) or {}
+            previous_variants = old_doc.get("variants", {}) or {}
         except (OSError, json.JSONDecodeError, AttributeError):
             log(f"{json_path}: unreadable, converting everything again")
 
@@ -345,7 +348,7 @@ def convert_run(
 
     if not todo:
         _refresh_verdicts(doc)
-        _summarise(doc, run_dir, schema, None, None, log)
+        _summarise(doc, run_dir, schema, None, None, log, previous=previous_variants)
         save()
         return doc
 
@@ -485,7 +488,7 @@ def convert_run(
     _refresh_verdicts(doc)
     _summarise(doc, run_dir, schema, keras_cache, cache.get((CHECK_SPLIT, size)) if litert_outputs else None, log,
                changed={e["variant"] + "." + e["precision"] for e in (doc["files"][n] for _, _, n in todo)},
-               threads=threads)
+               threads=threads, previous=previous_variants)
     save()
     return doc
 
@@ -534,19 +537,15 @@ def _summarise(
     log: Log,
     changed: set[str] | None = None,
     threads: int = 1,
+    previous: dict[str, Any] | None = None,
 ) -> None:
     """Per-variant entries (a separate variant = its files together) and the top-level lists.
 
     Variants with a changed file are re-checked as the device runs them: ``edge.predict.Predictor``
-    over ``edge.variants.discover``; the others keep their previous entry.
+    over ``edge.variants.discover``; the others keep their check from ``previous`` (the variants of
+    convert.json as it was before this conversion: the file itself has been rewritten since).
     """
-    previous: dict[str, Any] = {}
-    json_path = run_dir / "convert.json"
-    if json_path.exists():
-        try:
-            previous = json.loads(json_path.read_text()).get("variants", {}) or {}
-        except (OSError, json.JSONDecodeError, AttributeError):
-            previous = {}
+    previous = previous or {}
     variants: dict[str, Any] = {}
     discovered = None
     for vid, names in _group_variants(doc["files"]).items():
