@@ -13,16 +13,24 @@ from typing import Any
 
 import click
 
+from train.defaults import DEFAULTS as _D
+from train.defaults import PROTOCOLS as _P
+
+_PROTOCOL = _P[_D.protocol]
 DEFAULTS = {
-    "backbone": "mobilenet_v2_035",
-    "approaches": "multihead,joint,separate",
-    "image_size": 96,
-    "batch_size": 32,
-    "epochs": 8,
-    "learning_rate": 3e-3,
-    "seed": 0,
-    "weights": "none",
+    "backbone": _D.backbone,
+    "approaches": ",".join(_D.approaches),
+    "image_size": _D.image_size,
+    "batch_size": _D.batch_size,
+    "epochs": _D.epochs,
+    "learning_rate": _D.learning_rate,
+    "seed": _D.seed,
+    "weights": _PROTOCOL.weights or _D.weights,
+    "freeze_base": _PROTOCOL.freeze_base,
+    "warmup_epochs": _PROTOCOL.warmup_epochs,
+    "fine_tune_learning_rate": _PROTOCOL.fine_tune_learning_rate,
 }
+"""Settings before --config, config.json and flags: train/defaults.py's, with its default protocol."""
 
 
 def _parse_head_weights(text: str | None) -> dict[str, float] | None:
@@ -70,15 +78,21 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--out", type=click.Path(file_okay=False), help="run folder, e.g. runs/NAME")
 @click.option("--backbone", help=f"registered backbone (default {DEFAULTS['backbone']}; see `python -m train backbones`)")
 @click.option("--approach", "approaches", help="comma list of multihead,joint,separate (default all)")
-@click.option("--image-size", help="N or HxW (default 96)")
-@click.option("--batch-size", type=int, help="default 32")
-@click.option("--epochs", type=int, help="default 8")
-@click.option("--learning-rate", type=float, help="Adam learning rate (default 3e-3)")
-@click.option("--seed", type=int, help="default 0")
-@click.option("--weights", help="none | imagenet (keras cache ~/.keras/models, never downloaded) | PATH.h5")
+@click.option("--image-size", help=f"N or HxW (default {DEFAULTS['image_size']})")
+@click.option("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
+@click.option("--epochs", type=int, help=f"default {DEFAULTS['epochs']}")
+@click.option("--learning-rate", type=float, help=f"Adam learning rate (default {DEFAULTS['learning_rate']})")
+@click.option("--seed", type=int, help=f"default {DEFAULTS['seed']}")
+@click.option("--weights", help="none | imagenet (installed package or keras cache ~/.keras/models, never "
+                                f"downloaded) | PATH.h5 (default {DEFAULTS['weights']})")
 @click.option("--freeze-base/--fine-tune", "freeze_base", default=None,
-              help="train the heads only on cached backbone features (paper) / train every layer (default)")
+              help="train the heads only on cached backbone features (paper) / train every layer "
+                   f"(default {'--freeze-base' if DEFAULTS['freeze_base'] else '--fine-tune'})")
 @click.option("--warmup-epochs", type=int, help="with --fine-tune: head-only epochs first (default 0)")
+@click.option("--fine-tune-learning-rate", type=float,
+              help="with --fine-tune: learning rate once every layer trains (default: --learning-rate)")
+@click.option("--freeze-bn/--train-bn", "freeze_bn", default=None,
+              help="with --fine-tune: BatchNorm in inference mode (default: on with pretrained weights)")
 @click.option("--augment/--no-augment", default=None, help="flip+brightness (default: on when fine-tuning pretrained weights)")
 @click.option("--feature-cache/--no-feature-cache", default=None,
               help="with --freeze-base: cache backbone features (default on)")
