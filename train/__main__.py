@@ -85,6 +85,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--seed", type=int, help=f"default {DEFAULTS['seed']}")
 @click.option("--weights", help="none | imagenet (installed package or keras cache ~/.keras/models, never "
                                 f"downloaded) | PATH.h5 (default {DEFAULTS['weights']})")
+@click.option("--protocol", type=click.Choice(list(_P)),
+              help=f"frozen | fine-tune | scratch: sets weights (scratch), --freeze-base, --warmup-epochs and "
+                   f"--fine-tune-learning-rate as train/defaults.py says; flags given win (default {_D.protocol})")
 @click.option("--freeze-base/--fine-tune", "freeze_base", default=None,
               help="train the heads only on cached backbone features (paper) / train every layer "
                    f"(default {'--freeze-base' if DEFAULTS['freeze_base'] else '--fine-tune'})")
@@ -106,7 +109,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--resume", is_flag=True, help="continue a run folder from its last finished epoch")
 @click.option("--verbose", type=click.IntRange(0, 2), help="Keras verbosity (default: bars on a terminal, else 2)")
 @click.pass_context
-def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float | None, **flags: Any) -> None:
+def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float | None, protocol: str | None,
+         **flags: Any) -> None:
     """Train multi-head, joint and separate models on one dataset under one budget.
 
     \b
@@ -117,7 +121,7 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
     if ctx.invoked_subcommand is not None:
         return
     try:
-        cfg = resolve_config(config_file, resume, alpha, flags)
+        cfg = resolve_config(config_file, resume, alpha, flags, protocol)
         from train.fit import TrainingInterrupted, run_training, summary_table
 
         try:
@@ -134,8 +138,9 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
         click.echo(f"wrote {Path(cfg.out) / 'train.json'}")
 
 
-def resolve_config(config_file: str | None, resume: bool, alpha: float | None, flags: dict[str, Any]) -> Any:
-    """defaults < --config FILE < the run's config.json (with --resume) < flags given."""
+def resolve_config(config_file: str | None, resume: bool, alpha: float | None, flags: dict[str, Any],
+                   protocol: str | None = None) -> Any:
+    """defaults < --config FILE < the run's config.json (with --resume) < --protocol < flags given."""
     from train.fit import CONFIG_FILE, TrainConfig, TrainError
 
     def read(path: str | Path) -> dict[str, Any]:
@@ -154,6 +159,8 @@ def resolve_config(config_file: str | None, resume: bool, alpha: float | None, f
         prev = Path(out) / CONFIG_FILE
         if prev.is_file():
             settings.update(read(prev))
+    if protocol is not None:
+        settings.update(_P[protocol].settings())
     given = {k: v for k, v in flags.items() if v is not None}
     if "image_size" in given:
         given["image_size"] = _parse_size(given["image_size"])

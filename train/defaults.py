@@ -26,16 +26,13 @@ class Protocol:
     fine_tune_learning_rate: float | None = None
     description: str = ""
 
-    def train_args(self) -> list[str]:
-        """The ``python -m train`` flags this protocol adds."""
-        args = ["--freeze-base" if self.freeze_base else "--fine-tune"]
+    def settings(self) -> dict[str, object]:
+        """The ``TrainConfig`` fields this protocol sets."""
+        out: dict[str, object] = {"freeze_base": self.freeze_base, "warmup_epochs": self.warmup_epochs,
+                                  "fine_tune_learning_rate": self.fine_tune_learning_rate}
         if self.weights is not None:
-            args += ["--weights", self.weights]
-        if not self.freeze_base:
-            args += ["--warmup-epochs", str(self.warmup_epochs)]
-        if self.fine_tune_learning_rate is not None:
-            args += ["--fine-tune-learning-rate", repr(self.fine_tune_learning_rate)]
-        return args
+            out["weights"] = self.weights
+        return out
 
 
 PROTOCOLS: dict[str, Protocol] = {
