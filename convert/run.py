@@ -38,7 +38,7 @@ from convert.plan import (
 )
 from convert.summary import DeviceCheck, refresh_verdicts, summarise
 from convert.tflite import ConversionSettings
-from edge.card import PRECISIONS, InputSpec, ModelCard, write_model
+from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard, write_model
 from edge.schema import LabelSchema
 
 
@@ -259,7 +259,7 @@ def _input_spec(sig_inputs: dict[str, Any], size: tuple[int, int]) -> InputSpec:
     if len(sig_inputs) != 1:
         raise ConvertError(f"converted model must have one input. Received: {sorted(sig_inputs)}")
     t = next(iter(sig_inputs.values()))
-    if t.dtype not in ("float32", "uint8", "int8"):
+    if t.dtype not in INPUT_DTYPES:
         raise ConvertError(f"converted model input '{t.name}' has unsupported dtype {t.dtype}")
     integer = t.dtype != "float32"
     return InputSpec(

@@ -46,10 +46,11 @@ class PrecisionSpec:
 # test images): 98.86 % on ``make`` with a 0.46-point accuracy drop; per-channel Dense weights
 # change nothing. int8 has no agreement bound: its accuracy drop is what is watched.
 _PRECISION_SPECS = (
-    PrecisionSpec("float32", False, None, False, "float32", "float32", 0.995, False),
-    PrecisionSpec("float16", True, "float16", False, "float32", "float32", 0.99, False),
-    PrecisionSpec("dynamic", True, None, False, "float32", "float32", 0.98, True),
-    PrecisionSpec("int8", True, None, True, "uint8", "uint8", None, True),
+    #             name       optimise weight_dtype calibrated input_dtype output_dtype min_agreement warn_on_drop
+    PrecisionSpec("float32", False,   None,        False,     "float32",  "float32",   0.995,        False),
+    PrecisionSpec("float16", True,    "float16",   False,     "float32",  "float32",   0.99,         False),
+    PrecisionSpec("dynamic", True,    None,        False,     "float32",  "float32",   0.98,         True),
+    PrecisionSpec("int8",    True,    None,        True,      "uint8",    "uint8",     None,         True),
 )
 PRECISION_SPECS: dict[str, PrecisionSpec] = {s.name: s for s in _PRECISION_SPECS}
 
