@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edge.cardcheck import card_field_problem
 from edge.errors import PolyheadError
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
@@ -192,6 +193,9 @@ class ModelCard:
         version = d.get("format_version")
         if version != CARD_FORMAT_VERSION:
             raise CardError(f"unknown card format_version {version!r} (this polyhead reads {CARD_FORMAT_VERSION})")
+        problem = card_field_problem(d)
+        if problem:
+            raise CardError(f"malformed card: {problem}")
         try:
             inp = dict(d["input"])
             inp["value_range"] = tuple(float(x) for x in inp.get("value_range", (0.0, 255.0)))

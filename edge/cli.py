@@ -144,7 +144,9 @@ def info(path: str, as_json: bool) -> None:
 
 
 def _expand(sources: tuple[str, ...]) -> list[Path]:
-    from edge.bench import list_images
+    """The image paths the arguments name: a folder's image files, or the argument itself (checked
+    when it is loaded: a FIFO or a symlink loop is then that image's error)."""
+    from edge.labels import list_images
 
     paths: list[Path] = []
     for s in sources:
@@ -153,23 +155,42 @@ def _expand(sources: tuple[str, ...]) -> list[Path]:
     return paths
 
 
-def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str, ...], dict[Path, tuple[str, ...]]]:
-    """Labels from the labels.csv at the root of each folder given and beside each image."""
+def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str, ...], list]:
+    """The labels.csv tables at the root of each folder given and beside each image (all with the
+    first one's heads). One that is not a regular file inside its folder is skipped with a warning."""
+    import os
+
     from edge.labels import read_labels_csv
+    from edge.paths import PathError
 
     candidates = [Path(s) / "labels.csv" for s in sources if Path(s).is_dir()]
     candidates += [folder / "labels.csv" for folder in dict.fromkeys(p.parent for p in paths)]  # per folder, not per image
     heads: tuple[str, ...] = ()
-    labels: dict[Path, tuple[str, ...]] = {}
-    for csv_path in dict.fromkeys(c.resolve() for c in candidates):
-        if not csv_path.is_file():
+    tables = []
+    seen = set()
+    for csv_path in candidates:
+        real = os.path.realpath(csv_path)
+        if real in seen or not os.path.lexists(csv_path):
             continue
-        h, lab = read_labels_csv(csv_path)
+        seen.add(real)
+        try:
+            h, table = read_labels_csv(csv_path)
+        except PathError as e:
+            click.echo(f"warning: labels not used: {e}", err=True)
+            continue
         if heads and h != heads:
             continue  # a second labels.csv with other heads: keep the first one's
         heads = h
-        labels.update(lab)
-    return heads, labels
+        tables.append(table)
+    return heads, tables
+
+
+def _row_labels(tables: list, path: str) -> tuple[str, ...] | None:
+    for table in tables:
+        row = table.get(path)
+        if row is not None:
+            return row
+    return None
 
 
 def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
@@ -238,7 +259,7 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     failed = 0
     for pred in iter_predictions(predictor, paths, top_k):
         failed += not pred.ok
-        row_labels = labels.get(Path(pred.path).resolve())
+        row_labels = _row_labels(labels, pred.path) if labels else None
         if row_labels is not None and acc.heads:
             acc.add(pred, row_labels)
         emit(pred)
