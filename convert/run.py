@@ -183,6 +183,7 @@ def convert_one(
     """Convert one model at one precision and write it with its card. Returns the file's facts."""
     from convert.errors import UnsupportedOpError
     from convert.inspect import map_outputs, non_builtin_ops, op_versions, signature_info
+    from convert.metadata import write_model_with_metadata
     from convert.tflite import convert_keras
     from train.models import output_classes
 
@@ -213,7 +214,7 @@ def convert_one(
         tensorflow_version=versions["tensorflow"],
         extra=extra,
     )
-    write_model(out_path, data, card)
+    write_model_with_metadata(out_path, data, card)  # TFLite Metadata + label files + card
     return {
         "card": card,
         "ops": sorted(ops),
