@@ -38,7 +38,7 @@ from convert.plan import (
 )
 from convert.summary import DeviceCheck, refresh_verdicts, summarise
 from convert.tflite import ConversionSettings
-from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard, write_model
+from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard
 from edge.schema import LabelSchema
 
 
@@ -333,8 +333,12 @@ def write_tflite(path: Path, data: bytes, card: ModelCard) -> None:
     """The one place a converted file is written: ``data`` with ``card`` embedded, atomically.
 
     Both writes of a file pass here: the first, and the re-embedding with its runtime compatibility.
+    The file gets standard TFLite Metadata (one classification output per head, label files) beside
+    the card; re-embedding replaces the metadata it already has.
     """
-    write_model(path, data, card)
+    from convert.metadata import write_model_with_metadata
+
+    write_model_with_metadata(path, data, card)
 
 
 # -- runtime compatibility ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from edge import tflite_metadata
 from edge.card import CardError
 from edge.errors import ModelError, PolyheadError
 
@@ -54,6 +55,7 @@ def describe(path: str | Path) -> dict:
                      runtime_compat=card.runtime_compat)
         if card.approach == "joint":
             entry["combinations"] = card.schema.num_combinations
+        entry["tflite_metadata"] = tflite_metadata.summary(f)
         try:
             model = Model(f, card)
             entry["signature"] = {
@@ -107,6 +109,7 @@ def _format_info(d: dict) -> str:
         lines.append("  outputs (card key -> signature output): "
                      + ", ".join(f"{k} -> {v}" for k, v in e["outputs"].items()))
         lines.append(f"  made by: TensorFlow {e['tensorflow_version'] or '?'}, converter {e['converter_version'] or '?'}")
+        lines.append("  " + tflite_metadata.format_summary(e.get("tflite_metadata")))
         if e.get("loads"):
             sig = e["signature"]
             lines.append(f"  loads here: yes; signature '{sig['name']}' outputs "
