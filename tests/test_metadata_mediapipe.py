@@ -66,8 +66,7 @@ def converted(tmp_path_factory) -> tuple[Path, list[Path]]:
 
 
 def _polyhead_scores(model_path: Path, images: list[Path]) -> dict[str, dict[str, np.ndarray]]:
-    from edge.runtime import Model
-
+    from edge.model import Model
     from edge.preprocess import load_image
 
     model = Model(model_path)
