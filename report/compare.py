@@ -30,10 +30,12 @@ from report.pipeline import PipelineError, PipelineSettings, data_ready, run_com
 from train.defaults import DEFAULTS, PROTOCOLS
 
 COMPARE_PROTOCOLS = ("scratch", "frozen", "fine-tune")
-COMPARE_NUM_IMAGES = 1000
+COMPARE_NUM_IMAGES = 600
 """Fewer images than make all: fine-tuning and from-scratch runs pass every image every epoch."""
-COMPARE_EPOCHS = 4
+COMPARE_EPOCHS = 3
 """Fewer epochs than make all, the same for every protocol (fine-tune adds its head-only warm-up)."""
+COMPARE_IMAGE_SIZE = 96
+"""Smaller than make all's 128 px: a whole-network epoch costs about 3x a forward pass per image."""
 
 
 def train_command(data: Path, run: Path, protocol: str, backbone: str, image_size: int, epochs: int,
@@ -107,7 +109,7 @@ def compare_markdown(record: Mapping[str, Any]) -> str:
 
 
 def run_compare(out: Path, data: Path | None = None, backbone: str = DEFAULTS.backbone,
-                image_size: int = DEFAULTS.image_size, epochs: int = COMPARE_EPOCHS,
+                image_size: int = COMPARE_IMAGE_SIZE, epochs: int = COMPARE_EPOCHS,
                 num_images: int = COMPARE_NUM_IMAGES, seed: int = DEFAULTS.seed, weights: str = "imagenet",
                 protocols: Sequence[str] = COMPARE_PROTOCOLS) -> Path:
     """Train every protocol (reusing finished runs), write compare.json and compare.md; returns compare.md."""
@@ -146,7 +148,7 @@ def run_compare(out: Path, data: Path | None = None, backbone: str = DEFAULTS.ba
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="An existing dataset (default: a synthetic set of --num-images built in OUT/data).")
 @click.option("--backbone", default=DEFAULTS.backbone, show_default=True)
-@click.option("--image-size", type=int, default=DEFAULTS.image_size, show_default=True)
+@click.option("--image-size", type=int, default=COMPARE_IMAGE_SIZE, show_default=True)
 @click.option("--epochs", type=int, default=COMPARE_EPOCHS, show_default=True)
 @click.option("--num-images", type=int, default=COMPARE_NUM_IMAGES, show_default=True)
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
