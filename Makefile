@@ -9,12 +9,13 @@ SYNTH_SIZE  ?= 128
 HOLDOUT     ?= 4
 SEED        ?= 0
 RUN         ?= runs/default
-BACKBONE    ?= mobilenet_v2_035
-IMAGE_SIZE  ?= 96
-EPOCHS      ?= 8
+BACKBONE    ?= efficientnet_lite0
+IMAGE_SIZE  ?= 128
+EPOCHS      ?= 12
 BATCH_SIZE  ?= 32
-WEIGHTS     ?= none
-PROTOCOL    ?= scratch
+WEIGHTS     ?= imagenet
+PROTOCOL    ?= frozen
+PAPER_WEIGHTS ?= none
 APPROACHES  ?= multihead,joint,separate
 PRECISIONS  ?= float32,int8
 THREADS     ?= 1
@@ -91,7 +92,7 @@ report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)
 
 paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientnet_lite0 (real transfer learning)
-	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(WEIGHTS) --epochs $(EPOCHS) \
+	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(PAPER_WEIGHTS) --epochs $(EPOCHS) \
 	  --num-images $(NUM_IMAGES) --threads $(THREADS) --seed $(SEED)
 
 compare: $(STAMP) ## scratch vs frozen pretrained vs fine-tuned, all approaches: runs/compare/compare.md
