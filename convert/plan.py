@@ -23,9 +23,9 @@ from convert.errors import ConvertError
 from convert.specs import resolve_approach, resolve_precision
 from convert.tflite import ConversionSettings, settings_for
 from edge.card import ModelCard, split_model_stem
+from edge.interpreter import dist_version
 from edge.io import atomic_write_json
 from edge.records import ConvertRecord, ConvertSettings
-from edge.runtime import dist_version
 from edge.schema import LabelSchema, SchemaError
 
 CONVERT_FORMAT_VERSION = 1
@@ -290,7 +290,7 @@ def _versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    from edge.runtime import load_interpreter_class
+    from edge.interpreter import load_interpreter_class
 
     _, rt, rt_version = load_interpreter_class("ai-edge-litert")
     return {

@@ -39,7 +39,7 @@ from convert.plan import (
 )
 from convert.summary import DeviceCheck, refresh_verdicts, summarise
 from convert.tflite import ConversionSettings
-from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard, write_model
+from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard
 from edge.records import CheckRecord, ConvertFile, ConvertRecord, InputRecord, RuntimeCompat, SourceRecord
 from edge.schema import LabelSchema
 
@@ -309,8 +309,12 @@ def write_tflite(path: Path, data: bytes, card: ModelCard) -> None:
     """The one place a converted file is written: ``data`` with ``card`` embedded, atomically.
 
     Both writes of a file pass here: the first, and the re-embedding with its runtime compatibility.
+    The file gets standard TFLite Metadata (one classification output per head, label files) beside
+    the card; re-embedding replaces the metadata it already has.
     """
-    write_model(path, data, card)
+    from convert.metadata import write_model_with_metadata
+
+    write_model_with_metadata(path, data, card)
 
 
 # -- runtime compatibility ------------------------------------------------------------------------
@@ -368,9 +372,10 @@ def _embed_compat(path: Path, entry: dict[str, Any]) -> None:
 
 
 def _device_check(state: RunState) -> DeviceCheck:
-    """Checks a variant through ``edge.runtime.Predictor`` over ``edge.runtime.discover`` (a
+    """Checks a variant through ``edge.predict.Predictor`` over ``edge.variants.discover`` (a
     separate variant's files together), on the check images of the last model converted."""
-    from edge.runtime import Predictor, discover
+    from edge.predict import Predictor
+    from edge.variants import discover
 
     size = next(reversed(state.checked.values())).size
     test = state.images.test(size)
@@ -388,7 +393,7 @@ def _device_check(state: RunState) -> DeviceCheck:
         if not set(kprobs) >= set(state.schema.head_names):
             return None
         result = check_heads(probs, kprobs, test.labels, state.schema.head_names)
-        result["runtime"] = "edge.runtime.Predictor"
+        result["runtime"] = "edge.predict.Predictor"
         return result
 
     return check

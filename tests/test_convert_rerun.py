@@ -39,7 +39,7 @@ def test_partial_reconversion_keeps_every_unchanged_variants_check(tmp_path):
             assert doc["variants"][vid].get("check") == first["variants"][vid]["check"], vid
         for vid in ("multihead.int8", "separate.int8"):  # rebuilt: checked again
             assert doc["variants"][vid]["check"]["n"] == 12, vid
-    assert on_disk["variants"]["separate.int8"]["check"]["runtime"] == "edge.runtime.Predictor"
+    assert on_disk["variants"]["separate.int8"]["check"]["runtime"] == "edge.predict.Predictor"
     assert convert_key_errors(on_disk) == []  # every key the writer wrote is one edge.records names
 
 

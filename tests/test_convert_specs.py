@@ -106,7 +106,7 @@ def test_summary_keeps_unchanged_variants_checks_from_the_previous_document():
     from edge.records import ConvertVariant, key_errors
 
     file_check = {"n": 2, "heads": {}, "joint_accuracy": None}
-    device = {"n": 2, "heads": {}, "joint_accuracy": 0.5, "runtime": "edge.runtime.Predictor"}
+    device = {"n": 2, "heads": {}, "joint_accuracy": 0.5, "runtime": "edge.predict.Predictor"}
     sep32 = ["edge/separate.body.type.float32.tflite", "edge/separate.make.float32.tflite"]
     files = {}
     for precision in ("float32", "int8"):
