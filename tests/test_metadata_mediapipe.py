@@ -67,8 +67,8 @@ def converted(tmp_path_factory) -> tuple[Path, list[Path]]:
 
 
 def _polyhead_scores(model_path: Path, images: list[Path]) -> dict[str, dict[str, np.ndarray]]:
+    from edge.model import Model
     from edge.preprocess import load_image
-    from edge.runtime import Model
 
     model = Model(model_path)
     h, w = model.input_size
