@@ -96,8 +96,8 @@ def _generated_read(model: bytes):
 @pytest.mark.parametrize("name", ["multihead.float32", "multihead.int8", "joint.float32", "joint.int8",
                                   "separate.make.float32"])
 def test_metadata_content_and_model_unchanged(edge_fx, tmp_path, name):
+    from edge.model import Model
     from edge.preprocess import load_image
-    from edge.runtime import Model
 
     src = edge_fx / "models" / f"{name}.tflite"
     card = read_card(src)
