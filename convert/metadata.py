@@ -19,8 +19,8 @@ What is written, per file:
 
 The metadata flatbuffer is built with the flatc-generated object API of the published schema
 (``convert/metadata_schema_generated.py``, its header says how it was generated); the model is
-re-serialised with LiteRT's own generated schema, every buffer kept 16-byte aligned as the
-converter wrote it. The card's ``model_sha256`` is computed afterwards over these bytes.
+re-serialised with LiteRT's own generated schema, every buffer's data 16-byte aligned as the
+TFLite schema asks. The card's ``model_sha256`` is computed afterwards over these bytes.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ TFLITE_IDENTIFIER = b"TFL3"
 MIN_PARSER_VERSION = "1.0.0"
 """Every field written here exists since metadata schema 1.0.0 (tflite-support metadata_version.cc)."""
 BUFFER_ALIGNMENT = 16
-"""The converter aligns tensor data to 16 bytes (schema: ``force_align: 16``); re-serialising keeps it."""
+"""The TFLite schema asks for 16-byte aligned buffer data (``force_align: 16``); TF 2.21's converter
+output is only 4-byte aligned in places, and LiteRT's generated ``BufferT.Pack`` aligns to 1 byte."""
 LABEL_SUFFIX = "_labels.txt"
 MAX_STEM_CHARS = 48
 
@@ -210,7 +211,7 @@ def _aligned_buffer_class():
     from ai_edge_litert import schema_py_generated as tfl
 
     class AlignedBufferT(tfl.BufferT):
-        """A model buffer whose data starts on a ``BUFFER_ALIGNMENT`` boundary, as the converter's.
+        """A model buffer whose data starts on a ``BUFFER_ALIGNMENT`` boundary.
 
         The generated ``BufferT.Pack`` aligns data to 1 byte only (it ignores ``force_align``)."""
 

@@ -4,8 +4,8 @@
 Studio need: the ``TFLITE_METADATA`` entry of the model's ``metadata`` vector, whose buffer is a
 ``ModelMetadata`` flatbuffer (schema ``metadata_schema.fbs`` of tensorflow/tflite-support,
 identifier ``M001``), and the label files it names, which must be members of the archive appended
-to the model. The edge has no flatbuffers package (tflite-runtime does not bring one), so this is a
-small reader of the few fields shown; every offset is bounds-checked, and a malformed file gives a
+to the model. The edge has no flatbuffers package (tflite-runtime does not bring one), so this reads the
+few fields shown with ``edge.flatbuf``'s bounds-checked tables, and a malformed file gives a
 one-line ``MetadataReadError``, never a traceback. Field slots follow the schemas' field order.
 """
 
@@ -17,12 +17,16 @@ import struct
 import zipfile
 from dataclasses import dataclass
 
+from edge import flatbuf
+
+_U32 = struct.Struct("<I")
+
 METADATA_NAME = "TFLITE_METADATA"
 
 # Field slots (declaration order; a union takes two: its type, then its value).
-_MODEL_BUFFERS, _MODEL_METADATA = 4, 6  # tflite Model
+_MODEL_BUFFERS, _MODEL_METADATA = flatbuf.ModelF.BUFFERS, 6  # tflite Model
 _METADATA_NAME, _METADATA_BUFFER = 0, 1  # tflite Metadata
-_BUFFER_DATA = 0  # tflite Buffer
+_BUFFER_DATA = flatbuf.BufferF.DATA  # tflite Buffer
 _MM_NAME, _MM_VERSION, _MM_SUBGRAPHS, _MM_MIN_PARSER = 0, 2, 3, 7  # ModelMetadata
 _SG_INPUTS, _SG_OUTPUTS = 2, 3  # SubGraphMetadata
 _TM_NAME, _TM_PROCESS_UNITS, _TM_FILES = 0, 4, 6  # TensorMetadata
@@ -57,76 +61,51 @@ class StandardMetadata:
     missing_files: tuple[str, ...]
 
 
-class _Table:
-    """A flatbuffer table at ``pos`` of ``buf``; every read checks its bounds."""
+class _Table(flatbuf.Table):
+    """``edge.flatbuf``'s bounds-checked table, plus the two vector kinds metadata needs."""
 
-    def __init__(self, buf: bytes, pos: int):
-        self.buf, self.pos = buf, pos
-        vtable = pos - self._get("<i", pos)
-        self.vt, self.vt_len = vtable, self._get("<H", vtable)
-
-    def _get(self, fmt: str, at: int):
-        size = struct.calcsize(fmt)
-        if at < 0 or at + size > len(self.buf):
-            raise MetadataReadError(f"offset {at} outside the {len(self.buf)}-byte flatbuffer")
-        return struct.unpack_from(fmt, self.buf, at)[0]
-
-    def _field(self, slot: int) -> int | None:
-        voff = 4 + 2 * slot
-        if voff + 2 > self.vt_len:
-            return None
-        off = self._get("<H", self.vt + voff)
-        return self.pos + off if off else None
-
-    def scalar(self, slot: int, fmt: str, default):
-        at = self._field(slot)
-        return default if at is None else self._get(fmt, at)
-
-    def _vector(self, slot: int, elem_size: int) -> tuple[int, int]:
-        at = self._field(slot)
-        if at is None:
+    def _vector(self, i: int, elem_size: int) -> tuple[int, int]:
+        at = self._target(i)
+        if not at:
             return 0, 0
-        start = at + self._get("<I", at)
-        n = self._get("<I", start)
-        if start + 4 + n * elem_size > len(self.buf):
-            raise MetadataReadError(f"vector of {n} elements runs past the end of the flatbuffer")
-        return start + 4, n
+        n = self._read(_U32, at)
+        if at + 4 + n * elem_size > len(self.buf):
+            raise MetadataReadError(f"vector of {n} elements at {at} runs past the end of the flatbuffer")
+        return at + 4, n
 
-    def string(self, slot: int) -> str:
-        start, n = self._vector(slot, 1)
-        return self.buf[start:start + n].decode("utf-8", "replace")
+    def tables(self, i: int) -> list[_Table]:
+        return [_Table(t.buf, t.pos) for t in super().tables(i)]
 
-    def table(self, slot: int) -> _Table | None:
-        at = self._field(slot)
-        return None if at is None else _Table(self.buf, at + self._get("<I", at))
+    def table(self, i: int) -> _Table | None:
+        t = super().table(i)
+        return None if t is None else _Table(t.buf, t.pos)
 
-    def tables(self, slot: int) -> list[_Table]:
-        start, n = self._vector(slot, 4)
-        return [_Table(self.buf, start + 4 * i + self._get("<I", start + 4 * i)) for i in range(n)]
+    def text(self, i: int) -> str:
+        return self.string(i).decode("utf-8", "replace")
 
-    def floats(self, slot: int) -> tuple[float, ...]:
-        start, n = self._vector(slot, 4)
+    def floats(self, i: int) -> tuple[float, ...]:
+        start, n = self._vector(i, 4)
         return struct.unpack_from(f"<{n}f", self.buf, start) if n else ()
 
-    def bytes_(self, slot: int) -> bytes:
-        start, n = self._vector(slot, 1)
-        return self.buf[start:start + n]
+    def ubytes(self, i: int) -> bytes:
+        start, n = self._vector(i, 1)
+        return bytes(self.buf[start:start + n])
 
 
 def _root(buf: bytes, identifier: bytes) -> _Table:
     if len(buf) < 8 or buf[4:8] != identifier:
         raise MetadataReadError(f"not a flatbuffer with identifier {identifier.decode()}")
-    return _Table(buf, struct.unpack_from("<I", buf, 0)[0])
+    return _Table(buf, _U32.unpack_from(buf, 0)[0])
 
 
 def _tensor(t: _Table) -> TensorInfo:
-    files = tuple(f.string(_AF_NAME) for f in t.tables(_TM_FILES))
+    files = tuple(f.text(_AF_NAME) for f in t.tables(_TM_FILES))
     norm = None
     for unit in t.tables(_TM_PROCESS_UNITS):
         options = unit.table(_PU_OPTIONS)
-        if unit.scalar(_PU_OPTIONS_TYPE, "<B", 0) == _NORMALIZATION_OPTIONS and options is not None:
+        if unit.u8(_PU_OPTIONS_TYPE) == _NORMALIZATION_OPTIONS and options is not None:
             norm = (options.floats(_NO_MEAN), options.floats(_NO_STD))
-    return TensorInfo(t.string(_TM_NAME), files, norm)
+    return TensorInfo(t.text(_TM_NAME), files, norm)
 
 
 def metadata_buffer(model: bytes) -> bytes | None:
@@ -134,11 +113,11 @@ def metadata_buffer(model: bytes) -> bytes | None:
     root = _root(model, b"TFL3")
     buffers = root.tables(_MODEL_BUFFERS)
     for entry in root.tables(_MODEL_METADATA):
-        if entry.string(_METADATA_NAME) == METADATA_NAME:
-            index = entry.scalar(_METADATA_BUFFER, "<I", 0)
+        if entry.text(_METADATA_NAME) == METADATA_NAME:
+            index = entry.scalar(_METADATA_BUFFER)
             if index >= len(buffers):
                 raise MetadataReadError(f"{METADATA_NAME} names buffer {index}; the model has {len(buffers)}")
-            return buffers[index].bytes_(_BUFFER_DATA)
+            return buffers[index].ubytes(_BUFFER_DATA)
     return None
 
 
@@ -162,10 +141,10 @@ def read_standard_metadata(data: bytes, name: str = "<bytes>") -> StandardMetada
         subgraphs = meta.tables(_MM_SUBGRAPHS)
         inputs = tuple(_tensor(t) for t in subgraphs[0].tables(_SG_INPUTS)) if subgraphs else ()
         outputs = tuple(_tensor(t) for t in subgraphs[0].tables(_SG_OUTPUTS)) if subgraphs else ()
-        result = StandardMetadata(meta.string(_MM_NAME), meta.string(_MM_VERSION), meta.string(_MM_MIN_PARSER),
+        result = StandardMetadata(meta.text(_MM_NAME), meta.text(_MM_VERSION), meta.text(_MM_MIN_PARSER),
                                   inputs, outputs,
                                   tuple(f for t in inputs + outputs for f in t.label_files if f not in members))
-    except MetadataReadError as e:
+    except (MetadataReadError, flatbuf.FlatbufferError) as e:
         raise MetadataReadError(f"{name}: malformed TFLite Metadata ({e})") from None
     except (struct.error, RecursionError, IndexError) as e:
         raise MetadataReadError(f"{name}: malformed TFLite Metadata ({type(e).__name__})") from None

@@ -22,6 +22,7 @@ from convert_fixtures import make_dataset, make_run
 REPO = Path(__file__).resolve().parents[1]
 MEDIAPIPE_PYTHON_ENV = "POLYHEAD_MEDIAPIPE_PYTHON"
 MAX_RESULTS = 3
+PRECISIONS = ("float32", "int8")  # what `make all` writes; float16 and dynamic pass too (slower test)
 
 
 def mediapipe_python() -> str | None:
@@ -46,7 +47,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """A run converted to float32 and int8 (every approach), and test images of several sizes."""
+    """A run converted at every precision (every approach), and test images of several sizes."""
     from PIL import Image
 
     from convert.run import convert_run
@@ -54,7 +55,7 @@ def converted(tmp_path_factory) -> tuple[Path, list[Path]]:
     base = tmp_path_factory.mktemp("mediapipe")
     data = make_dataset(base / "data", per_combo={"train": 3, "val": 1, "test": 1})
     run = make_run(base / "run", data, approaches=("multihead", "joint", "separate"))
-    doc = convert_run(run, ["float32", "int8"], calibration=12, legacy=False)
+    doc = convert_run(run, PRECISIONS, calibration=12, legacy=False)
     assert doc["errors"] == [], doc["errors"]
     images = sorted(data.glob("test_*.png"))[:4]
     rng = np.random.default_rng(0)
@@ -80,7 +81,7 @@ def test_mediapipe_image_classifier_reads_every_file_as_polyhead_does(converted)
 
     run, images = converted
     files = sorted((run / "edge").glob("*.tflite"))
-    assert len(files) == 8  # (multihead, joint, separate.make, separate.type) x (float32, int8)
+    assert len(files) == 4 * len(PRECISIONS)  # (multihead, joint, separate.make, separate.type) x precisions
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([MEDIAPIPE, str(REPO / "tests" / "metadata_mediapipe_worker.py"), str(MAX_RESULTS),
                            *map(str, files), "--", *map(str, images)],
@@ -91,7 +92,8 @@ def test_mediapipe_image_classifier_reads_every_file_as_polyhead_does(converted)
     for f in files:
         card = read_card(f)
         ours = _polyhead_scores(f, images)
-        tol = 0.0 if card.precision == "int8" else 1e-5  # int8: the same integer kernels, exactly
+        # int8: the same integer kernels, exactly; float inputs: the same pixels normalised, to 1e-5.
+        tol = 0.0 if card.precision == "int8" else 1e-5
         for image in map(str, images):
             lists = result["models"][str(f)][image]
             # One classification list per card output (a head; ``joint`` for a joint file).
