@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def converted_ops(backbone: str, approach: str, size: int) -> dict[str, list[str]]:
     """``{file stem.precision: sorted operator names}`` for one backbone and approach."""
+    from convert_fixtures import build_models
+
     from convert.inspect import op_versions
     from convert.tflite import convert_keras, exported
-    from convert_fixtures import build_models
     from edge.schema import LabelSchema
 
     schema = LabelSchema.from_labels(("make", "type"), [(m, t) for m in "abc" for t in "xy"])
