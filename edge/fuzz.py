@@ -107,15 +107,17 @@ def run_child(args: list[str], timeout_s: float, memory_mb: int, case: str, comm
                round(time.perf_counter() - t0, 2))
 
 
+COMMANDS = ("predict-jsonl", "predict-table", "info")
+
+
 def fuzz_files(files: list[Path], image: Path, timeout_s: float = 60, memory_mb: int = 4096,
-               jobs: int = 1) -> list[Run]:
-    """``predict`` (jsonl, table) and ``info`` on each file, in limited children."""
+               jobs: int = 1, commands: tuple[str, ...] = COMMANDS) -> list[Run]:
+    """``commands`` (``predict`` as jsonl and as a table, ``info``) on each file, in limited children."""
     py = [sys.executable, "-m", "edge"]
-    tasks = []
-    for f in files:
-        tasks += [(f.name, "predict-jsonl", py + ["predict", str(f), str(image), "--format", "jsonl"]),
-                  (f.name, "predict-table", py + ["predict", str(f), str(image)]),
-                  (f.name, "info", py + ["info", str(f), "--probe-timeout", str(timeout_s / 2)])]
+    argv = {"predict-jsonl": lambda f: py + ["predict", str(f), str(image), "--format", "jsonl"],
+            "predict-table": lambda f: py + ["predict", str(f), str(image)],
+            "info": lambda f: py + ["info", str(f), "--probe-timeout", str(timeout_s / 2)]}
+    tasks = [(f.name, c, argv[c](f)) for f in files for c in commands]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         return list(pool.map(lambda t: run_child(t[2], timeout_s, memory_mb, t[0], t[1]), tasks))
 

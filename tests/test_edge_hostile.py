@@ -73,11 +73,23 @@ MODEL_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
-def test_hostile_model_is_refused_by_the_check(case, src, tmp_path, edge_fx):
+def test_hostile_model_is_refused_by_the_check(case, src, tmp_path):
+    from edge.predict import Predictor
+    from edge.variants import discover
+
     edit_model, edit_card, rule, _ = MODEL_CASES[case]
     f = hm.rewrite(src, tmp_path / f"{case}.tflite", edit_model, edit_card)
     with pytest.raises(ModelCheckError, match=rf"{case}\.tflite: refused by the model check \({rule}\)"):
         check_model_file(f, None)
+    with pytest.raises(ModelCheckError, match=rf"\({rule}\)"):  # before any interpreter sees it
+        Predictor(next(iter(discover(f).values())))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_hostile_model_cli_gives_one_line(case, src, tmp_path, edge_fx):
+    edit_model, edit_card, rule, _ = MODEL_CASES[case]
+    f = hm.rewrite(src, tmp_path / f"{case}.tflite", edit_model, edit_card)
     for args in (("predict", f, edge_fx / "images"), ("predict", f, edge_fx / "images", "--format", "jsonl"),
                  ("info", f)):
         proc, seconds = _edge(*args)
@@ -105,6 +117,16 @@ def test_real_models_pass_the_check_in_well_under_5_ms(edge_fx):
         assert summary.operators and summary.arena_mb > 0
 
 
+def test_limits_are_configurable(src):
+    from edge.modelcheck import ModelLimits
+
+    with pytest.raises(ModelCheckError, match="over the limit of 100 "):
+        check_model_file(src, None, ModelLimits(max_input_pixels=100))
+    with pytest.raises(ModelCheckError, match="--max-arena-mb"):
+        check_model_file(src, None, ModelLimits(max_arena_mb=0.001))
+
+
+@pytest.mark.slow
 def test_limits_are_configurable_on_the_cli(src, edge_fx):
     proc, _ = _edge("predict", src, edge_fx / "images", "--max-input-pixels", "100")
     assert "--max-input-pixels" in _one_line_error(proc)
@@ -112,17 +134,31 @@ def test_limits_are_configurable_on_the_cli(src, edge_fx):
     assert "--max-arena-mb" in _one_line_error(proc)
 
 
-@pytest.mark.parametrize("name", ["surrogate_class", "runtime_compat_str", "runtime_compat_list",
-                                  "runtime_compat_int", "control_chars_variant"])
-def test_hostile_cards_give_one_line(name, src, tmp_path, edge_fx):
-    edits = {
-        "surrogate_class": lambda c: hm.card_with_schema_class(c, "make", "audi", "au\udc80di"),
-        "runtime_compat_str": lambda c: c.with_updates(runtime_compat="loads"),
-        "runtime_compat_list": lambda c: c.with_updates(runtime_compat=["x"]),
-        "runtime_compat_int": lambda c: c.with_updates(runtime_compat=7),
-        "control_chars_variant": lambda c: c.with_updates(variant="evil\n\x1b]0;pwned\x07"),
-    }
-    f = hm.rewrite(src, tmp_path / f"{name}.tflite", None, edits[name])
+CARD_EDITS = {
+    "surrogate_class": lambda c: hm.card_with_schema_class(c, "make", "audi", "au\udc80di"),
+    "runtime_compat_str": lambda c: c.with_updates(runtime_compat="loads"),
+    "runtime_compat_list": lambda c: c.with_updates(runtime_compat=["x"]),
+    "runtime_compat_int": lambda c: c.with_updates(runtime_compat=7),
+    "runtime_compat_entry": lambda c: c.with_updates(runtime_compat={"rt": {"loads": "yes"}}),
+    "control_chars_variant": lambda c: c.with_updates(variant="evil\n\x1b]0;pwned\x07"),
+    "bidi_backbone": lambda c: c.with_updates(backbone="mobile\u202enet"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CARD_EDITS))
+def test_hostile_cards_are_refused_in_one_line(name, src, tmp_path):
+    from edge.card import CardError, read_card
+
+    f = hm.rewrite(src, tmp_path / f"{name}.tflite", None, CARD_EDITS[name])
+    with pytest.raises(CardError, match="malformed card") as e:
+        read_card(f)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value) and "\udc80" not in str(e.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["surrogate_class", "runtime_compat_str", "control_chars_variant"])
+def test_hostile_cards_give_one_line_on_the_cli(name, src, tmp_path, edge_fx):
+    f = hm.rewrite(src, tmp_path / f"{name}.tflite", None, CARD_EDITS[name])
     for args in (("info", f), ("predict", f, edge_fx / "images"), ("predict", f, edge_fx / "images", "--format", "csv")):
         proc, seconds = _edge(*args, env_extra={"PYTHONIOENCODING": "utf-8:strict"})
         out = proc.stdout.decode("utf-8") + proc.stderr.decode("utf-8")  # strict: valid UTF-8 or this raises
@@ -133,6 +169,29 @@ def test_hostile_cards_give_one_line(name, src, tmp_path, edge_fx):
             _one_line_error(proc)
 
 
+def test_labels_csv_symlink_to_a_secret_is_refused(tmp_path):
+    from edge.labels import read_labels_csv
+    from edge.paths import PathError
+
+    (tmp_path / "images").mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("image,split,TOP-SECRET-LINE\n")
+    (tmp_path / "images" / "labels.csv").symlink_to(secret)
+    with pytest.raises(PathError, match="points outside") as e:
+        read_labels_csv(tmp_path / "images" / "labels.csv")
+    assert "TOP-SECRET" not in str(e.value)
+    secret.write_text("name,TOP-SECRET-LINE\n")  # a bad header is never quoted either
+    (tmp_path / "images" / "labels.csv").unlink()
+    shutil.copy(secret, tmp_path / "images" / "labels.csv")
+    with pytest.raises(ValueError, match="not a labels.csv") as e:
+        read_labels_csv(tmp_path / "images" / "labels.csv")
+    assert "TOP-SECRET" not in str(e.value)
+    os.mkfifo(tmp_path / "fifo.csv")
+    with pytest.raises(PathError, match="not a regular file"):
+        read_labels_csv(tmp_path / "fifo.csv", inside=tmp_path)
+
+
+@pytest.mark.slow
 def test_labels_csv_symlink_to_a_secret_is_refused_and_never_echoed(edge_fx, tmp_path, src):
     images = tmp_path / "images"
     shutil.copytree(edge_fx / "images", images)
@@ -173,6 +232,33 @@ def _remove_deep(deep: Path, depth: int) -> None:
             d.rmdir()
 
 
+def test_folder_walk_is_iterative_and_skips_fifos_and_loops(edge_fx, tmp_path, src):
+    from edge.labels import list_images
+    from edge.predict import Predictor
+    from edge.variants import discover
+
+    deep = tmp_path / "deep"
+    try:
+        d = deep
+        deep.mkdir()
+        for _ in range(1100):
+            d = d / "d"
+            d.mkdir()
+        shutil.copy(next((edge_fx / "images").glob("*.png")), d / "x.png")
+        os.mkfifo(deep / "fifo.png")
+        (deep / "loop.png").symlink_to(deep / "loop.png")
+        (deep / "up").symlink_to(deep)  # a folder loop: never followed
+        assert list_images(deep) == [d / "x.png"]
+        predictor = Predictor(discover(src)["multihead.int8"])
+        for bad, why in ((deep / "fifo.png", "not a regular file"), (deep / "loop.png", "symlink loop")):
+            t0 = time.perf_counter()
+            pred = predictor.predict_file(bad)
+            assert not pred.ok and why in pred.error and time.perf_counter() - t0 < 5
+    finally:
+        _remove_deep(deep, 1100)
+
+
+@pytest.mark.slow
 def test_deep_folders_fifo_and_symlink_loops(edge_fx, tmp_path, src):
     deep = tmp_path / "deep"
     try:
@@ -200,6 +286,7 @@ def _deep_folders_fifo_and_symlink_loops(edge_fx, deep, src):
         assert "Traceback" not in proc.stderr.decode() and seconds < LIMIT_S
 
 
+@pytest.mark.slow
 def test_non_utf8_file_names_with_strict_utf8_stdout(edge_fx, tmp_path, src):
     images = tmp_path / "images"
     images.mkdir()
