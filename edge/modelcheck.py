@@ -85,12 +85,21 @@ def check_model_file(path: str | os.PathLike, signature: str | None = "serving_d
                      limits: ModelLimits = DEFAULT_LIMITS) -> ModelSummary:
     """Check the .tflite at ``path`` (a regular file; its card, if any, is ignored). Raises
     ``ModelCheckError``. ``signature`` None checks every signature the file has."""
+    import mmap
+
+    from edge.paths import PathError, open_regular
+
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        with open_regular(path) as f:
+            if os.fstat(f.fileno()).st_size < 8:
+                return check_model(f.read(), str(path), signature, limits)
+            # Mapped, not read: the check touches only the tables, never the weights.
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return check_model(data, str(path), signature, limits)
+    except PathError as e:
+        raise ModelError(str(e)) from None
     except OSError as e:
         raise ModelError(f"{path}: cannot read ({e.strerror or e})") from None
-    return check_model(data, str(path), signature, limits)
 
 
 def check_model(data: bytes | memoryview, name: str = "<bytes>", signature: str | None = "serving_default",
