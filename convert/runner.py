@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from edge.card import ModelCard, read_card
-from edge.schema import JOINT_OUTPUT
 
 
 def predict_outputs(
@@ -34,10 +33,3 @@ def predict_outputs(
             outs[k][i] = v
     return card, outs, f"{name} {version}".strip()
 
-
-def to_heads(card: ModelCard, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-head probabilities: a joint output decoded through the card's schema."""
-    heads = {k: v for k, v in outputs.items() if k != JOINT_OUTPUT}
-    if JOINT_OUTPUT in outputs:
-        heads.update(card.schema.decode_joint(outputs[JOINT_OUTPUT]))
-    return heads

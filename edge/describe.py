@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edge import tflite_metadata
 from edge.errors import PolyheadError
 from edge.modelcheck import DEFAULT_LIMITS, ModelLimits
 from edge.probe import DEFAULT_PROBE, ProbeLimits
@@ -47,6 +48,7 @@ def describe_file(f: Path, limits: ModelLimits = DEFAULT_LIMITS, probe: ProbeLim
     except PolyheadError as e:
         entry.update(loads=False, error=printable(str(e)))  # refused: no interpreter ever sees it
         return entry
+    entry["tflite_metadata"] = tflite_metadata.summary(f)  # bounds-checked reader, no interpreter
     result = probe_in_child(f, limits, probe)
     entry["loads"] = bool(result.get("loads"))
     if entry["loads"]:
@@ -87,6 +89,8 @@ def _card_lines(e: dict[str, Any]) -> list[str]:
                  f"pixels {i['value_range'][0]:g}..{i['value_range'][1]:g}")
     lines.append("  outputs (card key -> signature output): " + ", ".join(f"{k} -> {v}" for k, v in e["outputs"].items()))
     lines.append(f"  made by: TensorFlow {e['tensorflow_version'] or '?'}, converter {e['converter_version'] or '?'}")
+    if "tflite_metadata" in e:
+        lines.append("  " + printable(tflite_metadata.format_summary(e["tflite_metadata"])))
     return lines
 
 
