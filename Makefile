@@ -13,6 +13,7 @@ IMAGE_SIZE  ?= 96
 EPOCHS      ?= 8
 BATCH_SIZE  ?= 32
 WEIGHTS     ?= none
+PROTOCOL    ?= scratch
 APPROACHES  ?= multihead,joint,separate
 PRECISIONS  ?= float32,int8
 THREADS     ?= 1
@@ -26,7 +27,7 @@ STAMP  := $(VENV)/.installed
 LEGACY_STAMP := $(LEGACY)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-legacy all data train convert bench report paper test test-fast lint clean
+.PHONY: help setup setup-legacy all data train convert bench report paper compare test test-fast lint clean
 
 help: ## list targets and variables
 	@echo "targets:"
@@ -55,17 +56,17 @@ setup-legacy: $(LEGACY_STAMP) ## create .venv-legacy (tflite-runtime 2.14 + nump
 all: $(STAMP) ## the whole job: data, train, convert, bench, report (reuses what is done)
 	$(BIN)/python -m report.pipeline --data $(DATA) --run $(RUN) --backbone $(BACKBONE) \
 	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) --weights $(WEIGHTS) \
-	  --num-images $(NUM_IMAGES) --synth-size $(SYNTH_SIZE) --holdout-combos $(HOLDOUT) \
+	  --protocol $(PROTOCOL) --num-images $(NUM_IMAGES) --synth-size $(SYNTH_SIZE) --holdout-combos $(HOLDOUT) \
 	  --precision $(PRECISIONS) --threads $(THREADS) --bench-runs $(RUNS) --seed $(SEED)
 
 data: $(STAMP) ## build the synthetic dataset in DATA
 	$(BIN)/python -m datasets synth --out $(DATA) --num-images $(NUM_IMAGES) --image-size $(SYNTH_SIZE) \
 	  --holdout-combos $(HOLDOUT) --seed $(SEED)
 
-train: $(STAMP) ## train APPROACHES on DATA into RUN
+train: $(STAMP) ## train APPROACHES on DATA into RUN (PROTOCOL: frozen, fine-tune, scratch)
 	$(BIN)/python -m train --data $(DATA) --backbone $(BACKBONE) --approach $(APPROACHES) --out $(RUN) \
 	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) --weights $(WEIGHTS) \
-	  --seed $(SEED) --resume
+	  --seed $(SEED) --protocol $(PROTOCOL) --resume
 
 convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 	$(BIN)/python -m convert $(RUN) --precision $(PRECISIONS)
@@ -76,8 +77,12 @@ bench: $(STAMP) ## the performance suite on RUN's models (RUNS runs per round): 
 report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)
 
-paper: $(STAMP) ## the paper's three backbones (alexnet, googlenet, squeezenet) on DATA
-	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(WEIGHTS)
+paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientnet_lite0 (real transfer learning)
+	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(WEIGHTS) --epochs $(EPOCHS) \
+	  --num-images $(NUM_IMAGES) --threads $(THREADS) --seed $(SEED)
+
+compare: $(STAMP) ## scratch vs frozen pretrained vs fine-tuned, all approaches: runs/compare/compare.md
+	$(BIN)/python -m report.compare --data $(DATA) --out runs/compare --seed $(SEED)
 
 test: $(STAMP) $(LEGACY_STAMP) ## every test, the slow ones and the tflite-runtime 2.14 ones included
 	POLYHEAD_REQUIRE_LEGACY=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,15 +12,8 @@ from typing import Any
 
 import numpy as np
 
-MIN_AGREEMENT = {"float32": 0.995, "float16": 0.99, "dynamic": 0.98}
-"""Lowest top-1 agreement with Keras per head; below it the file fails its check (int8: no bound).
-
-dynamic is 98 %, not 99: it quantizes activations on the fly, so images near a decision boundary
-flip like int8's do. Measured on a trained MobileNetV2 multihead (synthetic data, 437 test images):
-98.86 % on ``make`` with a 0.46-point accuracy drop; per-channel Dense weights change nothing.
-"""
-INT8_MAX_DROP = 0.02
-"""An int8 (or dynamic) accuracy drop above this (2 points) on any head is a loud warning."""
+from convert.specs import INT8_MAX_DROP, resolve_precision
+from edge.schema import all_heads_right
 
 
 def head_metrics(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -60,23 +53,19 @@ def check_heads(
         "keras_joint_accuracy": None,
     }
     if set(heads) == set(all_heads) and n:
-        ok = np.ones(n, bool)
-        kok = np.ones(n, bool)
-        for h in heads:
-            ok &= probs[h].argmax(-1) == labels[h]
-            kok &= keras_probs[h].argmax(-1) == labels[h]
-        out["joint_accuracy"] = round(float(ok.mean()), 6)
-        out["keras_joint_accuracy"] = round(float(kok.mean()), 6)
+        out["joint_accuracy"] = round(float(all_heads_right(probs, labels, heads).mean()), 6)
+        out["keras_joint_accuracy"] = round(float(all_heads_right(keras_probs, labels, heads).mean()), 6)
     return out
 
 
 def verdict(name: str, precision: str, check: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(errors, warnings) for one checked file or variant.
 
-    A float file fails when a head's agreement is under ``MIN_AGREEMENT`` - allowing one image for
-    test sets too small to express the bound (under 200 images for float32). An int8 head that
-    loses more than ``INT8_MAX_DROP`` accuracy is a warning.
+    A file fails when a head's agreement is under its precision's ``min_agreement`` - allowing one
+    image for test sets too small to express the bound (under 200 images for float32). A quantised
+    head (``warn_on_drop``) that loses more than ``INT8_MAX_DROP`` accuracy is a warning.
     """
+    spec = resolve_precision(precision)
     errors: list[str] = []
     warnings: list[str] = []
     n = check.get("n") or 0
@@ -84,7 +73,7 @@ def verdict(name: str, precision: str, check: dict[str, Any]) -> tuple[list[str]
         warnings.append(f"{name}: not checked (no test images)")
         return errors, warnings
     for head, m in check["heads"].items():
-        bound = MIN_AGREEMENT.get(precision)
+        bound = spec.min_agreement
         if bound is not None:
             allowed = max(1, int(np.floor((1.0 - bound) * n + 1e-9)))
             if m["disagreements"] > allowed:
@@ -92,7 +81,7 @@ def verdict(name: str, precision: str, check: dict[str, Any]) -> tuple[list[str]
                     f"{name}: head '{head}' agrees with Keras on {m['agreement']:.2%} of {n} images "
                     f"(needs >= {bound:.1%}, at most {allowed} disagreeing)"
                 )
-        if precision in ("int8", "dynamic") and m["drop"] is not None and m["drop"] > INT8_MAX_DROP:
+        if spec.warn_on_drop and m["drop"] is not None and m["drop"] > INT8_MAX_DROP:
             warnings.append(
                 f"{name}: {precision} head '{head}' accuracy drops {m['drop'] * 100:.1f} points "
                 f"({m['keras_accuracy']:.2%} -> {m['accuracy']:.2%}, > {INT8_MAX_DROP * 100:.0f} points)"

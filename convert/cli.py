@@ -11,9 +11,16 @@ from edge.card import PRECISIONS
 
 
 def _precisions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from convert.errors import ConvertError
+    from convert.specs import resolve_precision
+
     items = tuple(p.strip() for p in value.split(",") if p.strip())
-    bad = [p for p in items if p not in PRECISIONS]
-    if bad or not items:
+    try:
+        for p in items:
+            resolve_precision(p)
+    except ConvertError:
+        items = ()
+    if not items:
         raise click.BadParameter(f"known precisions: {','.join(PRECISIONS)}. Received: {value!r}")
     return items
 

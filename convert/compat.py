@@ -24,14 +24,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def legacy_python() -> Path | None:
-    """The legacy environment's python (``edge.compat.legacy_python``), or None when there is none."""
-    from edge.compat import legacy_python as edge_legacy_python
+    """The legacy environment's python: ``$POLYHEAD_LEGACY_PYTHON``, else the repository's
+    ``.venv-legacy/bin/python``; None when that file does not exist.
 
-    found = edge_legacy_python()
-    return Path(found) if found and Path(found).exists() else None
+    The host's one legacy lookup: the device package knows nothing of this repository's venvs.
+    """
+    given = os.environ.get(LEGACY_ENV)
+    found = Path(given) if given else REPO_ROOT / ".venv-legacy" / "bin" / "python"
+    return found if found.exists() else None
 
 
-def _unchecked(reason: str) -> dict[str, Any]:
+def unchecked(reason: str) -> dict[str, Any]:
+    """The runtime_compat record of a tflite-runtime check that could not run, and why."""
     return {"runtime": LEGACY_KEY, "loads": None, "status": "unchecked", "error": reason}
 
 
@@ -57,7 +61,7 @@ def run_legacy(files: list[Path], images: np.ndarray, timeout_s: float = 600) ->
     """
     python = legacy_python()
     if python is None:
-        return {f: _unchecked(f"no legacy Python (make setup-legacy, or set {LEGACY_ENV})") for f in files}
+        return {f: unchecked(f"no legacy Python (make setup-legacy, or set {LEGACY_ENV})") for f in files}
     with tempfile.TemporaryDirectory(prefix="polyhead-legacy-") as tmp:
         np.savez(Path(tmp) / "images.npz", images=images)
         env = {**os.environ, "POLYHEAD_RUNTIME": LEGACY_KEY, "PYTHONPATH": str(REPO_ROOT)}
@@ -65,11 +69,11 @@ def run_legacy(files: list[Path], images: np.ndarray, timeout_s: float = 600) ->
         try:
             proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            return {f: _unchecked(f"legacy probe timed out after {timeout_s:.0f} s") for f in files}
+            return {f: unchecked(f"legacy probe timed out after {timeout_s:.0f} s") for f in files}
         result_path = Path(tmp) / "result.json"
         if proc.returncode != 0 or not result_path.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            return {f: _unchecked(f"legacy probe failed: {tail[0][:300]}") for f in files}
+            return {f: unchecked(f"legacy probe failed: {tail[0][:300]}") for f in files}
         result = json.loads(result_path.read_text())
         runtime = f"{result['runtime']} {result['runtime_version']}".strip()
         out: dict[Path, dict[str, Any]] = {}

@@ -1,4 +1,4 @@
-"""Run a converted file exactly as the device does: through ``edge.runtime.Model``.
+"""Run a converted file exactly as the device does: through ``edge.model.Model``.
 
 Numpy and ``edge`` only (no TensorFlow): the same code runs in the host venv (ai-edge-litert) and
 in the legacy venv (tflite-runtime 2.14) through ``convert.legacy_probe``.
@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from edge.card import ModelCard, read_card
-from edge.schema import JOINT_OUTPUT
 
 
 def predict_outputs(
@@ -22,7 +21,8 @@ def predict_outputs(
 
     Returns (card, outputs, "<runtime> <version>"). Integer outputs come back dequantized.
     """
-    from edge.runtime import Model, load_interpreter_class
+    from edge.interpreter import load_interpreter_class
+    from edge.model import Model
 
     cls, name, version = load_interpreter_class(runtime)
     card = read_card(path)
@@ -33,10 +33,3 @@ def predict_outputs(
             outs[k][i] = v
     return card, outs, f"{name} {version}".strip()
 
-
-def to_heads(card: ModelCard, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-head probabilities: a joint output decoded through the card's schema."""
-    heads = {k: v for k, v in outputs.items() if k != JOINT_OUTPUT}
-    if JOINT_OUTPUT in outputs:
-        heads.update(card.schema.decode_joint(outputs[JOINT_OUTPUT]))
-    return heads

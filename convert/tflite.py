@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConvertError, UnsupportedOpError
-from edge.card import PRECISIONS
+from convert.specs import PrecisionSpec, resolve_precision
 
-INT8_OUTPUT_DTYPE = "uint8"
 DENSE_PER_CHANNEL = False
 
 
@@ -49,12 +48,18 @@ class ConversionSettings:
     calibration_images: int = 0
     """Number of representative images (int8 only; 0 otherwise)."""
     calibration_seed: int = 0
-    int8_output_dtype: str = INT8_OUTPUT_DTYPE
+    int8_output_dtype: str = "uint8"
+    """Output dtype of a calibrated file (kept under this key: earlier convert.json files use it)."""
     dense_per_channel: bool = DENSE_PER_CHANNEL
 
+    @property
+    def spec(self) -> PrecisionSpec:
+        return resolve_precision(self.precision)
+
     def to_dict(self) -> dict[str, Any]:
+        """The settings as convert.json records them (a changed value reconverts the file)."""
         d = asdict(self)
-        if self.precision != "int8":
+        if not self.spec.calibrated:
             d.pop("calibration_images")
             d.pop("calibration_seed")
             d.pop("int8_output_dtype")
@@ -62,11 +67,10 @@ class ConversionSettings:
 
 
 def settings_for(precision: str, calibration_images: int = 0, seed: int = 0) -> ConversionSettings:
-    """The settings of ``precision`` (calibration only matters for int8)."""
-    if precision not in PRECISIONS:
-        raise ConvertError(f"unknown precision. Known: {list(PRECISIONS)}. Received: precision={precision!r}")
-    if precision == "int8":
-        return ConversionSettings(precision, int(calibration_images), int(seed))
+    """The settings of ``precision`` (calibration only matters for calibrated, full-integer ones)."""
+    spec = resolve_precision(precision)
+    if spec.calibrated:
+        return ConversionSettings(precision, int(calibration_images), int(seed), spec.output_dtype)
     return ConversionSettings(precision)
 
 
@@ -183,6 +187,7 @@ def convert_keras(
     import tensorflow as tf
 
     settings = settings or settings_for(precision, 0 if representative_images is None else len(representative_images))
+    spec = settings.spec
     with contextlib.redirect_stdout(io.StringIO()):  # model.export() prints its endpoints
         if saved_model_dir:
             conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
@@ -190,22 +195,22 @@ def convert_keras(
             conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     conv.allow_custom_ops = False
-    if precision != "float32":
+    if spec.optimise:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv._experimental_disable_per_channel_quantization_for_dense_layers = not settings.dense_per_channel
-    if precision == "float16":
-        conv.target_spec.supported_types = [tf.float16]
-    elif precision == "int8":
+    if spec.weight_dtype:
+        conv.target_spec.supported_types = [tf.dtypes.as_dtype(spec.weight_dtype)]
+    if spec.calibrated:
         if representative_images is None or len(representative_images) == 0:
-            raise ConvertError("int8 needs calibration images; none were given")
+            raise ConvertError(f"{precision} needs calibration images; none were given")
         input_name = model.inputs[0].name if getattr(model, "inputs", None) else "image"
         conv.representative_dataset = _representative(np.asarray(representative_images), input_name)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.uint8 if settings.int8_output_dtype == "uint8" else tf.float32
+        conv.inference_input_type = tf.dtypes.as_dtype(spec.input_dtype)
+        conv.inference_output_type = tf.dtypes.as_dtype(settings.int8_output_dtype)
     try:
         # The converter's calibrator uses tf.lite.Interpreter internally and warns about it; our
-        # own runs go through ai-edge-litert (edge.runtime).
+        # own runs go through ai-edge-litert (edge.interpreter).
         with _native_output_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return bytes(conv.convert())

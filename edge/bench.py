@@ -127,8 +127,8 @@ def summarise_variant(variant: Any, raws: Sequence[tuple[int, float | None, dict
                        for r in good)
     rec["failed_rounds"] = len(failed)
     rec["errors"] = image_errors + len(failed)
-    if failed:
-        rec["error"] = failed[0] if not good else f"{len(failed)} of {len(raws)} rounds failed: {failed[0]}"
+    if not good:  # no measurement at all; a round that failed among good ones is in ``rounds``
+        rec["error"] = failed[0]
     rec["rounds"] = [_round_entry(i, load1, raw) for i, load1, raw in raws]
     return rec
 
@@ -162,7 +162,8 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
               timeout_s: float | None = None, rounds: int = DEFAULT_ROUNDS,
               min_time_s: float = DEFAULT_MIN_TIME_S) -> dict[str, Any]:
     """Benchmark every variant at ``path`` in interleaved rounds of fresh subprocesses; the bench.json dict."""
-    from edge.runtime import discover, load_interpreter_class
+    from edge.interpreter import load_interpreter_class
+    from edge.variants import discover
 
     problems: list[tuple[str, str]] = []
     variants = discover(path, problems)
@@ -286,6 +287,9 @@ def format_table(bench: dict[str, Any]) -> str:
     for vid, r in bench["variants"].items():
         if r.get("error"):
             out.append(f"{vid}: {r['error']}")
+        elif r.get("failed_rounds"):
+            first = next(x["error"] for x in r["rounds"] if x.get("error"))
+            out.append(f"{vid}: {r['failed_rounds']} of {len(r['rounds'])} rounds failed (the others kept): {first}")
     ratios = bench_ratios(bench)
     if ratios:
         out += ["", "ratio (p50, paired by round) value [95 % bootstrap interval over rounds]:"]

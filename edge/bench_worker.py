@@ -55,7 +55,9 @@ def _timed(runs: int, min_time_s: float) -> Iterator[int]:
 
 def open_variant(path: str, variant_id: str, threads: int) -> tuple[Any, dict[str, Any]]:
     """The variant's Predictor and the record's identity and load-time part."""
-    from edge.runtime import Predictor, discover, limit_malloc_arenas, select_variant
+    from edge.interpreter import limit_malloc_arenas
+    from edge.predict import Predictor
+    from edge.variants import discover, select_variant
 
     limit_malloc_arenas()
     variant = select_variant(discover(path), variant_id)
@@ -146,7 +148,7 @@ def _endless(paths: list[Path]) -> Iterator[Path]:
 
 def measure_stream(predictor: Any, paths: list[Path], runs: int, warmup: int, min_time_s: float) -> dict[str, Any]:
     """Files to labels with prefetched decoding: the time between consecutive results."""
-    from edge.runtime import iter_predictions
+    from edge.predict import iter_predictions
 
     if not paths:
         return {"file_to_labels_samples": [], "stream_errors": 0}
@@ -167,7 +169,8 @@ def measure_stream(predictor: Any, paths: list[Path], runs: int, warmup: int, mi
 
 def measure_accuracy(predictor: Any, images: str | None, progress: Progress) -> dict[str, Any]:
     """Per-head and joint accuracy over a labels.csv beside the images (None without one)."""
-    from edge.runtime import Accuracy, iter_predictions, read_labels_csv
+    from edge.labels import Accuracy, read_labels_csv
+    from edge.predict import iter_predictions
 
     labels_csv = Path(images) / "labels.csv" if images else None
     if labels_csv is None or not labels_csv.is_file():
@@ -187,7 +190,7 @@ def measure_accuracy(predictor: Any, images: str | None, progress: Progress) -> 
 def soak(predictor: Any, paths: list[Path], arrays: list[np.ndarray], duration_s: float) -> dict[str, Any]:
     """Loop over the images for ``duration_s``: count errors and sample RSS to see it stays flat."""
     from edge.bench_machine import current_rss_mb
-    from edge.runtime import iter_predictions
+    from edge.predict import iter_predictions
 
     t_start = time.perf_counter()
     samples: list[tuple[float, float]] = [(0.0, current_rss_mb())]

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edge.errors import PolyheadError
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CARD_FORMAT_VERSION = 1
@@ -30,6 +31,30 @@ MAX_CARD_BYTES = 1 << 20
 APPROACHES = ("multihead", "joint", "separate")
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 INPUT_DTYPES = ("float32", "uint8", "int8")
+PER_HEAD_APPROACHES = ("separate",)
+"""Approaches made of one single-head model per head (their model names carry the head)."""
+
+
+def model_stem(approach: str, head: str | None = None) -> str:
+    """The name of one model: ``multihead``, ``joint`` or ``separate.<head>``.
+
+    Training writes ``models/<stem>.keras`` and conversion ``edge/<stem>.<precision>.tflite``;
+    ``split_model_stem`` reads a stem back. A ValueError (one line) for a combination that is not one.
+    """
+    if approach not in APPROACHES or (approach in PER_HEAD_APPROACHES) != (head is not None) or head == "":
+        raise ValueError(f"no model is named for approach={approach!r}, head={head!r}. Known approaches: {list(APPROACHES)}")
+    return approach if head is None else f"{approach}.{head}"
+
+
+def split_model_stem(stem: str) -> tuple[str, str | None]:
+    """``(approach, head)`` of a stem ``model_stem`` made (head None but for one-model-per-head approaches).
+
+    Any other name is a ValueError (one line) naming it and the known forms.
+    """
+    approach, _, head = stem.partition(".")
+    if approach not in APPROACHES or (approach in PER_HEAD_APPROACHES) != bool(head):
+        raise ValueError(f"unknown model name '{stem}'. Known: multihead, joint, separate.<head>")
+    return approach, head or None
 
 
 def _sha256():
@@ -45,7 +70,7 @@ def _sha256():
     return sha256()
 
 
-class CardError(ValueError):
+class CardError(PolyheadError):
     """A model card is missing, malformed, or does not match its model."""
 
 

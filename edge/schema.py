@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import PolyheadError
+
 SCHEMA_FORMAT_VERSION = 1
 JOINT_OUTPUT = "joint"
 """Name of the single output of a joint model (and of its key in label dicts)."""
@@ -26,8 +28,21 @@ JOINT_SEPARATOR = "/"
 """Separator of a combination's display name, e.g. ``Toyota/SUV``."""
 
 
-class SchemaError(ValueError):
+class SchemaError(PolyheadError):
     """A label schema is malformed, or a label is not in it."""
+
+
+def all_heads_right(
+    probs: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], heads: Sequence[str]
+) -> np.ndarray:
+    """Per image, True when the top-1 class of every head in ``heads`` is its label.
+
+    ``probs[h]`` is (N, K) scores, ``labels[h]`` (N,) class indices; the mean is the joint accuracy.
+    """
+    right = np.ones(len(labels[heads[0]]) if heads else 0, dtype=bool)
+    for h in heads:
+        right &= np.asarray(probs[h]).argmax(-1) == np.asarray(labels[h])
+    return right
 
 
 @dataclass(frozen=True)
@@ -165,6 +180,17 @@ class LabelSchema:
                 f"joint output has {joint_probs.shape[-1]} scores, the schema {self.num_combinations} combinations"
             )
         return {name: joint_probs @ m for name, m in self._memberships.items()}
+
+    def head_probs(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-head probabilities from a model's outputs keyed by output name.
+
+        Head outputs pass through; a ``joint`` output is decoded into every head (``decode_joint``).
+        The one joint decoder of the project: Keras outputs, converted files and the device use it.
+        """
+        heads = {k: v for k, v in outputs.items() if k != JOINT_OUTPUT}
+        if JOINT_OUTPUT in outputs:
+            heads.update(self.decode_joint(outputs[JOINT_OUTPUT]))
+        return heads
 
     @cached_property
     def _memberships(self) -> dict[str, np.ndarray]:

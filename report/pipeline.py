@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import click
 
 from edge.card import APPROACHES
 from edge.io import atomic_write_bytes, atomic_write_json
+from train.defaults import DEFAULTS, PROTOCOLS, as_text
 
 
 class PipelineError(RuntimeError):
@@ -43,20 +44,35 @@ class PipelineSettings:
 
     data: Path
     run: Path
-    backbone: str = "mobilenet_v2_035"
-    image_size: int = 96
-    epochs: int = 8
-    num_images: int = 6000
-    synth_size: int = 128
-    holdout_combos: int = 4
-    precisions: tuple[str, ...] = ("float32", "int8")
-    threads: int = 1
-    seed: int = 0
-    weights: str = "none"
+    backbone: str = DEFAULTS.backbone
+    image_size: int = DEFAULTS.image_size
+    epochs: int = DEFAULTS.epochs
+    num_images: int = DEFAULTS.num_images
+    synth_size: int = DEFAULTS.synth_size
+    holdout_combos: int = DEFAULTS.holdout_combos
+    precisions: tuple[str, ...] = DEFAULTS.precisions
+    threads: int = DEFAULTS.threads
+    seed: int = DEFAULTS.seed
+    weights: str = DEFAULTS.weights
     batch_size: int | None = None
-    bench_runs: int = 50
-    bench_images: int = 100
+    bench_runs: int = DEFAULTS.bench_runs
+    bench_images: int = DEFAULTS.bench_images
+    protocol: str = DEFAULTS.protocol
+    """A name in train.defaults.PROTOCOLS: frozen, fine-tune or scratch (forces weights none)."""
     extra_train_args: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise PipelineError(f"unknown protocol. Known: {list(PROTOCOLS)}. Received: protocol={self.protocol!r}")
+
+    @property
+    def train_weights(self) -> str:
+        """The weights training gets: the protocol's when it forces them (scratch: none)."""
+        return PROTOCOLS[self.protocol].weights or self.weights
+
+    @property
+    def freeze_base(self) -> bool:
+        return PROTOCOLS[self.protocol].freeze_base or "--freeze-base" in self.extra_train_args
 
 
 def display(command: Sequence[str]) -> list[str]:
@@ -152,8 +168,8 @@ def settings_conflict(settings: PipelineSettings) -> str | None:
         "image_size": [settings.image_size, settings.image_size],
         "epochs": settings.epochs,
         "seed": settings.seed,
-        "weights": settings.weights,
-        "freeze_base": "--freeze-base" in settings.extra_train_args,
+        "weights": settings.train_weights,
+        "freeze_base": settings.freeze_base,
     }
     if settings.batch_size:
         wanted["batch_size"] = settings.batch_size
@@ -246,7 +262,8 @@ def synth_command(s: PipelineSettings) -> list[str]:
 def train_command(s: PipelineSettings) -> list[str]:
     command = [_python(), "-m", "train", "--data", str(s.data), "--backbone", s.backbone,
                "--approach", ",".join(APPROACHES), "--out", str(s.run), "--image-size", str(s.image_size),
-               "--epochs", str(s.epochs), "--seed", str(s.seed), "--weights", s.weights, "--resume"]
+               "--epochs", str(s.epochs), "--seed", str(s.seed), "--weights", s.train_weights, "--protocol", s.protocol,
+               "--resume"]
     if s.batch_size:
         command += ["--batch-size", str(s.batch_size)]
     return command + list(s.extra_train_args)
@@ -300,145 +317,182 @@ def prepare_bench_images(data: Path, out: Path, count: int, allow_outside_paths:
     return out
 
 
-def run_pipeline(s: PipelineSettings) -> Path:
-    """Run (or reuse) every stage for ``s`` and write the report; returns the report's path."""
-    start = time.perf_counter()
-    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    steps: list[Step] = []
-    old_record = _read_json(s.run / "pipeline.json") or {}
-    previous = {st.get("name"): st for st in old_record.get("steps", []) if isinstance(st, Mapping)}
-    # Every invocation's total, so a 2-second re-run does not hide what the first run cost.
-    history = [h for h in old_record.get("invocations", []) if isinstance(h, Mapping)][-9:]
-    failures: list[str] = []  # bench and predictions failures: reported after the report is written
+@dataclass(frozen=True)
+class Stage:
+    """One step of ``make all``: its command, and whether its output is already up to date.
 
-    def reuse(name: str, command: list[str], why: str) -> None:
-        click.echo(f"[{name}] up to date ({why}); skipped", err=True)
-        old = previous.get(name) or {}
-        wall = old.get("wall_s") if old.get("command") == display(command) else None
-        steps.append(Step(name, display(command), f"reused ({why})", wall))
+    ``measurement``: a failure is recorded and the report still renders (bench, predictions).
+    """
 
-    def execute(name: str, command: list[str]) -> None:
-        try:
-            wall = run_command(name, command)
-        except PipelineError as e:
-            steps.append(Step(name, display(command), f"failed: {e}"))
-            save()
-            raise
-        steps.append(Step(name, display(command), "ran", round(wall, 2)))
-        save()
+    name: str
+    command: Callable[[PipelineSettings], list[str]]
+    is_done: Callable[[PipelineSettings], tuple[bool, str]]
+    measurement: bool = False
 
-    def measurement(name: str, command: list[str]) -> None:
-        """bench and predictions: a failure still lets the report render (as not measured)."""
-        try:
-            execute(name, command)
-        except PipelineError as e:
-            failures.append(str(e))
-            click.echo(f"[{name}] {e}; the report shows its figures as not measured", err=True)
 
-    def save() -> None:
-        total = round(time.perf_counter() - start, 2)
-        now = {"started": started_at, "total_wall_s": total, "ran": [st.name for st in steps if st.status == "ran"]}
-        atomic_write_json(s.run / "pipeline.json", {
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
-            "steps": [asdict(st) for st in steps],
-            "total_wall_s": total,
-            "invocations": [*history, now],
-        })
+def _data_done(s: PipelineSettings) -> tuple[bool, str]:
+    if not data_ready(s.data):
+        return False, f"no {s.data / 'labels.csv'}"
+    diffs = data_differences(s)
+    if diffs:
+        # Rebuilding would silently invalidate every run trained on it: reuse, and say so.
+        click.echo(f"[data] note: {s.data} was made with {', '.join(diffs)}; reusing it "
+                   f"(delete the folder to rebuild)", err=True)
+    return True, f"{s.data / 'labels.csv'} exists"
 
-    s.run.mkdir(parents=True, exist_ok=True)
 
-    command = synth_command(s)
-    if data_ready(s.data):
-        diffs = data_differences(s)
-        if diffs:
-            # Rebuilding would silently invalidate every run trained on it: reuse, and say so.
-            click.echo(f"[data] note: {s.data} was made with {', '.join(diffs)}; reusing it "
-                       f"(delete the folder to rebuild)", err=True)
-        reuse("data", command, f"{s.data / 'labels.csv'} exists")
-    else:
-        execute("data", command)
-
-    command = train_command(s)
+def _train_done(s: PipelineSettings) -> tuple[bool, str]:
     conflict = settings_conflict(s)
     if conflict:
         raise PipelineError(f"{conflict}: use another run folder (--run / RUN=) or delete this one")
-    done, why = training_done(s)
-    if done:
-        reuse("train", command, why)
-    else:
-        click.echo(f"[train] needed: {why}", err=True)
-        execute("train", command)
+    return training_done(s)
 
-    command = convert_command(s)
-    done, why = conversion_done(s.run, s.precisions)
-    if done:
-        reuse("convert", command, why)
-    else:
-        execute("convert", command)
 
+def _bench_images(s: PipelineSettings) -> Path:
     from report.predictions import run_allows_outside_paths
 
-    images = prepare_bench_images(s.data, s.run / "bench_images", s.bench_images, run_allows_outside_paths(s.run, s.data))
-    command = bench_command(s, images)
-    done, why = bench_done(s.run, s.threads)
-    if done:
-        reuse("bench", command, why)
-    else:
-        measurement("bench", command)
+    return prepare_bench_images(s.data, s.run / "bench_images", s.bench_images,
+                                run_allows_outside_paths(s.run, s.data))
 
+
+def _predicted_model(s: PipelineSettings) -> Path | None:
+    """The multihead .tflite the predictions stage shows (float32 when there is one)."""
     multihead = [p for p in tflite_paths(s.run) if p.name.startswith("multihead.")]
-    chosen = next((p for p in multihead if ".float32." in p.name), multihead[0] if multihead else None)
-    command = [_python(), "-m", "report.predictions", str(s.run), "--data", str(s.data),
-               "--threads", str(s.threads)]
-    if chosen is not None and newer_than(s.run / "predictions.json", [chosen]):
-        reuse("predictions", command, "predictions.json newer than the multihead model")
-    elif chosen is None:
-        steps.append(Step("predictions", display(command), "skipped (no multihead .tflite)"))
-    else:
-        measurement("predictions", command)
+    return next((p for p in multihead if ".float32." in p.name), multihead[0] if multihead else None)
 
-    steps.append(Step("report", display([_python(), "-m", "report", str(s.run)]), "ran"))
-    save()
+
+def predictions_command(s: PipelineSettings) -> list[str]:
+    return [_python(), "-m", "report.predictions", str(s.run), "--data", str(s.data), "--threads", str(s.threads)]
+
+
+def _predictions_done(s: PipelineSettings) -> tuple[bool, str]:
+    chosen = _predicted_model(s)
+    if chosen is None:
+        return True, "no multihead .tflite"
+    if newer_than(s.run / "predictions.json", [chosen]):
+        return True, "predictions.json newer than the multihead model"
+    return False, "predictions.json missing or older than the multihead model"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("data", synth_command, _data_done),
+    Stage("train", train_command, _train_done),
+    Stage("convert", convert_command, lambda s: conversion_done(s.run, s.precisions)),
+    Stage("bench", lambda s: bench_command(s, _bench_images(s)), lambda s: bench_done(s.run, s.threads),
+          measurement=True),
+    Stage("predictions", predictions_command, _predictions_done, measurement=True),
+)
+"""``make all`` in order; the report is rendered after them in this process."""
+
+
+class _Record:
+    """pipeline.json: the steps of this invocation, and every invocation's total."""
+
+    def __init__(self, s: PipelineSettings) -> None:
+        self.s = s
+        self.start = time.perf_counter()
+        self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.steps: list[Step] = []
+        old = _read_json(s.run / "pipeline.json") or {}
+        self.previous = {st.get("name"): st for st in old.get("steps", []) if isinstance(st, Mapping)}
+        # Every invocation's total, so a 2-second re-run does not hide what the first run cost.
+        self.history = [h for h in old.get("invocations", []) if isinstance(h, Mapping)][-9:]
+
+    def reused(self, name: str, command: list[str], why: str) -> None:
+        click.echo(f"[{name}] up to date ({why}); skipped", err=True)
+        old = self.previous.get(name) or {}
+        wall = old.get("wall_s") if old.get("command") == display(command) else None
+        self.steps.append(Step(name, display(command), f"reused ({why})", wall))
+
+    def save(self) -> None:
+        total = round(time.perf_counter() - self.start, 2)
+        now = {"started": self.started_at, "total_wall_s": total,
+               "ran": [st.name for st in self.steps if st.status == "ran"]}
+        atomic_write_json(self.s.run / "pipeline.json", {
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.s).items()},
+            "steps": [asdict(st) for st in self.steps],
+            "total_wall_s": total,
+            "invocations": [*self.history, now],
+        })
+
+
+def _run_stage(stage: Stage, s: PipelineSettings, record: _Record) -> str | None:
+    """Run or reuse one stage; returns a measurement stage's failure (other failures raise)."""
+    done, why = stage.is_done(s)
+    command = stage.command(s)
+    if done:
+        record.reused(stage.name, command, why)
+        return None
+    if stage.name == "train":
+        click.echo(f"[train] needed: {why}", err=True)
+    try:
+        wall = run_command(stage.name, command)
+    except PipelineError as e:
+        record.steps.append(Step(stage.name, display(command), f"failed: {e}"))
+        record.save()
+        if not stage.measurement:
+            raise
+        click.echo(f"[{stage.name}] {e}; the report shows its figures as not measured", err=True)
+        return str(e)
+    record.steps.append(Step(stage.name, display(command), "ran", round(wall, 2)))
+    record.save()
+    return None
+
+
+def run_pipeline(s: PipelineSettings, stages: Sequence[Stage] = STAGES) -> Path:
+    """Run (or reuse) every stage for ``s`` and write the report; returns the report's path."""
+    s.run.mkdir(parents=True, exist_ok=True)
+    record = _Record(s)
+    failures = [f for f in (_run_stage(stage, s, record) for stage in stages) if f]
+    record.steps.append(Step("report", display([_python(), "-m", "report", str(s.run)]), "ran"))
+    record.save()
     from report.build import write_report
 
     t = time.perf_counter()
     path = write_report([s.run])
-    steps[-1].wall_s = round(time.perf_counter() - t, 2)
-    save()
+    record.steps[-1].wall_s = round(time.perf_counter() - t, 2)
+    record.save()
     if failures:
         raise PipelineError(f"report written to {path}, but {'; '.join(failures)}")
     return path
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=Path("data/synthetic"),
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULTS.data),
               show_default=True, help="Dataset folder; the synthetic set is built here if absent.")
-@click.option("--run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
+@click.option("--run", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULTS.run),
               show_default=True, help="Run folder.")
-@click.option("--backbone", default="mobilenet_v2_035", show_default=True)
-@click.option("--image-size", type=int, default=96, show_default=True, help="Model input size (px).")
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--batch-size", type=int, default=None, help="Default: the training stage's.")
-@click.option("--num-images", type=int, default=6000, show_default=True, help="Synthetic images to draw.")
-@click.option("--synth-size", type=int, default=128, show_default=True, help="Synthetic image size (px).")
-@click.option("--holdout-combos", type=int, default=4, show_default=True)
-@click.option("--precision", default="float32,int8", show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--weights", default="none", show_default=True)
-@click.option("--bench-runs", type=int, default=50, show_default=True, help="Timed runs per variant.")
-@click.option("--bench-images", type=int, default=100, show_default=True, help="Test images to benchmark on.")
+@click.option("--backbone", default=DEFAULTS.backbone, show_default=True)
+@click.option("--image-size", type=int, default=DEFAULTS.image_size, show_default=True, help="Model input size (px).")
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
+@click.option("--num-images", type=int, default=DEFAULTS.num_images, show_default=True,
+              help="Synthetic images to draw.")
+@click.option("--synth-size", type=int, default=DEFAULTS.synth_size, show_default=True,
+              help="Synthetic image size (px).")
+@click.option("--holdout-combos", type=int, default=DEFAULTS.holdout_combos, show_default=True)
+@click.option("--precision", default=as_text(DEFAULTS.precisions), show_default=True)
+@click.option("--threads", type=int, default=DEFAULTS.threads, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--weights", default=DEFAULTS.weights, show_default=True)
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=DEFAULTS.protocol, show_default=True,
+              help="frozen: pretrained base frozen, heads on cached features (the paper); fine-tune: head "
+                   "warm-up then every layer, BatchNorm frozen; scratch: weights none, every layer.")
+@click.option("--bench-runs", type=int, default=DEFAULTS.bench_runs, show_default=True, help="Timed runs per variant.")
+@click.option("--bench-images", type=int, default=DEFAULTS.bench_images, show_default=True,
+              help="Test images to benchmark on.")
 def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, batch_size: int | None,
          num_images: int, synth_size: int, holdout_combos: int, precision: str, threads: int, seed: int,
-         weights: str, bench_runs: int, bench_images: int) -> None:
+         weights: str, protocol: str, bench_runs: int, bench_images: int) -> None:
     """Build the synthetic set if absent, train, convert, benchmark, and write the report."""
-    settings = PipelineSettings(
-        data=data, run=run, backbone=backbone, image_size=image_size, epochs=epochs, num_images=num_images,
-        synth_size=synth_size, holdout_combos=holdout_combos,
-        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), threads=threads, seed=seed,
-        weights=weights, batch_size=batch_size, bench_runs=bench_runs, bench_images=bench_images,
-    )
     try:
+        settings = PipelineSettings(
+            data=data, run=run, backbone=backbone, image_size=image_size, epochs=epochs, num_images=num_images,
+            synth_size=synth_size, holdout_combos=holdout_combos,
+            precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), threads=threads, seed=seed,
+            weights=weights, batch_size=batch_size, bench_runs=bench_runs, bench_images=bench_images,
+            protocol=protocol,
+        )
         path = run_pipeline(settings)
     except PipelineError as e:
         raise click.ClickException(str(e)) from None

@@ -92,7 +92,7 @@ def test_ratios_pair_rounds_and_skip_a_failed_one():
     b = summarise_variant(_Variant, [(0, 0.5, _raw(2.0, 3.0, 0.5)), (1, 3.0, _raw(9.0, 9.0, 0.5)),
                                      (2, 0.5, _raw(4.0, 6.0, 0.5))])
     assert a["failed_rounds"] == 1 and a["errors"] == 1 + 0 and a["decode_failures"] == 2
-    assert "1 of 3 rounds failed: boom" == a["error"] and a["rounds"][1] == {"round": 1, "load1": 3.0, "error": "boom"}
+    assert a.get("error") is None and a["rounds"][1] == {"round": 1, "load1": 3.0, "error": "boom"}
     assert a["rounds"][0]["interpreter_ms"]["n"] == 5 and a["python_overhead_ms"] == pytest.approx(0.75)
     bench = {"variants": {"multihead.int8": a, "joint.int8": b}}
     iv = ratio(bench, ("multihead.int8", "interpreter"), ("joint.int8", "interpreter"))

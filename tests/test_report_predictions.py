@@ -67,3 +67,24 @@ def test_no_multihead_model_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "edge").mkdir()
     result = CliRunner().invoke(main, [str(tmp_path), "--data", str(tmp_path)])
     assert result.exit_code != 0 and "no .tflite" in result.output and "Traceback" not in result.output
+
+
+def test_confusion_matrix_equals_a_hand_count(tiny_run: tuple[Path, Path]) -> None:
+    """Rows are the true class, columns the predicted one: recount it from the per-image samples
+    (all 8 test images are samples) and compare cell by cell, so a transposed matrix fails."""
+    from report.predictions import write_predictions
+
+    run, data = tiny_run
+    doc = json.loads(write_predictions(run, data).read_text())
+    assert len(doc["samples"]) == doc["n"] == 8
+    asymmetric = False
+    for head, entry in doc["heads"].items():
+        classes = entry["classes"]
+        expected = [[0] * len(classes) for _ in classes]
+        for sample in doc["samples"]:
+            expected[classes.index(sample["true"][head])][classes.index(sample["pred"][head])] += 1
+        assert entry["confusion"] == expected, head
+        hits = sum(1 for s in doc["samples"] if s["true"][head] == s["pred"][head])
+        assert entry["accuracy"] == pytest.approx(hits / 8)
+        asymmetric |= expected != [list(col) for col in zip(*expected, strict=True)]
+    assert asymmetric, "the fixture must give a non-symmetric matrix, or a transposed one would pass"

@@ -250,8 +250,10 @@ def test_feature_cache_trains_the_same_model_as_the_frozen_full_model():
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
+    # Explicit protocol: these tests pin the from-scratch path whatever train/defaults.py says.
     base = dict(data="mem", out=str(tmp_path / "run"), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
-                epochs=2, learning_rate=3e-3, verbose=0)
+                epochs=2, learning_rate=3e-3, verbose=0, weights="none", freeze_base=False, warmup_epochs=0,
+                fine_tune_learning_rate=None)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -307,6 +309,44 @@ def test_freeze_base_run_trains_heads_only(tmp_path):
     # one backbone pass over train (+val) for all three models: only the first extracts.
     assert rec["variants"]["separate"]["feature_extract_s"] == 0.0
     assert rec["mode"] == "freeze_base"
+
+
+def test_frozen_base_passes_each_image_through_the_backbone_once(tmp_path):
+    from train.fit import predict_probs, variant_probs
+
+    schema, data = make_arrays(n=48)
+    rec = run_training(_cfg(tmp_path, freeze_base=True), data, schema)
+    total = sum(a.n for a in data.values())
+    # train + val + test + test_unseen once, for all three approaches (four models) together.
+    assert rec["feature_extraction"] == {"backbone_image_passes": total, "images": total,
+                                         "shared_by_approaches": True}
+    # Metrics computed from cached features equal the saved model run on the images.
+    model = load_model(Path(tmp_path / "run" / "models" / "joint.keras"))
+    probs = variant_probs(schema, predict_probs(model, data["test_unseen"].images, 16))
+    got = split_metrics(schema, probs, data["test_unseen"])
+    want = rec["variants"]["joint"]["metrics"]["test_unseen"]
+    assert got["joint_accuracy"] == want["joint_accuracy"]
+    assert got["heads"]["make"]["loss"] == pytest.approx(want["heads"]["make"]["loss"], abs=1e-5)
+
+
+def test_fine_tune_keeps_batchnorm_statistics_and_trains_the_rest(tmp_path):
+    schema, data = make_arrays(n=48)
+    cfg = _cfg(tmp_path, approaches=("multihead",), warmup_epochs=1, fine_tune_learning_rate=1e-3, freeze_bn=True)
+    run_training(cfg, data, schema)
+    start = build_model("multihead", "tiny_cnn", schema, (32, 32))["multihead"].get_layer("backbone")
+    end = load_model(Path(cfg.out) / "models" / "multihead.keras").get_layer("backbone")
+    for name in ("conv1_bn", "conv4_bn"):
+        for a, b in zip(start.get_layer(name).get_weights(), end.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)  # gamma, beta, moving mean and variance untouched
+    assert not np.allclose(start.get_layer("conv2").get_weights()[0], end.get_layer("conv2").get_weights()[0])
+    rows = list(csv.DictReader(open(Path(cfg.out) / "logs" / "multihead.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+
+
+def test_bn_frozen_by_default_only_when_fine_tuning_pretrained_weights():
+    assert TrainConfig("d", "o", weights="imagenet", freeze_base=False).use_freeze_bn
+    assert not TrainConfig("d", "o", weights="none", freeze_base=False).use_freeze_bn
+    assert not TrainConfig("d", "o", weights="imagenet", freeze_base=False, freeze_bn=False).use_freeze_bn
 
 
 def test_resume_skips_finished_models(tmp_path):

@@ -119,10 +119,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert "resuming after epoch" in r.stdout
     rows = (out / "logs" / "multihead.csv").read_text().strip().splitlines()
     assert [line.split(",")[0] for line in rows[1:]] == [str(e) for e in range(1, int(epochs) + 1)]
+    # Same seed, same batches per epoch, op determinism on: resuming is not an approximation of the
+    # uninterrupted run, it is the same run, so the bound is tight (different seeds differ by far more).
     a, b = _test_metrics(ref), _test_metrics(out)
     for head in a["heads"]:
-        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.05, (a, b)
-        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.05, (a, b)
+        assert a["heads"][head]["accuracy"] == b["heads"][head]["accuracy"], (a, b)
+        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 1e-3, (a, b)
+    assert a["joint_accuracy"] == b["joint_accuracy"]
     load_model(out / "models" / "multihead.keras")
 
 
@@ -160,34 +163,49 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_mirrored_on_two_logical_cpus_matches_default(tmp_path):
-    """Tolerance: accuracy 0.15, loss 0.25 (test split of ~30 images, so one image is 0.03).
+# Measured noise of a distributed run against one process on this fixture (BatchNorm sees each
+# replica's half batch, and the gradient reduction order differs, so the runs are not bit-equal):
+# measured 2026-11-30, mirrored and multiworker alike: make accuracy equal and loss 0.012 apart,
+# type accuracy 0.026 apart (one image of the 38-image test split) and loss 0.105 apart. The bounds
+# are the documented 0.1 / 0.2.
+STRATEGY_ACCURACY_BOUND = 0.1
+STRATEGY_LOSS_BOUND = 0.2
 
-    Not bit-equal: BatchNorm sees each replica's half batch.
-    """
-    data = write_folder(tmp_path / "data", n=160, size=32, seed=4)
-    one, two = tmp_path / "one", tmp_path / "two"
-    args = STRATEGY_ARGS
-    subprocess.run(_cli(one, data, *args), env=ENV, check=True, capture_output=True, timeout=300)
-    cmd = _cli(two, data, *args, "--strategy", "mirrored")
+
+@pytest.fixture(scope="module")
+def strategy_reference(tmp_path_factory) -> tuple[Path, dict]:
+    """One single-process run shared by the mirrored and multiworker tests (one training, not two)."""
+    root = tmp_path_factory.mktemp("strategy")
+    data = write_folder(root / "data", n=160, size=32, seed=4)
+    subprocess.run(_cli(root / "one", data, *STRATEGY_ARGS), env=ENV, check=True, capture_output=True, timeout=300)
+    return data, _test_metrics(root / "one")
+
+
+def _assert_close_to_reference(reference: dict, got: dict) -> None:
+    for head in reference["heads"]:
+        a, b = reference["heads"][head], got["heads"][head]
+        assert abs(a["accuracy"] - b["accuracy"]) <= STRATEGY_ACCURACY_BOUND, (head, reference, got)
+        assert abs(a["loss"] - b["loss"]) <= STRATEGY_LOSS_BOUND, (head, reference, got)
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_matches_default(strategy_reference, tmp_path):
+    data, reference = strategy_reference
+    two = tmp_path / "two"
+    cmd = _cli(two, data, *STRATEGY_ARGS, "--strategy", "mirrored")
     cmd[2] = "2"
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads((two / "train.json").read_text())
     assert rec["strategy"] == "mirrored" and rec["replicas"] == 2
-    a, b = _test_metrics(one), _test_metrics(two)
-    for head in a["heads"]:
-        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.15, (a, b)
-        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.25, (a, b)
+    _assert_close_to_reference(reference, _test_metrics(two))
 
 
 @pytest.mark.slow
-def test_multiworker_two_processes_match_one_worker(tmp_path):
-    """Two workers on localhost (TF_CONFIG) vs one process. Tolerance as for mirrored."""
-    data = write_folder(tmp_path / "data", n=160, size=32, seed=5)
-    one, multi = tmp_path / "one", tmp_path / "multi"
-    subprocess.run(_cli(one, data, *STRATEGY_ARGS), env=ENV, check=True, capture_output=True, timeout=300)
+def test_multiworker_two_processes_match_one_worker(strategy_reference, tmp_path):
+    """Two workers on localhost (TF_CONFIG) against the one-process reference."""
+    data, reference = strategy_reference
+    multi = tmp_path / "multi"
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
@@ -200,7 +218,4 @@ def test_multiworker_two_processes_match_one_worker(tmp_path):
         assert p.returncode == 0, err[-3000:]
     rec = json.loads((multi / "train.json").read_text())
     assert rec["strategy"] == "multiworker" and rec["replicas"] == 2
-    a, b = _test_metrics(one), _test_metrics(multi)
-    for head in a["heads"]:
-        assert abs(a["heads"][head]["accuracy"] - b["heads"][head]["accuracy"]) <= 0.15, (a, b)
-        assert abs(a["heads"][head]["loss"] - b["heads"][head]["loss"]) <= 0.25, (a, b)
+    _assert_close_to_reference(reference, _test_metrics(multi))

@@ -13,16 +13,24 @@ from typing import Any
 
 import click
 
+from train.defaults import DEFAULTS as _D
+from train.defaults import PROTOCOLS as _P
+
+_PROTOCOL = _P[_D.protocol]
 DEFAULTS = {
-    "backbone": "mobilenet_v2_035",
-    "approaches": "multihead,joint,separate",
-    "image_size": 96,
-    "batch_size": 32,
-    "epochs": 8,
-    "learning_rate": 3e-3,
-    "seed": 0,
-    "weights": "none",
+    "backbone": _D.backbone,
+    "approaches": ",".join(_D.approaches),
+    "image_size": _D.image_size,
+    "batch_size": _D.batch_size,
+    "epochs": _D.epochs,
+    "learning_rate": _D.learning_rate,
+    "seed": _D.seed,
+    "weights": _PROTOCOL.weights or _D.weights,
+    "freeze_base": _PROTOCOL.freeze_base,
+    "warmup_epochs": _PROTOCOL.warmup_epochs,
+    "fine_tune_learning_rate": _PROTOCOL.fine_tune_learning_rate,
 }
+"""Settings before --config, config.json and flags: train/defaults.py's, with its default protocol."""
 
 
 def _parse_head_weights(text: str | None) -> dict[str, float] | None:
@@ -70,15 +78,24 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--out", type=click.Path(file_okay=False), help="run folder, e.g. runs/NAME")
 @click.option("--backbone", help=f"registered backbone (default {DEFAULTS['backbone']}; see `python -m train backbones`)")
 @click.option("--approach", "approaches", help="comma list of multihead,joint,separate (default all)")
-@click.option("--image-size", help="N or HxW (default 96)")
-@click.option("--batch-size", type=int, help="default 32")
-@click.option("--epochs", type=int, help="default 8")
-@click.option("--learning-rate", type=float, help="Adam learning rate (default 3e-3)")
-@click.option("--seed", type=int, help="default 0")
-@click.option("--weights", help="none | imagenet (keras cache ~/.keras/models, never downloaded) | PATH.h5")
+@click.option("--image-size", help=f"N or HxW (default {DEFAULTS['image_size']})")
+@click.option("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
+@click.option("--epochs", type=int, help=f"default {DEFAULTS['epochs']}")
+@click.option("--learning-rate", type=float, help=f"Adam learning rate (default {DEFAULTS['learning_rate']})")
+@click.option("--seed", type=int, help=f"default {DEFAULTS['seed']}")
+@click.option("--weights", help="none | imagenet (installed package or keras cache ~/.keras/models, never "
+                                f"downloaded) | PATH.h5 (default {DEFAULTS['weights']})")
+@click.option("--protocol", type=click.Choice(list(_P)),
+              help=f"frozen | fine-tune | scratch: sets weights (scratch), --freeze-base, --warmup-epochs and "
+                   f"--fine-tune-learning-rate as train/defaults.py says; flags given win (default {_D.protocol})")
 @click.option("--freeze-base/--fine-tune", "freeze_base", default=None,
-              help="train the heads only on cached backbone features (paper) / train every layer (default)")
+              help="train the heads only on cached backbone features (paper) / train every layer "
+                   f"(default {'--freeze-base' if DEFAULTS['freeze_base'] else '--fine-tune'})")
 @click.option("--warmup-epochs", type=int, help="with --fine-tune: head-only epochs first (default 0)")
+@click.option("--fine-tune-learning-rate", type=float,
+              help="with --fine-tune: learning rate once every layer trains (default: --learning-rate)")
+@click.option("--freeze-bn/--train-bn", "freeze_bn", default=None,
+              help="with --fine-tune: BatchNorm in inference mode (default: on with pretrained weights)")
 @click.option("--augment/--no-augment", default=None, help="flip+brightness (default: on when fine-tuning pretrained weights)")
 @click.option("--feature-cache/--no-feature-cache", default=None,
               help="with --freeze-base: cache backbone features (default on)")
@@ -92,7 +109,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--resume", is_flag=True, help="continue a run folder from its last finished epoch")
 @click.option("--verbose", type=click.IntRange(0, 2), help="Keras verbosity (default: bars on a terminal, else 2)")
 @click.pass_context
-def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float | None, **flags: Any) -> None:
+def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float | None, protocol: str | None,
+         **flags: Any) -> None:
     """Train multi-head, joint and separate models on one dataset under one budget.
 
     \b
@@ -103,7 +121,7 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
     if ctx.invoked_subcommand is not None:
         return
     try:
-        cfg = resolve_config(config_file, resume, alpha, flags)
+        cfg = resolve_config(config_file, resume, alpha, flags, protocol)
         from train.fit import TrainingInterrupted, run_training, summary_table
 
         try:
@@ -120,8 +138,9 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
         click.echo(f"wrote {Path(cfg.out) / 'train.json'}")
 
 
-def resolve_config(config_file: str | None, resume: bool, alpha: float | None, flags: dict[str, Any]) -> Any:
-    """defaults < --config FILE < the run's config.json (with --resume) < flags given."""
+def resolve_config(config_file: str | None, resume: bool, alpha: float | None, flags: dict[str, Any],
+                   protocol: str | None = None) -> Any:
+    """defaults < --config FILE < the run's config.json (with --resume) < --protocol < flags given."""
     from train.fit import CONFIG_FILE, TrainConfig, TrainError
 
     def read(path: str | Path) -> dict[str, Any]:
@@ -140,6 +159,8 @@ def resolve_config(config_file: str | None, resume: bool, alpha: float | None, f
         prev = Path(out) / CONFIG_FILE
         if prev.is_file():
             settings.update(read(prev))
+    if protocol is not None:
+        settings.update(_P[protocol].settings())
     given = {k: v for k, v in flags.items() if v is not None}
     if "image_size" in given:
         given["image_size"] = _parse_size(given["image_size"])

