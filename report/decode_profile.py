@@ -43,12 +43,13 @@ def _decode(data: bytes, draft: tuple[int, int] | None) -> Image.Image:
     return img
 
 
-def profile(repeats: int = 20) -> list[dict[str, object]]:
+def profile(repeats: int = 20, sources: tuple[tuple[int, int], ...] = SOURCES,
+            targets: tuple[int, ...] = TARGETS) -> list[dict[str, object]]:
     """One row per (source, target): p50 ms of each stage, sizes, and the draft size used."""
     rows = []
-    for w, h in SOURCES:
+    for w, h in sources:
         data = photo_jpeg(w, h)
-        for t in TARGETS:
+        for t in targets:
             drafted = _decode(data, (t, t))
             cases: dict[str, Callable[[], object]] = {
                 "load_image": lambda d=data, t=t: load_image(d, t, t),
