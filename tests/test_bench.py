@@ -110,6 +110,14 @@ def test_a_bench_json_without_rounds_gives_plain_ratios():
     assert iv == Interval(0.25, None, None, 0)
 
 
+def test_cli_defaults_are_the_bench_defaults():
+    from edge.bench import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
+    from edge.cli import bench as bench_command
+
+    defaults = {p.name: p.default for p in bench_command.params}
+    assert defaults["rounds"] == DEFAULT_ROUNDS and defaults["min_time_s"] == DEFAULT_MIN_TIME_S
+
+
 def test_busy_warning():
     assert busy_warning(2.5, 2) and "load average 2.50 above 2 cores" in busy_warning(2.5, 2)
     assert busy_warning(1.9, 2) is None and busy_warning(None, 2) is None
