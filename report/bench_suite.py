@@ -192,6 +192,45 @@ def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
     return small, f"made on the spot in {small} (480 synthetic images, 1 epoch; weights barely trained)"
 
 
+def record_edge_bench(results: dict[str, Any], bench: Mapping[str, Any], model_run: Path, threads: int,
+                      fma_units: int | None) -> None:
+    """Put the edge bench's facts and ratios into ``results``: the latency ratios with their intervals
+    (edge.bench_stats, the code the report and the edge CLI use), size and achieved MAC/s."""
+    ratios = results["ratios"]
+    results["bench"] = {k: bench.get(k) for k in ("board", "cpu", "machine", "governor", "runtime",
+                                                  "runtime_version", "threads", "rounds", "min_time_s",
+                                                  "load_average_start", "load1_max", "busy", "warnings")}
+    v = bench.get("variants", {})
+    for name, interval in bench_ratios(bench).items():
+        ratios[name] = interval.to_dict()
+
+    def ratio(name: str, fn: Callable[[], float]) -> None:
+        value = _measure(results, name, fn)
+        if value is not None:
+            ratios[name] = round(value, 4)
+
+    ratio("size int8/float32 multihead",
+          lambda: float(v["multihead.int8"]["bytes"]) / float(v["multihead.float32"]["bytes"]))
+    results["latency_p50_ms"] = {vid: {"interpreter": (r.get("interpreter_ms") or {}).get("p50"),
+                                       "decode": (r.get("decode_ms") or {}).get("p50"),
+                                       "file_to_labels": (r.get("file_to_labels_ms") or {}).get("p50"),
+                                       "bytes": r.get("bytes"), "peak_rss_mb": r.get("peak_rss_mb")}
+                                 for vid, r in v.items()}
+
+    def macs() -> float:
+        train = json.loads((model_run / "train.json").read_text())
+        total = float(train["variants"]["multihead"]["macc"]["total"])
+        peak = cpu_peak(threads, fma_units=fma_units)
+        achieved = total / (float(v["multihead.float32"]["interpreter_ms"]["p50"]) / 1000)
+        results["how"]["macs"] = (f"multihead total MACC {total:,.0f} / float32 interpreter p50; peak = "
+                                  f"{peak.how} = {peak.macs_per_s / 1e9:.1f} GMAC/s")
+        results["achieved_gmacs"] = round(achieved / 1e9, 3)
+        results["peak_gmacs"] = round(peak.macs_per_s / 1e9, 3)
+        return achieved / peak.macs_per_s
+
+    ratio("achieved MAC/s / CPU peak (multihead float32)", macs)
+
+
 def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: int = 100,
               fma_units: int | None = None, feature_cache: bool = True, rounds: int = DEFAULT_ROUNDS,
               min_time_s: float = DEFAULT_MIN_TIME_S) -> dict[str, Any]:
@@ -231,36 +270,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
 
     bench = _measure(results, "edge bench", edge_bench)
     if bench:
-        results["bench"] = {k: bench.get(k) for k in ("board", "cpu", "machine", "governor", "runtime",
-                                                      "runtime_version", "threads", "rounds", "min_time_s",
-                                                      "load_average_start", "load1_max", "busy", "warnings")}
-        v = bench.get("variants", {})
-        # The latency ratios and their intervals: edge.bench_stats, the code the report and the edge CLI use.
-        for name, interval in bench_ratios(bench).items():
-            ratios[name] = interval.to_dict()
-        ratio("size int8/float32 multihead",
-              lambda: float(v["multihead.int8"]["bytes"]) / float(v["multihead.float32"]["bytes"]))
-        results["latency_p50_ms"] = {vid: {"interpreter": (r.get("interpreter_ms") or {}).get("p50"),
-                                           "decode": (r.get("decode_ms") or {}).get("p50"),
-                                           "file_to_labels": (r.get("file_to_labels_ms") or {}).get("p50"),
-                                           "bytes": r.get("bytes"), "peak_rss_mb": r.get("peak_rss_mb")}
-                                     for vid, r in v.items()}
-
-        def p50(vid: str, kind: str = "interpreter") -> float:
-            return float(v[vid][f"{kind}_ms"]["p50"])
-
-        def macs() -> float:
-            train = json.loads((model_run / "train.json").read_text())
-            total = float(train["variants"]["multihead"]["macc"]["total"])
-            peak = cpu_peak(threads, fma_units=fma_units)
-            achieved = total / (p50("multihead.float32") / 1000)
-            results["how"]["macs"] = (f"multihead total MACC {total:,.0f} / float32 interpreter p50; peak = "
-                                      f"{peak.how} = {peak.macs_per_s / 1e9:.1f} GMAC/s")
-            results["achieved_gmacs"] = round(achieved / 1e9, 3)
-            results["peak_gmacs"] = round(peak.macs_per_s / 1e9, 3)
-            return achieved / peak.macs_per_s
-
-        ratio("achieved MAC/s / CPU peak (multihead float32)", macs)
+        record_edge_bench(results, bench, model_run, threads, fma_units)
 
     int8_file = model_run / "edge" / "multihead.int8.tflite"
 

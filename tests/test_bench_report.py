@@ -64,3 +64,17 @@ def test_make_bench_table_uses_the_same_intervals():
     line = next(x for x in text.splitlines() if x.startswith("latency multihead/joint float32"))
     assert "0.995 [0.900, 1.100]" in line and "no measurable difference" in line
     assert "BUSY" not in text
+
+
+def test_make_bench_records_the_edge_bench_ratios(tmp_path):
+    from report.bench_suite import record_edge_bench
+
+    (tmp_path / "train.json").write_text(json.dumps({"variants": {"multihead": {"macc": {"total": 1e6}}}}))
+    results = {"ratios": {}, "how": {}, "machine": {"platform": "linux"}, "threads": 1}
+    bench = _bench(busy=True)
+    record_edge_bench(results, bench, tmp_path, threads=1, fma_units=2)
+    assert results["ratios"]["latency multihead/separate int8"] == bench["ratios"]["latency multihead/separate int8"]
+    assert results["ratios"]["size int8/float32 multihead"] == 1.0
+    assert results["achieved_gmacs"] == 1.0  # 1e6 MACC in the float32 multihead's 1.0 ms p50
+    assert results["bench"]["busy"] is True and "errors" not in results
+    assert "BUSY" in suite_table(results)
