@@ -2,18 +2,20 @@
 # Variables (override on the command line, e.g. `make train BACKBONE=squeezenet EPOCHS=3`):
 PY          ?= python3
 PY_LEGACY   ?= python3.11
+PY_MEDIAPIPE ?= python3.11
 DATA        ?= data/synthetic
 NUM_IMAGES  ?= 6000
 SYNTH_SIZE  ?= 128
 HOLDOUT     ?= 4
 SEED        ?= 0
 RUN         ?= runs/default
-BACKBONE    ?= mobilenet_v2_035
-IMAGE_SIZE  ?= 96
-EPOCHS      ?= 8
+BACKBONE    ?= efficientnet_lite0
+IMAGE_SIZE  ?= 128
+EPOCHS      ?= 12
 BATCH_SIZE  ?= 32
-WEIGHTS     ?= none
-PROTOCOL    ?= scratch
+WEIGHTS     ?= imagenet
+PROTOCOL    ?= frozen
+PAPER_WEIGHTS ?= none
 APPROACHES  ?= multihead,joint,separate
 PRECISIONS  ?= float32,int8
 THREADS     ?= 1
@@ -25,9 +27,11 @@ BIN    := $(VENV)/bin
 LEGACY := .venv-legacy
 STAMP  := $(VENV)/.installed
 LEGACY_STAMP := $(LEGACY)/.installed
+MEDIAPIPE := .venv-mediapipe
+MEDIAPIPE_STAMP := $(MEDIAPIPE)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-legacy all data train convert bench report paper compare test test-fast lint clean
+.PHONY: help setup setup-legacy setup-mediapipe all data train convert bench report paper compare test test-fast lint clean
 
 help: ## list targets and variables
 	@echo "targets:"
@@ -52,6 +56,16 @@ $(LEGACY_STAMP): pyproject.toml
 	@touch $@
 
 setup-legacy: $(LEGACY_STAMP) ## create .venv-legacy (tflite-runtime 2.14 + numpy<2) for the edge tests
+
+# MediaPipe Tasks (test only, ~700 MB with OpenCV): proves every file runs in its ImageClassifier.
+$(MEDIAPIPE_STAMP): pyproject.toml
+	$(PY_MEDIAPIPE) -m venv $(MEDIAPIPE)
+	$(MEDIAPIPE)/bin/pip install -q --upgrade pip
+	$(MEDIAPIPE)/bin/pip install -q 'mediapipe==1.2.3' numpy Pillow click ai-edge-litert
+	$(MEDIAPIPE)/bin/pip install -q --no-deps -e .
+	@touch $@
+
+setup-mediapipe: $(MEDIAPIPE_STAMP) ## create .venv-mediapipe (MediaPipe Tasks) for the TFLite Metadata tests
 
 all: $(STAMP) ## the whole job: data, train, convert, bench, report (reuses what is done)
 	$(BIN)/python -m report.pipeline --data $(DATA) --run $(RUN) --backbone $(BACKBONE) \
@@ -78,14 +92,14 @@ report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)
 
 paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientnet_lite0 (real transfer learning)
-	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(WEIGHTS) --epochs $(EPOCHS) \
+	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(PAPER_WEIGHTS) --epochs $(EPOCHS) \
 	  --num-images $(NUM_IMAGES) --threads $(THREADS) --seed $(SEED)
 
 compare: $(STAMP) ## scratch vs frozen pretrained vs fine-tuned, all approaches: runs/compare/compare.md
 	$(BIN)/python -m report.compare --data $(DATA) --out runs/compare --seed $(SEED)
 
-test: $(STAMP) $(LEGACY_STAMP) ## every test, the slow ones and the tflite-runtime 2.14 ones included
-	POLYHEAD_REQUIRE_LEGACY=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) ## every test: slow, tflite-runtime 2.14 and MediaPipe ones included
+	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -94,5 +108,5 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
 clean: ## remove environments, generated data, runs and caches
-	rm -rf $(VENV) $(LEGACY) data runs build bench/results.json .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(LEGACY) $(MEDIAPIPE) data runs build bench/results.json .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -8,29 +8,31 @@ absolute difference of any class probability.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from convert.specs import INT8_MAX_DROP, resolve_precision
+from edge.records import CheckRecord, HeadCheck
 from edge.schema import all_heads_right
 
 
-def head_metrics(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def head_metrics(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray) -> HeadCheck:
     """Accuracy, Keras accuracy, drop, top-1 agreement and max probability difference of one head."""
     n = len(labels)
     if n == 0:
-        return {"accuracy": None, "keras_accuracy": None, "drop": None, "agreement": None, "max_prob_diff": None}
+        return HeadCheck(accuracy=None, keras_accuracy=None, drop=None, agreement=None, max_prob_diff=None)
     pred, kpred = probs.argmax(-1), keras_probs.argmax(-1)
     acc, kacc = float(np.mean(pred == labels)), float(np.mean(kpred == labels))
-    return {
-        "accuracy": round(acc, 6),
-        "keras_accuracy": round(kacc, 6),
-        "drop": round(kacc - acc, 6),
-        "agreement": round(float(np.mean(pred == kpred)), 6),
-        "disagreements": int(np.sum(pred != kpred)),
-        "max_prob_diff": round(float(np.max(np.abs(probs - keras_probs))), 6),
-    }
+    return HeadCheck(
+        accuracy=round(acc, 6),
+        keras_accuracy=round(kacc, 6),
+        drop=round(kacc - acc, 6),
+        agreement=round(float(np.mean(pred == kpred)), 6),
+        disagreements=int(np.sum(pred != kpred)),
+        max_prob_diff=round(float(np.max(np.abs(probs - keras_probs))), 6),
+    )
 
 
 def check_heads(
@@ -38,7 +40,7 @@ def check_heads(
     keras_probs: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     all_heads: tuple[str, ...],
-) -> dict[str, Any]:
+) -> CheckRecord:
     """The check block of convert.json for the heads in ``probs``.
 
     Joint accuracy (every head right at once) is given when ``probs`` covers ``all_heads``; a
@@ -46,19 +48,19 @@ def check_heads(
     """
     heads = [h for h in all_heads if h in probs]
     n = len(labels[heads[0]]) if heads else 0
-    out: dict[str, Any] = {
-        "n": n,
-        "heads": {h: head_metrics(probs[h], keras_probs[h], labels[h]) for h in heads},
-        "joint_accuracy": None,
-        "keras_joint_accuracy": None,
-    }
+    out = CheckRecord(
+        n=n,
+        heads={h: head_metrics(probs[h], keras_probs[h], labels[h]) for h in heads},
+        joint_accuracy=None,
+        keras_joint_accuracy=None,
+    )
     if set(heads) == set(all_heads) and n:
         out["joint_accuracy"] = round(float(all_heads_right(probs, labels, heads).mean()), 6)
         out["keras_joint_accuracy"] = round(float(all_heads_right(keras_probs, labels, heads).mean()), 6)
     return out
 
 
-def verdict(name: str, precision: str, check: dict[str, Any]) -> tuple[list[str], list[str]]:
+def verdict(name: str, precision: str, check: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """(errors, warnings) for one checked file or variant.
 
     A file fails when a head's agreement is under its precision's ``min_agreement`` - allowing one

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.records import RuntimeCompat
+
 LEGACY_ENV = "POLYHEAD_LEGACY_PYTHON"
 LEGACY_KEY = "tflite-runtime"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +36,9 @@ def legacy_python() -> Path | None:
     return found if found.exists() else None
 
 
-def unchecked(reason: str) -> dict[str, Any]:
+def unchecked(reason: str) -> RuntimeCompat:
     """The runtime_compat record of a tflite-runtime check that could not run, and why."""
-    return {"runtime": LEGACY_KEY, "loads": None, "status": "unchecked", "error": reason}
+    return RuntimeCompat(runtime=LEGACY_KEY, loads=None, status="unchecked", error=reason)
 
 
 def compare_outputs(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, Any]:

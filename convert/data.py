@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +99,35 @@ def resolve_data_root(value: str, run_dir: Path) -> Path:
         if (c / "labels.csv").is_file():
             return c
     raise ConvertError(f"{run_dir}: dataset folder not found (no labels.csv; config.json's data or --data). Received: data={value!r}")
+
+
+@dataclass
+class CheckImages:
+    """The dataset's check (test) and calibration (train) images, loaded once per input size."""
+
+    ds: Any
+    root: Path
+    schema: LabelSchema
+    check_split: str
+    test_records: tuple[Any, ...]
+    calibration_records: tuple[Any, ...]
+    warnings: list[str]
+    """convert.json's top-level warnings: an unreadable image is named there."""
+    _loaded: dict[tuple[str, tuple[int, int]], LabelledImages] = field(default_factory=dict)
+
+    def _load(self, split: str, records: tuple[Any, ...], size: tuple[int, int]) -> LabelledImages:
+        if (split, size) not in self._loaded:
+            self._loaded[(split, size)] = loaded = load_records(self.ds, records, split, self.schema, size)
+            self.warnings.extend(f"skipped unreadable image {p}: {err}" for p, err in loaded.skipped)
+        return self._loaded[(split, size)]
+
+    def test(self, size: tuple[int, int]) -> LabelledImages:
+        """The check split at ``size``."""
+        return self._load(self.check_split, self.test_records, size)
+
+    def calibration(self, size: tuple[int, int]) -> np.ndarray:
+        """Calibration pixels at ``size``; none readable is a one-line ConvertError."""
+        images = self._load("train", self.calibration_records, size).images
+        if len(images) == 0:
+            raise ConvertError(f"{self.root}: no readable calibration images in the train split")
+        return images

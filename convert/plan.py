@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from convert.data import CheckImages
 from convert.errors import ConvertError
 from convert.specs import resolve_approach, resolve_precision
 from convert.tflite import ConversionSettings, settings_for
 from edge.card import ModelCard, split_model_stem
 from edge.interpreter import dist_version
 from edge.io import atomic_write_json
+from edge.records import ConvertRecord, ConvertSettings
 from edge.schema import LabelSchema, SchemaError
 
 CONVERT_FORMAT_VERSION = 1
@@ -180,12 +182,13 @@ class RunState:
     previous: Previous
     log: Log
     tf_version: str | None
-    doc: dict[str, Any] = field(default_factory=dict)
+    doc: ConvertRecord = field(init=False)
+    """convert.json as this conversion builds it (``plan`` sets it once the plan is known)."""
     todo: list[Job] = field(default_factory=list)
     checked: dict[Path, CheckedFile] = field(default_factory=dict)
     keras_probs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    images: Any = None
-    """``convert.run.CheckImages`` once data is needed (only when there is something to convert)."""
+    images: CheckImages | None = None
+    """Set once data is needed (only when there is something to convert)."""
 
     @property
     def json_path(self) -> Path:
@@ -266,27 +269,21 @@ def _split_todo(state: RunState) -> dict[str, Any]:
     return kept
 
 
-def _new_doc(state: RunState, kept: dict[str, Any]) -> dict[str, Any]:
+def _new_doc(state: RunState, kept: dict[str, Any]) -> ConvertRecord:
     opts = state.options
     # Nothing to convert: no need to import TensorFlow just to restate its version.
     versions = _versions() if state.todo or not state.previous.versions else state.previous.versions
-    return {
-        "format_version": CONVERT_FORMAT_VERSION,
-        "run": state.run_dir.name,
-        "versions": versions,
-        "settings": {
-            "precisions": list(opts.precisions),
-            "calibration": opts.calibration,
-            "threads": opts.threads,
-            "check_split": CHECK_SPLIT,
-            "check_images": opts.check_images,
-            "seed": opts.seed,
-        },
-        "files": dict(kept),
-        "variants": {},
-        "warnings": [],
-        "errors": [],
-    }
+    return ConvertRecord(
+        format_version=CONVERT_FORMAT_VERSION,
+        run=state.run_dir.name,
+        versions=versions,
+        settings=ConvertSettings(precisions=list(opts.precisions), calibration=opts.calibration, threads=opts.threads,
+                                 check_split=CHECK_SPLIT, check_images=opts.check_images, seed=opts.seed),
+        files=dict(kept),
+        variants={},
+        warnings=[],
+        errors=[],
+    )
 
 
 def _versions() -> dict[str, str]:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convert.check import check_heads, verdict
+from convert.data import CheckImages
 from convert.errors import ConvertError
 from convert.plan import (
     CHECK_SPLIT,
@@ -38,7 +39,8 @@ from convert.plan import (
 )
 from convert.summary import DeviceCheck, refresh_verdicts, summarise
 from convert.tflite import ConversionSettings
-from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard, write_model
+from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard
+from edge.records import CheckRecord, ConvertFile, ConvertRecord, InputRecord, RuntimeCompat, SourceRecord
 from edge.schema import LabelSchema
 
 
@@ -54,7 +56,7 @@ def convert_run(
     log: Log | None = None,
     data: str | Path | None = None,
     allow_outside_paths: bool | None = None,
-) -> dict[str, Any]:
+) -> ConvertRecord:
     """Convert, check and record every model of ``run_dir``; returns convert.json's content.
 
     ``data`` overrides the dataset folder named in config.json (its test split checks every file,
@@ -82,39 +84,6 @@ def convert_run(
 # -- data -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class CheckImages:
-    """The dataset's check (test) and calibration (train) images, loaded once per input size."""
-
-    ds: Any
-    root: Path
-    schema: LabelSchema
-    test_records: tuple[Any, ...]
-    calibration_records: tuple[Any, ...]
-    warnings: list[str]
-    """convert.json's top-level warnings: an unreadable image is named there."""
-    _loaded: dict[tuple[str, tuple[int, int]], Any] = field(default_factory=dict)
-
-    def _load(self, split: str, records: tuple[Any, ...], size: tuple[int, int]) -> Any:
-        from convert.data import load_records
-
-        if (split, size) not in self._loaded:
-            self._loaded[(split, size)] = loaded = load_records(self.ds, records, split, self.schema, size)
-            self.warnings.extend(f"skipped unreadable image {p}: {err}" for p, err in loaded.skipped)
-        return self._loaded[(split, size)]
-
-    def test(self, size: tuple[int, int]) -> Any:
-        """``convert.data.LabelledImages`` of the check split at ``size``."""
-        return self._load(CHECK_SPLIT, self.test_records, size)
-
-    def calibration(self, size: tuple[int, int]) -> np.ndarray:
-        """Calibration pixels at ``size``; none readable is a one-line ConvertError."""
-        images = self._load("train", self.calibration_records, size).images
-        if len(images) == 0:
-            raise ConvertError(f"{self.root}: no readable calibration images in the train split")
-        return images
-
-
 def open_check_images(state: RunState) -> CheckImages:
     """The run's dataset (``--data`` or config.json's), its check split and calibration records."""
     from convert.data import calibration_records, open_dataset, resolve_data_root
@@ -133,7 +102,7 @@ def open_check_images(state: RunState) -> CheckImages:
         cal_records = calibration_records(ds.split("train"), opts.calibration, opts.seed)
         if not cal_records:
             raise ConvertError(f"{data_root}: no calibration images (the train split is empty); int8 needs some")
-    return CheckImages(ds, data_root, state.schema, test_records, cal_records, state.doc["warnings"])
+    return CheckImages(ds, data_root, state.schema, CHECK_SPLIT, test_records, cal_records, state.doc["warnings"])
 
 
 def _is_runs_dataset(data_root: Path, state: RunState) -> bool:
@@ -173,25 +142,16 @@ def _convert_and_check_file(state: RunState, model: Any, job: Job, size: tuple[i
 
     out_path = state.run_dir / job.name
     cal = state.images.calibration(size) if job.settings.spec.calibrated else None
-    facts = convert_one(model, job.source, job.settings, state.schema, str(state.config.get("backbone", "")),
-                        state.doc["versions"], out_path, cal, _card_extra(state, job.source, size, cal),
-                        saved_model_dir)
-    card: ModelCard = facts.pop("card")
+    made = convert_one(model, job.source, job.settings, state.schema, str(state.config.get("backbone", "")),
+                       state.doc["versions"], out_path, cal, _card_extra(state, job.source, size, cal),
+                       saved_model_dir)
     test = state.images.test(size)
     kprobs = state.keras_probs[job.source.stem]
     _, outs, runtime = predict_outputs(out_path, test.images, num_threads=state.options.threads)
-    check = check_heads(card.schema.head_probs(outs), kprobs, test.labels, state.schema.head_names)
+    check = check_heads(made.card.schema.head_probs(outs), kprobs, test.labels, state.schema.head_names)
     errors, warnings = verdict(job.name, job.settings.precision, check)
-    state.checked[out_path] = CheckedFile(outs, size, card, kprobs)
-    state.doc["files"][job.name] = entry = {
-        **_file_entry(state, job, card, cal),
-        **facts,
-        "check": check,
-        "passed": not errors,
-        "runtime_compat": {"ai-edge-litert": {"runtime": runtime, "loads": True, "status": "ok"}},
-        "warnings": warnings,
-        "errors": errors,
-    }
+    state.checked[out_path] = CheckedFile(outs, size, made.card, kprobs)
+    state.doc["files"][job.name] = entry = _file_entry(state, job, made, cal, check, runtime, errors, warnings)
     state.save()
     line = "  ".join(
         f"{h}: acc {m['accuracy']:.3f} (keras {m['keras_accuracy']:.3f}) agree {m['agreement']:.3f}"
@@ -218,24 +178,36 @@ def _card_extra(state: RunState, source: SourceModel, size: tuple[int, int], cal
     }
 
 
-def _file_entry(state: RunState, job: Job, card: ModelCard, cal: np.ndarray | None) -> dict[str, Any]:
-    """The first fields of a converted file's convert.json entry: what it is and where it came from."""
-    s, out_path = job.source, state.run_dir / job.name
-    return {
-        "variant": card.variant,
-        "approach": card.approach,
-        "heads": list(card.heads),
-        "precision": job.settings.precision,
-        "bytes": out_path.stat().st_size,
-        "sha256": file_sha256(out_path),
-        "source": {"path": f"models/{s.path.name}", "sha256": state.source_sha[s.stem], "bytes": s.path.stat().st_size},
-        "settings": job.settings.to_dict(),
-        "tensorflow": state.tf_version,
-        **({"calibration_images": len(cal)} if cal is not None else {}),
-        "input": {"dtype": card.input.dtype, "scale": card.input.scale, "zero_point": card.input.zero_point,
-                  "height": card.input.height, "width": card.input.width},
-        "outputs": dict(card.outputs),
-    }
+def _file_entry(state: RunState, job: Job, made: ConvertedFile, cal: np.ndarray | None, check: CheckRecord,
+                runtime: str, errors: list[str], warnings: list[str]) -> ConvertFile:
+    """A converted file's convert.json entry: what it is, where it came from, how it checked."""
+    s, card, out_path = job.source, made.card, state.run_dir / job.name
+    entry = ConvertFile(
+        variant=card.variant,
+        approach=card.approach,
+        heads=list(card.heads),
+        precision=job.settings.precision,
+        bytes=out_path.stat().st_size,
+        sha256=file_sha256(out_path),
+        source=SourceRecord(path=f"models/{s.path.name}", sha256=state.source_sha[s.stem], bytes=s.path.stat().st_size),
+        settings=job.settings.to_dict(),
+        tensorflow=state.tf_version,
+        input=InputRecord(dtype=card.input.dtype, scale=card.input.scale, zero_point=card.input.zero_point,
+                          height=card.input.height, width=card.input.width),
+        outputs=dict(card.outputs),
+        output_dtypes=made.output_dtypes,
+        ops=sorted(made.op_versions),
+        op_versions=made.op_versions,
+        convert_s=made.convert_s,
+        check=check,
+        passed=not errors,
+        runtime_compat={"ai-edge-litert": RuntimeCompat(runtime=runtime, loads=True, status="ok")},
+        warnings=warnings,
+        errors=errors,
+    )
+    if cal is not None:
+        entry["calibration_images"] = len(cal)
+    return entry
 
 
 def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -274,6 +246,16 @@ def _input_spec(sig_inputs: dict[str, Any], size: tuple[int, int]) -> InputSpec:
     )
 
 
+@dataclass(frozen=True)
+class ConvertedFile:
+    """What ``convert_one`` made: the card it embedded and what the converter wrote."""
+
+    card: ModelCard
+    op_versions: dict[str, int]
+    output_dtypes: dict[str, str]
+    convert_s: float
+
+
 def convert_one(
     model: Any,
     source: SourceModel,
@@ -285,8 +267,8 @@ def convert_one(
     calibration: np.ndarray | None,
     extra: dict[str, Any],
     saved_model_dir: str | None = None,
-) -> dict[str, Any]:
-    """Convert one model at one precision and write it with its card. Returns the file's facts."""
+) -> ConvertedFile:
+    """Convert one model at one precision and write it with its card."""
     from convert.errors import UnsupportedOpError
     from convert.inspect import map_outputs, non_builtin_ops, op_versions, signature_info
     from convert.tflite import convert_keras
@@ -320,21 +302,19 @@ def convert_one(
         extra=extra,
     )
     write_tflite(out_path, data, card)
-    return {
-        "card": card,
-        "ops": sorted(ops),
-        "op_versions": ops,
-        "output_dtypes": {k: sig.outputs[v].dtype for k, v in outputs.items()},
-        "convert_s": round(convert_s, 3),
-    }
+    return ConvertedFile(card, ops, {k: sig.outputs[v].dtype for k, v in outputs.items()}, round(convert_s, 3))
 
 
 def write_tflite(path: Path, data: bytes, card: ModelCard) -> None:
     """The one place a converted file is written: ``data`` with ``card`` embedded, atomically.
 
     Both writes of a file pass here: the first, and the re-embedding with its runtime compatibility.
+    The file gets standard TFLite Metadata (one classification output per head, label files) beside
+    the card; re-embedding replaces the metadata it already has.
     """
-    write_model(path, data, card)
+    from convert.metadata import write_model_with_metadata
+
+    write_model_with_metadata(path, data, card)
 
 
 # -- runtime compatibility ------------------------------------------------------------------------

@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from convert.check import verdict
+from edge.records import CheckRecord, ConvertRecord, ConvertVariant
 from edge.schema import LabelSchema
 
-DeviceCheck = Callable[[str, list[str]], "dict[str, Any] | None"]
+DeviceCheck = Callable[[str, list[str]], "CheckRecord | None"]
 """``(variant id, its file names) -> check block`` measured as the device runs the variant, or None."""
 
 
-def refresh_verdicts(doc: dict[str, Any]) -> None:
+def refresh_verdicts(doc: ConvertRecord) -> None:
     """Errors and warnings of every file from its stored checks, with today's bounds (kept files too)."""
     for name, entry in doc["files"].items():
         errors, warnings = verdict(name, entry["precision"], entry["check"])
@@ -40,7 +41,7 @@ def group_variants(files: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str
 
 
 def summarise(
-    doc: dict[str, Any],
+    doc: ConvertRecord,
     schema: LabelSchema,
     previous_variants: Mapping[str, Any],
     changed: set[str],
@@ -52,19 +53,18 @@ def summarise(
     runs it); any other keeps its check from ``previous_variants`` when its files are the same; a
     single-file complete variant without one takes its file's check.
     """
-    variants = {}
+    variants: dict[str, ConvertVariant] = {}
     for vid, names in group_variants(doc["files"]).items():
         v = _variant_entry(doc, names, schema)
-        check = None
+        check: CheckRecord | None = None
         if vid in changed and v["complete"] and device_check is not None:
             check = device_check(vid, names)
         elif "check" in previous_variants.get(vid, {}) and previous_variants[vid].get("files") == names:
             check = previous_variants[vid]["check"]
         if check is None and v["complete"] and len(names) == 1:
             check = doc["files"][names[0]]["check"]
-        if check is not None:  # before the messages: convert.json keeps its key order
-            warnings, errors = v.pop("warnings"), v.pop("errors")
-            v = {**v, "check": check, "warnings": warnings, "errors": errors}
+        if check is not None:
+            v["check"] = check
         if check is not None and len(names) > 1:
             # A separate variant's files were each checked alone; this is the set as the device runs it.
             errs, warns = verdict(vid, v["precision"], check)
@@ -79,14 +79,14 @@ def summarise(
     ))
 
 
-def _variant_entry(doc: dict[str, Any], names: list[str], schema: LabelSchema) -> dict[str, Any]:
+def _variant_entry(doc: ConvertRecord, names: list[str], schema: LabelSchema) -> ConvertVariant:
     entries = [doc["files"][n] for n in names]
-    return {
-        "approach": entries[0]["approach"],
-        "precision": entries[0]["precision"],
-        "files": names,
-        "bytes": sum(e["bytes"] for e in entries),
-        "complete": {h for e in entries for h in e["heads"]} == set(schema.head_names),
-        "warnings": [w for e in entries for w in e["warnings"]],
-        "errors": [x for e in entries for x in e["errors"]],
-    }
+    return ConvertVariant(
+        approach=entries[0]["approach"],
+        precision=entries[0]["precision"],
+        files=names,
+        bytes=sum(e["bytes"] for e in entries),
+        complete={h for e in entries for h in e["heads"]} == set(schema.head_names),
+        warnings=[w for e in entries for w in e["warnings"]],
+        errors=[x for e in entries for x in e["errors"]],
+    )

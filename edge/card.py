@@ -1,14 +1,19 @@
 """The model card: every .tflite file carries its own description.
 
-The card is JSON stored as the single member ``metadata.json`` of a zip archive appended to the
+The card is JSON stored as the member ``metadata.json`` of a zip archive appended to the
 flatbuffer (the interpreter ignores trailing bytes; ``zipfile`` finds the archive from the end,
-as TFLite's own metadata packer does). It says which variant and approach the file belongs to, the
+as TFLite's own metadata packer does). The same archive holds the label files of the model's
+standard TFLite Metadata (``convert.metadata``), one per output: every member is stored
+uncompressed, because MediaPipe reads them in place and refuses compressed ones. The model is the
+bytes before the archive's first member. It says which variant and approach the file belongs to, the
 label schema, which heads this file serves and under which signature output names, the input
 tensor (size, dtype, quantisation, value range), and how the file was made.
 
-Reading validates: a missing card, an unknown format version, a malformed field, a member over
-``MAX_CARD_BYTES`` or an archive with other members are one-line ``CardError``s. Nothing is ever
-extracted to disk.
+Reading validates: a missing card, two cards, an unknown format version, a malformed field, a card
+over ``MAX_CARD_BYTES``, a member name that is a path, a compressed label file, a label file over
+``MAX_MEMBER_BYTES``, too many members, or a model whose hash is not the card's are one-line
+``CardError``s. Only the card is ever read (never inflated beyond its limit); nothing is extracted
+to disk. Files of the previous format (a deflated ``metadata.json`` alone) still load.
 """
 
 from __future__ import annotations
@@ -16,18 +21,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edge.cardcheck import card_field_problem
 from edge.errors import PolyheadError
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CARD_FORMAT_VERSION = 1
 CARD_MEMBER = "metadata.json"
 MAX_CARD_BYTES = 1 << 20
+MAX_MEMBER_BYTES = 1 << 20
+"""Largest label file: a million bytes is tens of thousands of class names."""
+MAX_MEMBERS = 1024
+_SAFE_MEMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 APPROACHES = ("multihead", "joint", "separate")
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 INPUT_DTYPES = ("float32", "uint8", "int8")
@@ -192,6 +203,9 @@ class ModelCard:
         version = d.get("format_version")
         if version != CARD_FORMAT_VERSION:
             raise CardError(f"unknown card format_version {version!r} (this polyhead reads {CARD_FORMAT_VERSION})")
+        problem = card_field_problem(d)
+        if problem:
+            raise CardError(f"malformed card: {problem}")
         try:
             inp = dict(d["input"])
             inp["value_range"] = tuple(float(x) for x in inp.get("value_range", (0.0, 255.0)))
@@ -246,22 +260,97 @@ def strip_card(data: bytes) -> bytes:
     return data[: min(offsets)] if offsets and 0 < min(offsets) < len(data) else data
 
 
-def embed_card(tflite: bytes, card: ModelCard) -> bytes:
-    """Return ``tflite`` (any previous card removed) with ``card`` appended as a zip archive."""
+def check_member_name(name: str) -> str:
+    """``name`` if it is a plain file name fit for the card archive, else a one-line CardError.
+
+    No directories, no ``..``, no leading dot, no drive or backslash: a member name is never a path."""
+    if not isinstance(name, str) or not _SAFE_MEMBER.fullmatch(name) or ".." in name:
+        raise CardError(f"archive member name must be a plain file name ([A-Za-z0-9._-], no '..'). Received: {name[:100]!r}")
+    return name
+
+
+def _archive_infos(zf: zipfile.ZipFile, name: str) -> tuple[zipfile.ZipInfo, list[zipfile.ZipInfo]]:
+    """The card member and the other members of an open archive, every rule checked (nothing read)."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise CardError(f"{name}: card archive has {len(infos)} members, over the limit of {MAX_MEMBERS}")
+    seen: set[str] = set()
+    for info in infos:
+        try:
+            check_member_name(info.filename)
+        except CardError as e:
+            raise CardError(f"{name}: {e}") from None
+        if info.filename.lower() in seen:
+            what = "two model cards" if info.filename == CARD_MEMBER else "a duplicate member"
+            raise CardError(f"{name}: card archive holds {what} ({info.filename!r})")
+        seen.add(info.filename.lower())
+    cards = [i for i in infos if i.filename == CARD_MEMBER]
+    if not cards:
+        raise CardError(f"{name}: no model card ('{CARD_MEMBER}' is not in the archive appended to the model). "
+                        f"Received members: {[i.filename for i in infos][:5]}")
+    card = cards[0]
+    if card.file_size > MAX_CARD_BYTES or card.compress_size > MAX_CARD_BYTES:
+        raise CardError(f"{name}: card is {card.file_size} bytes, over the {MAX_CARD_BYTES}-byte limit")
+    others = [i for i in infos if i is not card]
+    for info in others:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CardError(f"{name}: archive member {info.filename!r} is compressed; label files must be stored")
+        if info.file_size > MAX_MEMBER_BYTES or info.compress_size != info.file_size:
+            raise CardError(f"{name}: archive member {info.filename!r} is {info.file_size} bytes, "
+                            f"over the {MAX_MEMBER_BYTES}-byte limit or inconsistent")
+    return card, others
+
+
+def read_members(data: bytes, name: str = "<bytes>") -> dict[str, bytes]:
+    """The archive's members other than the card (label files), validated, in archive order; {} if
+    there is no archive. Each is stored, so reading it inflates nothing."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except Exception:  # untrusted bytes: no archive means no members
+        return {}
+    with zf:
+        _, others = _archive_infos(zf, name)
+        try:
+            return {i.filename: zf.read(i) for i in others}
+        except Exception as e:  # a corrupt archive: CRC, truncated data...
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise CardError(f"{name}: card archive is corrupt ({msg})") from None
+
+
+def embed_card(tflite: bytes, card: ModelCard, files: Mapping[str, bytes] | None = None) -> bytes:
+    """Return ``tflite`` with ``card`` and ``files`` appended as one stored zip archive.
+
+    Any previous archive is removed first. ``files`` (member name -> bytes: the TFLite Metadata
+    label files) follow the card; when None, the previous archive's label files are kept, so
+    re-embedding a card never orphans the metadata that names them. ``model_sha256`` is the hash
+    of the bytes before the archive.
+    """
+    if files is None:
+        files = read_members(tflite)
+    if CARD_MEMBER in files:
+        raise CardError(f"'{CARD_MEMBER}' is the card's own member name; a label file cannot use it")
+    for member, content in files.items():
+        check_member_name(member)
+        if len(content) > MAX_MEMBER_BYTES:
+            raise CardError(f"archive member {member!r} is {len(content)} bytes, over the {MAX_MEMBER_BYTES}-byte limit")
     model = strip_card(tflite)
     card = replace(card, model_sha256=_sha256_hex(model))
     buf = io.BytesIO()
     buf.write(model)
-    with zipfile.ZipFile(buf, mode="a", compression=zipfile.ZIP_DEFLATED) as zf:
+    # Stored, not deflated: MediaPipe maps the members in place and refuses compressed ones.
+    with zipfile.ZipFile(buf, mode="a", compression=zipfile.ZIP_STORED) as zf:
         zf.writestr(CARD_MEMBER, card.to_json_bytes())
+        for member, content in files.items():
+            zf.writestr(member, content)
     return buf.getvalue()
 
 
-def write_model(path: str | os.PathLike, tflite: bytes, card: ModelCard) -> Path:
-    """Atomically write a .tflite file with its card embedded."""
+def write_model(path: str | os.PathLike, tflite: bytes, card: ModelCard,
+                files: Mapping[str, bytes] | None = None) -> Path:
+    """Atomically write a .tflite file with its card (and label files, see ``embed_card``) embedded."""
     from edge.io import atomic_write_bytes
 
-    return atomic_write_bytes(path, embed_card(tflite, card))
+    return atomic_write_bytes(path, embed_card(tflite, card, files))
 
 
 def _read_card_fp(fp: io.BufferedIOBase, name: str) -> ModelCard:
@@ -272,14 +361,9 @@ def _read_card_fp(fp: io.BufferedIOBase, name: str) -> ModelCard:
     except Exception:  # any failure to find an archive in untrusted bytes means: no card
         raise CardError(f"{name}: no model card (no metadata.json archive appended to the model)") from None
     with zf:
-        infos = zf.infolist()
-        names = [i.filename for i in infos]
-        if names != [CARD_MEMBER]:
-            raise CardError(f"{name}: card archive must hold only '{CARD_MEMBER}'. Received members: {names[:5]}")
-        info = infos[0]
-        if info.file_size > MAX_CARD_BYTES or info.compress_size > MAX_CARD_BYTES:
-            raise CardError(f"{name}: card is {info.file_size} bytes, over the {MAX_CARD_BYTES}-byte limit")
-        model_end = info.header_offset
+        info, others = _archive_infos(zf, name)
+        # After reading, header_offset is absolute: the model ends where the first member starts.
+        model_end = min(i.header_offset for i in (info, *others))
         try:
             with zf.open(info) as f:
                 raw = f.read(MAX_CARD_BYTES + 1)

@@ -12,12 +12,44 @@ from pathlib import Path
 
 import click
 
-from edge.card import CardError
-from edge.errors import ModelError, PolyheadError
+from edge.errors import PolyheadError
+from edge.text import encodable, printable
 
 
 def _fail(e: PolyheadError) -> click.ClickException:
-    return click.ClickException(str(e))
+    return click.ClickException(printable(str(e)))
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Print a line made safe: escaped (edge.text.printable) and encodable in the stream's encoding."""
+    stream = sys.stderr if err else sys.stdout
+    click.echo(encodable(printable(text), getattr(stream, "encoding", None)), err=err)
+
+
+def _model_options(f):
+    """--max-input-pixels, --max-arena-mb (the model check's caps) and --trusted-key."""
+    from edge.modelcheck import DEFAULT_LIMITS
+
+    f = click.option("--trusted-key", default=None, type=click.Path(dir_okay=False),
+                     help="Refuse any .tflite not signed by this Ed25519 public key PEM (default: $POLYHEAD_TRUSTED_KEY).")(f)
+    f = click.option("--max-arena-mb", default=DEFAULT_LIMITS.max_arena_mb, show_default=True,
+                     type=click.FloatRange(0, min_open=True), help="Refuse a model whose tensors need more memory.")(f)
+    return click.option("--max-input-pixels", default=DEFAULT_LIMITS.max_input_pixels, show_default=True,
+                        type=click.IntRange(1), help="Refuse a model whose input has more pixels.")(f)
+
+
+def _limits(max_input_pixels: int, max_arena_mb: float):
+    from edge.modelcheck import ModelLimits
+
+    return ModelLimits(max_input_pixels, max_arena_mb)
+
+
+def _trusted(given: str | None):
+    """The loaded trusted public key (--trusted-key or $POLYHEAD_TRUSTED_KEY), or None."""
+    from edge.signing import load_public_key, trusted_key
+
+    path = trusted_key(given)
+    return load_public_key(path) if path else None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,122 +61,42 @@ def main() -> None:
 # -- info -----------------------------------------------------------------------------------------
 
 
-def describe(path: str | Path) -> dict:
-    """Everything ``info`` shows about a deployment, as a dict (each file, then the variants)."""
-    from edge.card import read_card
-    from edge.compat import probe
-    from edge.model import Model
-    from edge.variants import discover, tflite_files
-
-    path = Path(path)
-    files = tflite_files(path)
-    out: dict = {"path": str(path), "files": {}, "variants": {}, "problems": []}
-    for f in files:
-        entry: dict = {"bytes": f.stat().st_size}
-        try:
-            card = read_card(f)
-        except CardError as e:
-            entry["error"] = str(e)
-            out["files"][f.name] = entry
-            continue
-        entry.update(variant=card.variant, approach=card.approach, precision=card.precision,
-                     heads={h: list(card.schema.head(h).classes) for h in card.heads},
-                     outputs=card.outputs, input=card.to_dict()["input"], backbone=card.backbone,
-                     converter_version=card.converter_version, tensorflow_version=card.tensorflow_version,
-                     runtime_compat=card.runtime_compat)
-        if card.approach == "joint":
-            entry["combinations"] = card.schema.num_combinations
-        try:
-            model = Model(f, card)
-            entry["signature"] = {
-                "name": card.signature,
-                "inputs": {k: {"shape": [int(x) for x in d["shape"]], "dtype": str(d["dtype"].__name__)}
-                           for k, d in model.runner.get_input_details().items()},
-                "outputs": {k: {"shape": [int(x) for x in d["shape"]], "dtype": str(d["dtype"].__name__)}
-                            for k, d in model.runner.get_output_details().items()},
-            }
-            entry["loads"] = True
-        except (CardError, ModelError) as e:
-            entry["loads"] = False
-            entry["error"] = str(e)
-            try:
-                entry["this_runtime"] = probe(f)
-            except ModelError:
-                pass  # no interpreter here at all: the card is still shown, and the error says why it cannot run
-        out["files"][f.name] = entry
-    problems: list[tuple[str, str]] = []
-    for vid, v in discover(path, problems).items():
-        out["variants"][vid] = {"approach": v.approach, "files": [f.name for f in v.files], "bytes": v.bytes,
-                                "heads": list(v.heads)}
-    out["problems"] = [{"file": f, "error": e} for f, e in problems]
-    return out
-
-
-def _format_info(d: dict) -> str:
-    from edge.interpreter import load_interpreter_class
-
-    lines = []
-    try:
-        _, rt, ver = load_interpreter_class()
-        lines.append(f"runtime here: {rt} {ver}")
-    except ModelError as e:
-        lines.append(f"runtime here: none ({e})")
-    for name, e in d["files"].items():
-        lines.append(f"{name}  ({e['bytes']} bytes)")
-        if "variant" not in e:
-            lines.append(f"  error: {e['error']}")
-            continue
-        lines.append(f"  variant {e['variant']}.{e['precision']}  approach {e['approach']}  backbone {e['backbone']}")
-        for h, classes in e["heads"].items():
-            shown = ", ".join(classes[:8]) + (f", ... ({len(classes)})" if len(classes) > 8 else "")
-            lines.append(f"  head {h}: {len(classes)} classes [{shown}]")
-        if "combinations" in e:
-            lines.append(f"  joint output: {e['combinations']} combinations seen in training")
-        i = e["input"]
-        quant = f" scale {i['scale']:.6g} zero_point {i['zero_point']}" if i["dtype"] != "float32" else ""
-        lines.append(f"  input '{i['name']}': {i['height']}x{i['width']}x{i['channels']} {i['dtype']}{quant} "
-                     f"pixels {i['value_range'][0]:g}..{i['value_range'][1]:g}")
-        lines.append("  outputs (card key -> signature output): "
-                     + ", ".join(f"{k} -> {v}" for k, v in e["outputs"].items()))
-        lines.append(f"  made by: TensorFlow {e['tensorflow_version'] or '?'}, converter {e['converter_version'] or '?'}")
-        if e.get("loads"):
-            sig = e["signature"]
-            lines.append(f"  loads here: yes; signature '{sig['name']}' outputs "
-                         + ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in sig["outputs"].items()))
-        else:
-            lines.append(f"  loads here: NO: {e.get('error')}")
-            ops = (e.get("this_runtime") or {}).get("missing_ops")
-            if ops:
-                lines.append(f"  missing ops here: {', '.join(ops)}")
-        for rt_name, r in (e.get("runtime_compat") or {}).items():
-            verdict = {True: "loads", False: "does NOT load", None: "not checked"}.get(r.get("loads"), "?")
-            extra = f" (missing: {', '.join(r['missing_ops'])})" if r.get("missing_ops") else ""
-            lines.append(f"  {rt_name}: {verdict}{extra}")
-    lines.append("variants:")
-    for vid, v in d["variants"].items():
-        lines.append(f"  {vid}: {len(v['files'])} file(s), {v['bytes']} bytes, heads {', '.join(v['heads'])}")
-    for p in d["problems"]:
-        lines.append(f"  unusable: {p['file']}: {p['error']}")
-    return "\n".join(lines)
-
-
 @main.command()
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
-def info(path: str, as_json: bool) -> None:
-    """The card, input and outputs, size and loadability of each .tflite at PATH, and the variants found."""
+@click.option("--probe-timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds the child that loads and runs each file may take.")
+@click.option("--probe-memory-mb", default=2048, show_default=True, type=click.IntRange(64),
+              help="Address space the child that loads and runs each file may use.")
+@_model_options
+def info(path: str, as_json: bool, probe_timeout: float, probe_memory_mb: int, max_input_pixels: int,
+         max_arena_mb: float, trusted_key: str | None) -> None:
+    """The card, input and outputs, size and loadability of each .tflite at PATH, and the variants found.
+
+    Whether a file loads is asked of a child process with a time and memory limit, after the model check.
+    """
+    from edge.describe import describe, format_info
+    from edge.probe import ProbeLimits
+
     try:
-        d = describe(path)
+        d = describe(path, _limits(max_input_pixels, max_arena_mb), ProbeLimits(probe_timeout, probe_memory_mb),
+                     _trusted(trusted_key))
     except PolyheadError as e:
         raise _fail(e) from None
-    click.echo(json.dumps(d, indent=1) if as_json else _format_info(d))
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+    else:
+        for line in format_info(d).splitlines():
+            _echo(line)
 
 
 # -- predict --------------------------------------------------------------------------------------
 
 
 def _expand(sources: tuple[str, ...]) -> list[Path]:
-    from edge.bench import list_images
+    """The image paths the arguments name: a folder's image files, or the argument itself (checked
+    when it is loaded: a FIFO or a symlink loop is then that image's error)."""
+    from edge.labels import list_images
 
     paths: list[Path] = []
     for s in sources:
@@ -153,33 +105,60 @@ def _expand(sources: tuple[str, ...]) -> list[Path]:
     return paths
 
 
-def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str, ...], dict[Path, tuple[str, ...]]]:
-    """Labels from the labels.csv at the root of each folder given and beside each image."""
+def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str, ...], list]:
+    """The labels.csv tables at the root of each folder given and beside each image (all with the
+    first one's heads). One that is not a regular file inside its folder is skipped with a warning."""
+    import os
+
     from edge.labels import read_labels_csv
+    from edge.paths import PathError
 
     candidates = [Path(s) / "labels.csv" for s in sources if Path(s).is_dir()]
     candidates += [folder / "labels.csv" for folder in dict.fromkeys(p.parent for p in paths)]  # per folder, not per image
     heads: tuple[str, ...] = ()
-    labels: dict[Path, tuple[str, ...]] = {}
-    for csv_path in dict.fromkeys(c.resolve() for c in candidates):
-        if not csv_path.is_file():
+    tables = []
+    seen = set()
+    for csv_path in candidates:
+        real = os.path.realpath(csv_path)
+        if real in seen or not os.path.lexists(csv_path):
             continue
-        h, lab = read_labels_csv(csv_path)
+        seen.add(real)
+        try:
+            h, table = read_labels_csv(csv_path)
+        except PathError as e:
+            click.echo(f"warning: labels not used: {e}", err=True)
+            continue
         if heads and h != heads:
             continue  # a second labels.csv with other heads: keep the first one's
         heads = h
-        labels.update(lab)
-    return heads, labels
+        tables.append(table)
+    return heads, tables
+
+
+def _row_labels(tables: list, path: str) -> tuple[str, ...] | None:
+    for table in tables:
+        row = table.get(path)
+        if row is not None:
+            return row
+    return None
 
 
 def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
-    """A function that prints one Prediction in ``fmt`` (the csv header is printed now)."""
+    """A function that prints one Prediction in ``fmt`` (the csv header is printed now). Paths and
+    errors are escaped: a file name that is not UTF-8 or holds a newline cannot break the output."""
     import csv
 
     if fmt == "jsonl":
-        return lambda pred: click.echo(json.dumps({"variant": variant_id, **pred.to_dict()}))
+        def jsonl_row(pred) -> None:
+            d = pred.to_dict()
+            d["image"] = printable(d["image"])
+            if "error" in d:
+                d["error"] = printable(d["error"])
+            click.echo(json.dumps({"variant": variant_id, **d}))
+        return jsonl_row
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
+        encoding = getattr(sys.stdout, "encoding", None)
         writer.writerow(["image"] + [c for h in heads for c in (h, f"{h}_score", f"{h}_top_k")] + ["error"])
 
         def csv_row(pred) -> None:
@@ -188,18 +167,18 @@ def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
                 r = pred.heads.get(h)
                 row += ([r.label, f"{r.score:.6f}", ";".join(f"{lab}:{s:.6f}" for lab, s in r.top_k)]
                         if r else ["", "", ""])
-            writer.writerow(row + [pred.error or ""])
+            writer.writerow([encodable(printable(cell), encoding) for cell in row + [pred.error or ""]])
         return csv_row
 
     def table_row(pred) -> None:
         if not pred.ok:
-            click.echo(f"{pred.path}  ERROR {pred.error}")
+            _echo(f"{printable(pred.path)}  ERROR {pred.error}")
             return
         cells = []
         for h, r in pred.heads.items():
             shown = r.top_k if top_k > 1 else r.top_k[:1]
             cells.append(f"{h}: " + ", ".join(f"{lab} {s:.3f}" for lab, s in shown))
-        click.echo(f"{pred.path}  " + "  |  ".join(cells))
+        _echo(f"{printable(pred.path)}  " + "  |  ".join(cells))
     return table_row
 
 
@@ -210,7 +189,9 @@ def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(1, 1000), help="Labels per head to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64), help="Interpreter threads.")
-def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k: int, fmt: str, threads: int) -> None:
+@_model_options
+def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k: int, fmt: str, threads: int,
+            max_input_pixels: int, max_arena_mb: float, trusted_key: str | None) -> None:
     """Label each image (files or folders) with the model at PATH: one record per image.
 
     A bad image gives an error record and the rest go on; the exit status is 1 if any failed.
@@ -223,22 +204,22 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
 
     limit_malloc_arenas()
     try:
-        variant = select_variant(discover(path), variant_name)
-        predictor = Predictor(variant, num_threads=threads)
+        variant = select_variant(discover(path, trusted_key=_trusted(trusted_key)), variant_name)
+        predictor = Predictor(variant, num_threads=threads, limits=_limits(max_input_pixels, max_arena_mb))
         paths = _expand(images)
         csv_heads, labels = _labels_for(images, paths)
     except PolyheadError as e:
         raise _fail(e) from None
     if not paths:
-        raise click.ClickException(f"no images in {', '.join(images)}")
-    click.echo(f"{variant.id}: {len(paths)} image(s), {predictor.runtime} {predictor.runtime_version}, "
-               f"{threads} thread(s)", err=True)
+        raise click.ClickException(printable(f"no images in {', '.join(images)}"))
+    _echo(f"{variant.id}: {len(paths)} image(s), {predictor.runtime} {predictor.runtime_version}, "
+          f"{threads} thread(s)", err=True)
     acc = Accuracy.for_labels(csv_heads, predictor.heads)
     emit = _emitter(fmt, variant.id, predictor.heads, top_k)
     failed = 0
     for pred in iter_predictions(predictor, paths, top_k):
         failed += not pred.ok
-        row_labels = labels.get(Path(pred.path).resolve())
+        row_labels = _row_labels(labels, pred.path) if labels else None
         if row_labels is not None and acc.heads:
             acc.add(pred, row_labels)
         emit(pred)
@@ -246,10 +227,28 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     if summary is not None:
         text = (f"accuracy over {summary['n']} labelled images ({variant.id}): "
                 + ", ".join(f"{h} {a:.4f}" for h, a in summary["heads"].items()) + f", joint {summary['joint']:.4f}")
-        click.echo(text, err=fmt != "table")
+        _echo(text, err=fmt != "table")
     if failed:
         click.echo(f"{failed} of {len(paths)} images failed", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.option("--private", "private_key", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the new Ed25519 private key (PEM, 0600): give it to convert --sign-key.")
+@click.option("--public", "public_key", required=True, type=click.Path(dir_okay=False),
+              help="Where to write its public key (PEM): give it to polyhead-edge --trusted-key on the device.")
+def keygen(private_key: str, public_key: str) -> None:
+    """Make an Ed25519 key pair for signed deployments (needs the 'sign' extra)."""
+    from edge.signing import generate_keypair
+
+    try:
+        generate_keypair(private_key, public_key)
+    except PolyheadError as e:
+        raise _fail(e) from None
+    except OSError as e:
+        raise click.ClickException(printable(f"cannot write the keys: {e.strerror or e}")) from None
+    _echo(f"wrote {private_key} (keep it secret) and {public_key}")
 
 
 # -- bench ----------------------------------------------------------------------------------------

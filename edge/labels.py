@@ -2,41 +2,99 @@
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.card import CardError
 from edge.errors import first_line
+from edge.paths import open_regular, walk_files
 from edge.predict import Prediction
+from edge.text import printable
 
 
-def read_labels_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], dict[Path, tuple[str, ...]]]:
-    """A datasets-stage labels.csv: (head names, resolved image path -> labels). Rows are not checked
-    against a schema here: a label a model does not know simply counts as wrong."""
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, iterative, regular files only, symlinked folders not
+    followed), sorted."""
+    from edge.preprocess import is_image_file
+
+    return walk_files(folder, is_image_file)
+
+
+class LabelTable(Mapping[Path, tuple[str, ...]]):
+    """One labels.csv's rows: image path -> labels. Keys are the rows' paths relative to the folder
+    (resolved once, not once per row: a million-row file loads in seconds); a lookup resolves only
+    the image's parent folder, cached per folder."""
+
+    def __init__(self, base: str, rows: dict[str, tuple[str, ...]]):
+        self.base = base
+        self._rows = rows
+        self._parents: dict[str, str] = {}
+
+    def key(self, path: str | os.PathLike) -> str:
+        """The row key of an image path (its real folder, relative to this table's folder)."""
+        parent, name = os.path.split(os.path.abspath(os.fspath(path)))
+        real = self._parents.get(parent)
+        if real is None:
+            real = self._parents[parent] = os.path.realpath(parent)
+        full = os.path.join(real, name)
+        return full[len(self.base) + 1:] if full.startswith(self.base + os.sep) else full
+
+    def __getitem__(self, path: str | os.PathLike) -> tuple[str, ...]:
+        try:
+            return self._rows[self.key(path)]
+        except (ValueError, TypeError):
+            raise KeyError(path) from None
+
+    def __iter__(self) -> Iterator[Path]:
+        return (Path(self.base, k) for k in self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def _row_key(image: str) -> str | None:
+    """A row's image path as a table key: relative and normalised (None: it cannot name a file)."""
+    if "\0" in image or not image:
+        return None
+    if image.startswith("/") or "//" in image or image.startswith(".") or "/." in image:
+        image = os.path.normpath(image)
+    return image
+
+
+def read_labels_csv(path: str | os.PathLike, inside: str | os.PathLike | None = None) -> tuple[tuple[str, ...], LabelTable]:
+    """A datasets-stage labels.csv: (head names, image path -> labels). Rows are not checked against
+    a schema here: a label a model does not know simply counts as wrong. Only a regular file is read
+    (inside the folder ``inside``, by default its own folder: a symlink to a file elsewhere is
+    refused), and errors never quote the file's contents."""
     import csv
 
     path = Path(path)
+    base = os.path.realpath(path.parent)
     try:
         # utf-8-sig, as datasets.folder reads it: a labels.csv saved by a spreadsheet starts with a BOM.
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open_regular(path, inside if inside is not None else path.parent) as raw, \
+                io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header or header[:2] != ["image", "split"] or len(header) < 3:
-                raise CardError(f"{path}: header must be image,split,<head>... Received: {header}")
+                raise CardError(f"{printable(path)}: not a labels.csv (the header must be image,split,<head>...)")
             heads = tuple(header[2:])
-            labels = {}
+            rows = {}
             for n, row in enumerate(reader, start=2):
                 if not row:
                     continue
                 if len(row) != len(header):
-                    raise CardError(f"{path}: row {n} has {len(row)} fields, expected {len(header)}")
-                labels[(path.parent / row[0]).resolve()] = tuple(row[2:])
+                    raise CardError(f"{printable(path)}: row {n} has {len(row)} fields, expected {len(header)}")
+                key = _row_key(row[0])
+                if key is not None:
+                    rows[key] = tuple(row[2:])
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise CardError(f"{path}: cannot read labels ({first_line(e)})") from None
-    return heads, labels
+        raise CardError(f"{printable(path)}: cannot read labels ({printable(first_line(e))})") from None
+    return heads, LabelTable(base, rows)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import numpy as np
 from edge.card import CardError, ModelCard, read_card
 from edge.errors import ModelError, first_line
 from edge.interpreter import load_interpreter_class
+from edge.modelcheck import DEFAULT_LIMITS, ModelLimits, check_model_file
 
 
 def _input_lut(card: ModelCard, dtype: np.dtype) -> np.ndarray | None:
@@ -35,11 +36,15 @@ class Model:
     """One .tflite file: its card, checked against its signature, and a ready signature runner."""
 
     def __init__(self, path: str | os.PathLike, card: ModelCard | None = None, num_threads: int = 1,
-                 interpreter_class: type | None = None):
+                 interpreter_class: type | None = None, limits: ModelLimits = DEFAULT_LIMITS):
         self.path = Path(path)
         self.card = card if card is not None else read_card(self.path)
-        cls = interpreter_class or load_interpreter_class()[0]
         name = str(self.path)
+        # Before any interpreter sees the file: it would crash, hang or exhaust memory on files its
+        # structural verifier accepts (edge/modelcheck.py). Every signature is checked; the card's is
+        # looked up below, so a card naming another signature stays a CardError.
+        self.summary = check_model_file(self.path, None, limits)
+        cls = interpreter_class or load_interpreter_class()[0]
         try:
             # model_path lets the interpreter mmap the file (the card at its end is ignored).
             self.interpreter = cls(model_path=name, num_threads=num_threads)
@@ -125,7 +130,10 @@ class Model:
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Float scores (K,) per card output key (a head, or ``joint``) for one uint8 image."""
-        result = self.runner(**{self.input_name: self.set_input(pixels)})
+        try:
+            result = self.runner(**{self.input_name: self.set_input(pixels)})
+        except Exception as e:  # e.g. "Input tensor 47 lacks data": the model is broken, not the image
+            raise ModelError(f"{self.path}: invoke failed ({first_line(e)})") from None
         out = {}
         for key, sig_name, scale, zero, quantised in self._outputs:
             raw = result[sig_name][0]

@@ -10,11 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import first_line
+from edge.errors import ModelError, first_line
 from edge.interpreter import load_interpreter_class
 from edge.model import Model
+from edge.modelcheck import DEFAULT_LIMITS, ModelLimits
+from edge.paths import regular_file_problem
 from edge.preprocess import ImageError, load_image
 from edge.schema import JOINT_OUTPUT
+from edge.text import printable
 from edge.variants import Variant
 
 
@@ -55,15 +58,20 @@ class Prediction:
 class Predictor:
     """Runs a variant: every file it is made of, joint outputs decoded into heads."""
 
-    def __init__(self, variant: Variant, num_threads: int = 1, runtime: str | None = None):
+    def __init__(self, variant: Variant, num_threads: int = 1, runtime: str | None = None,
+                 limits: ModelLimits = DEFAULT_LIMITS):
         cls, self.runtime, self.runtime_version = load_interpreter_class(runtime)
         self.variant = variant
         self.num_threads = num_threads
-        self.models = tuple(Model(p, c, num_threads, cls) for p, c in zip(variant.files, variant.cards, strict=True))
+        self.models = tuple(Model(p, c, num_threads, cls, limits)
+                            for p, c in zip(variant.files, variant.cards, strict=True))
         self.schema = variant.schema
         self.heads = variant.heads
         self.height, self.width = self.models[0].input_size
         self._classes = {h: self.schema.head(h).classes for h in self.heads}
+        # One trial run at load: a model that cannot run fails here, once, with one line (ModelError),
+        # instead of on every image.
+        self.predict_image(np.zeros((self.height, self.width, 3), np.uint8))
 
     def predict_image(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Per-head class probabilities (K,) of one (H, W, 3) uint8 image."""
@@ -90,7 +98,12 @@ class Predictor:
         return result
 
     def load(self, path: str | os.PathLike | bytes) -> np.ndarray:
-        """An image file as this variant's input pixels (raises ImageError)."""
+        """An image file as this variant's input pixels (raises ImageError). Only a regular file is
+        opened: a FIFO, a device or a symlink loop is an ImageError, never a hang."""
+        if not isinstance(path, (bytes, bytearray)):
+            problem = regular_file_problem(path)
+            if problem:
+                raise ImageError(problem)
         return load_image(path, self.height, self.width)
 
     def to_prediction(self, probs: dict[str, np.ndarray], path: str, top_k: int = 1) -> Prediction:
@@ -107,10 +120,9 @@ class Predictor:
     def predict_file(self, path: str | os.PathLike, top_k: int = 1) -> Prediction:
         """One image file to labels; an unreadable image gives a Prediction with ``error`` set."""
         try:
-            pixels = self.load(path)
-        except ImageError as e:
+            return self.to_prediction(self.predict_image(self.load(path)), str(path), top_k)
+        except (ImageError, ModelError) as e:
             return Prediction(str(path), {}, str(e))
-        return self.to_prediction(self.predict_image(pixels), str(path), top_k)
 
     def predict_files(self, paths: Iterable[str | os.PathLike], top_k: int = 1) -> list[Prediction]:
         """``predict_file`` over many files; errors are per file, the rest go on."""
@@ -166,10 +178,14 @@ def iter_predictions(predictor: Predictor, paths: Iterable[str | os.PathLike], t
             if item is done:
                 return
             path, pixels, error = item
-            if error is not None:
-                yield Prediction(path, {}, error)
+            if error is None:
+                try:
+                    pred = predictor.to_prediction(predictor.predict_image(pixels), path, top_k)
+                except ModelError as e:  # the model failed on this image: its record, and the run goes on
+                    pred = Prediction(path, {}, f"{printable(path)}: {e}")
             else:
-                yield predictor.to_prediction(predictor.predict_image(pixels), path, top_k)
+                pred = Prediction(path, {}, error)
+            yield pred
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.card import CardError, ModelCard, read_card
+from edge.errors import PolyheadError
 from edge.schema import LabelSchema
+from edge.text import printable
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,16 @@ def _make_variant(vid: str, items: list[tuple[Path, ModelCard]], partial: bool =
     first = cards[0]
     for p, c in items[1:]:
         if c.schema != first.schema:
-            raise CardError(f"{p}: its label schema differs from {files[0].name}'s in variant {vid}")
+            raise CardError(f"{printable(p)}: its label schema differs from {files[0].name}'s in variant {vid}")
         if (c.input.height, c.input.width) != (first.input.height, first.input.width):
-            raise CardError(f"{p}: input size differs from {files[0].name}'s in variant {vid}")
+            raise CardError(f"{printable(p)}: input size differs from {files[0].name}'s in variant {vid}")
         if c.approach != first.approach:
-            raise CardError(f"{p}: approach {c.approach} differs from {first.approach} in variant {vid}")
+            raise CardError(f"{printable(p)}: approach {c.approach} differs from {first.approach} in variant {vid}")
     served: dict[str, Path] = {}
     for p, c in items:
         for h in c.heads:
             if h in served:
-                raise CardError(f"{p}: head '{h}' is already served by {served[h].name} in variant {vid}")
+                raise CardError(f"{printable(p)}: head '{h}' is already served by {served[h].name} in variant {vid}")
             served[h] = p
     missing = [h for h in first.schema.head_names if h not in served]
     if missing and not partial:
@@ -73,30 +76,41 @@ def tflite_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".tflite" and p.is_file())
         if not files:
-            raise CardError(f"{path}: no .tflite files")
+            raise CardError(f"{printable(path)}: no .tflite files")
         return files
     if path.is_file():
         return [path]
-    raise CardError(f"{path}: no such file or folder")
+    what = "not a regular file or folder" if os.path.lexists(path) else "no such file or folder"
+    raise CardError(f"{printable(path)}: {what}")
 
 
-def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = None) -> dict[str, Variant]:
+def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = None,
+             trusted_key: Any = None) -> dict[str, Variant]:
     """Group the .tflite files at ``path`` (a file or a folder, not recursive) into variants.
 
-    A file or variant that cannot be used raises ``CardError``; pass ``errors`` (a list) to have
-    them appended as ``(path_or_variant, message)`` and skipped instead.
+    A file or variant that cannot be used raises ``CardError`` (``SignatureError`` for a file not
+    signed by ``trusted_key``, a public key PEM path or loaded key, when one is given); pass
+    ``errors`` (a list) to have them appended as ``(path_or_variant, message)`` and skipped instead.
     """
+    if isinstance(trusted_key, (str, os.PathLike)):
+        from edge.signing import load_public_key
+
+        trusted_key = load_public_key(trusted_key)
     path = Path(path)
     partial = not path.is_dir()  # one file of a separate variant, given on its own, answers its heads
     files = tflite_files(path)
     groups: dict[str, list[tuple[Path, ModelCard]]] = {}
     for f in files:
         try:
+            if trusted_key is not None:
+                from edge.signing import verify
+
+                verify(f, trusted_key)  # before anything else reads the file
             card = read_card(f)
-        except CardError as e:
+        except PolyheadError as e:
             if errors is None:
                 raise
-            errors.append((str(f), str(e)))
+            errors.append((printable(f), str(e)))
             continue
         groups.setdefault(variant_id(card), []).append((f, card))
     variants = {}

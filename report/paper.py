@@ -168,7 +168,7 @@ def summary_markdown(runs: Sequence[Path], sources: dict[str, dict[str, str]]) -
                                       "else the synthetic set, built here if absent).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/paper"),
               show_default=True)
-@click.option("--weights", default="none", show_default=True,
+@click.option("--weights", default=DEFAULTS.paper_weights, show_default=True,
               help="none (from scratch), imagenet (keras cache), or a folder with each backbone's .h5.")
 @click.option("--backbones", default=",".join(PAPER_BACKBONES), show_default=True)
 @click.option("--image-size", type=int, default=PAPER_IMAGE_SIZE, show_default=True, help="The paper's 224 px.")

@@ -169,6 +169,7 @@ def test_all_precisions_all_approaches_with_cards_and_checks(tmp_path, dataset):
     from convert.run import convert_run
     from edge.card import read_card
     from edge.predict import Predictor
+    from edge.records import convert_key_errors
     from edge.variants import discover
 
     run = _run(tmp_path, dataset, approaches=("multihead", "joint", "separate"))
@@ -176,6 +177,7 @@ def test_all_precisions_all_approaches_with_cards_and_checks(tmp_path, dataset):
     assert doc["errors"] == []
     on_disk = json.loads((run / "convert.json").read_text())
     assert on_disk["files"].keys() == doc["files"].keys()
+    assert convert_key_errors(on_disk) == []  # the writer's keys are the ones edge.records names
     assert {"tensorflow", "keras", "converter", "ai-edge-litert"} <= set(doc["versions"])
     stems = ["multihead", "joint", "separate.make", "separate.type"]
     expected = {f"edge/{s}.{p}.tflite" for s in stems for p in ("float32", "float16", "dynamic", "int8")}

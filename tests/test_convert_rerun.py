@@ -20,6 +20,7 @@ from convert_fixtures import make_dataset, make_run  # noqa: E402
 @pytest.mark.slow
 def test_partial_reconversion_keeps_every_unchanged_variants_check(tmp_path):
     from convert.run import convert_run
+    from edge.records import convert_key_errors
 
     data = make_dataset(tmp_path / "data", per_combo={"train": 2, "val": 1, "test": 2})
     run = make_run(tmp_path / "runs" / "r", data, approaches=("multihead", "separate"))
@@ -39,3 +40,24 @@ def test_partial_reconversion_keeps_every_unchanged_variants_check(tmp_path):
         for vid in ("multihead.int8", "separate.int8"):  # rebuilt: checked again
             assert doc["variants"][vid]["check"]["n"] == 12, vid
     assert on_disk["variants"]["separate.int8"]["check"]["runtime"] == "edge.predict.Predictor"
+    assert convert_key_errors(on_disk) == []  # every key the writer wrote is one edge.records names
+
+
+def test_convert_key_errors_names_a_renamed_key():
+    from edge.records import convert_key_errors
+
+    check = {"n": 0, "heads": {"make": {"accuracy": None, "keras_accuracy": None, "drop": None, "agreement": None,
+                                        "max_prob_diff": None}}, "joint_accuracy": None, "keras_joint_accuracy": None}
+    variant = {"approach": "multihead", "precision": "int8", "files": ["edge/multihead.int8.tflite"], "bytes": 1,
+               "complete": True, "check": check, "warnings": [], "errors": []}
+    doc = {"format_version": 1, "run": "r", "versions": {}, "files": {}, "warnings": [], "errors": [],
+           "settings": {"precisions": ["int8"], "calibration": 8, "threads": 1, "check_split": "test",
+                        "check_images": None, "seed": 0},
+           "variants": {"multihead.int8": variant}}
+    assert convert_key_errors(doc) == []
+    variant["size_bytes"] = variant.pop("bytes")
+    check["heads"]["make"]["acc"] = check["heads"]["make"].pop("accuracy")
+    assert convert_key_errors(doc) == [
+        "variant multihead.int8: missing key 'bytes'", "variant multihead.int8: unknown key 'size_bytes'",
+        "variant multihead.int8 check head 'make': missing key 'accuracy'",
+        "variant multihead.int8 check head 'make': unknown key 'acc'"]

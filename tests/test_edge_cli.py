@@ -148,7 +148,7 @@ def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
         assert key in b
     assert b["threads"] == 1 and b["runtime"] in ("ai-edge-litert", "tflite-runtime")
     bad = b["variants"]["joint.float32"]
-    assert bad["errors"] == 2 and bad["failed_rounds"] == 2 and "cannot load model" in bad["error"]
+    assert bad["errors"] == 2 and bad["failed_rounds"] == 2 and "refused by the model check (flatbuffer)" in bad["error"]
     for vid in ("multihead.int8", "separate.float32"):
         r = b["variants"][vid]
         assert r.get("error") is None, r

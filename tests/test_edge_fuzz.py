@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from edge_fixtures import HEADS, SCHEMA
+from edge_fixtures import HEADS, SCHEMA, edge_fx_fixture  # noqa: F401
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -105,3 +105,46 @@ def test_card_reader_never_crashes(data):
         assert "\n" not in str(e) and str(e).startswith("fuzz.tflite: ")
     else:
         assert isinstance(card, ModelCard)
+
+
+# -- model files (issue 16) -----------------------------------------------------------------------
+
+
+@SETTINGS
+@given(st.data())
+def test_model_check_never_crashes_on_mutated_flatbuffers(edge_fx, data):
+    """Any mutation of a real flatbuffer: the check passes or refuses with one line, nothing else."""
+    from edge.card import strip_card
+    from edge.fuzz import mutate
+    from edge.modelcheck import ModelCheckError, check_model
+
+    flat = _FLAT.setdefault("flat", strip_card((edge_fx / "models" / "multihead.int8.tflite").read_bytes()))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    mutant = flat
+    for _ in range(data.draw(st.integers(1, 4))):
+        mutant = mutate(mutant, rng)
+    try:
+        check_model(mutant, "m.tflite", None)
+    except ModelCheckError as e:
+        assert "\n" not in str(e) and str(e).startswith("m.tflite: refused by the model check (")
+
+
+_FLAT: dict[str, bytes] = {}
+
+
+@pytest.mark.slow
+def test_fuzz_the_cli_with_mutated_models(edge_fx, tmp_path):
+    """A small run of ``python -m edge.fuzz``: 40 mutants through predict (and 8 through info and the
+    table), each in a limited child: no signal, no hang, no traceback, at most one error line."""
+    from PIL import Image
+
+    from edge.fuzz import fuzz_files, summarise, write_mutants
+
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(image)
+    files = write_mutants(edge_fx / "models" / "multihead.int8.tflite", tmp_path, 40, seed=1)
+    runs = fuzz_files(files, image, timeout_s=60, memory_mb=4096, jobs=2, commands=("predict-jsonl",))
+    runs += fuzz_files(files[:8], image, timeout_s=60, memory_mb=4096, jobs=2, commands=("predict-table", "info"))
+    s = summarise(runs)
+    assert s["runs"] == 56 and s["signals"] == s["hangs"] == s["tracebacks"] == s["multi_line_errors"] == 0, s
+    assert s["peak_rss_mb"] < 1024, s

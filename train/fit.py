@@ -720,7 +720,6 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     import tensorflow as tf
 
     from train.backbones import resolve_weights
-    from train.macc import approach_costs
 
     # Fail fast (before decoding any image) on an unknown backbone or missing weights file.
     weights_used = resolve_weights(cfg.backbone, cfg.weights, cfg.image_size, **cfg.backbone_kwargs)
@@ -756,27 +755,19 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
                        for u in model_units(approach, schema)]
             if not chief:
                 continue
-            per_split: dict[str, dict[str, np.ndarray]] = {s: {} for s in EVAL_SPLITS if s in data}
-            models = [load_model(r.path) for r in results]
-            for m in models:
-                m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
-                for split in per_split:
-                    per_split[split].update(_eval_probs(m, cfg, cache, split, data[split]))
-            metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
-            variants[approach] = {
-                "approach": approach,
-                "files": [f"models/{r.unit.file_name}" for r in results],
-                **approach_costs(models),
-                "keras_bytes": sum(r.path.stat().st_size for r in results),
-                "train_wall_s": round(sum(r.train_wall_s for r in results), 3),
-                "feature_extract_s": round(sum(r.feature_extract_s for r in results), 3),
-                "epochs": cfg.epochs,
-                "metrics": metrics,
-            }
+            variants[approach] = _approach_record(approach, results, cfg, schema, data, cache)
     if tmp_dir is not None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return {}
-    record = {
+    record = _run_record(cfg, weights_used, int(strategy.num_replicas_in_sync), data_info, data, cache, variants)
+    atomic_write_json(run_dir / TRAIN_JSON, record)
+    return record
+
+
+def _run_record(cfg: TrainConfig, weights_used: Any, replicas: int, data_info: Mapping[str, Any],
+                data: Mapping[str, Arrays], cache: FeatureCache, variants: dict[str, Any]) -> dict[str, Any]:
+    """train.json: the run's settings, versions, backbone passes and every approach's record."""
+    return {
         "backbone": cfg.backbone,
         "image_size": list(cfg.image_size),
         "weights": cfg.weights,
@@ -787,7 +778,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
                    "warmup_epochs": cfg.warmup_epochs},
         "seed": cfg.seed,
         "strategy": cfg.strategy,
-        "replicas": int(strategy.num_replicas_in_sync),
+        "replicas": replicas,
         "dataset": data_info,
         "feature_extraction": {
             # Counted where features are cached; the whole-model path runs images every epoch.
@@ -798,8 +789,30 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
         "versions": package_versions(),
         "variants": variants,
     }
-    atomic_write_json(run_dir / TRAIN_JSON, record)
-    return record
+
+
+def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainConfig, schema: LabelSchema,
+                     data: Mapping[str, Arrays], cache: FeatureCache) -> dict[str, Any]:
+    """train.json's record of one approach: its files, costs, times and metrics per evaluation split."""
+    from train.macc import approach_costs
+
+    per_split: dict[str, dict[str, np.ndarray]] = {s: {} for s in EVAL_SPLITS if s in data}
+    models = [load_model(r.path) for r in results]
+    for m in models:
+        m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
+        for split in per_split:
+            per_split[split].update(_eval_probs(m, cfg, cache, split, data[split]))
+    metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
+    return {
+        "approach": approach,
+        "files": [f"models/{r.unit.file_name}" for r in results],
+        **approach_costs(models),
+        "keras_bytes": sum(r.path.stat().st_size for r in results),
+        "train_wall_s": round(sum(r.train_wall_s for r in results), 3),
+        "feature_extract_s": round(sum(r.feature_extract_s for r in results), 3),
+        "epochs": cfg.epochs,
+        "metrics": metrics,
+    }
 
 
 def _eval_probs(model: Any, cfg: TrainConfig, cache: FeatureCache, split: str, arrays: Arrays) -> dict[str, np.ndarray]:

@@ -137,15 +137,6 @@ def restricted_loads(data: bytes | io.BytesIO) -> Any:
     return RestrictedUnpickler(stream).load()
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_legacy_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, np.ndarray]:
     """Read a legacy torch state dict as ``{name: float32/int array}`` (safely; see the module doc).
 
