@@ -78,3 +78,11 @@ def test_make_bench_records_the_edge_bench_ratios(tmp_path):
     assert results["achieved_gmacs"] == 1.0  # 1e6 MACC in the float32 multihead's 1.0 ms p50
     assert results["bench"]["busy"] is True and "errors" not in results
     assert "BUSY" in suite_table(results)
+
+
+def test_latency_plot_reads_the_rounds_histograms():
+    from report.plots import latency_samples
+
+    record = _bench(busy=False)["variants"]["separate.float32"]  # 2 rounds x 3 samples of 2.0 ms
+    samples = latency_samples(record, "interpreter")
+    assert len(samples) == 6 and all(abs(s - 2.0) / 2.0 < 0.024 for s in samples)
