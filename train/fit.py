@@ -211,11 +211,14 @@ def is_chief() -> bool:
 
 
 def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, mean cross-entropy and top-5 (top-min(5, K)) of one head."""
+    """Accuracy, mean cross-entropy and top-5 (top-min(5, K)) of one head over its *labelled* rows
+    (label >= 0), and ``n``, how many those are."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
+    keep = labels >= 0
+    probs, labels = probs[keep], labels[keep]
     if len(labels) == 0:
-        return {"accuracy": 0.0, "loss": 0.0, "top5": 0.0}
+        return {"accuracy": 0.0, "loss": 0.0, "top5": 0.0, "n": 0}
     p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     k = min(5, probs.shape[1])
     topk = np.argsort(-probs, axis=1)[:, :k]
@@ -223,16 +226,22 @@ def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)),
         "loss": float(np.mean(-np.log(p_true))),
         "top5": float(np.mean(np.any(topk == labels[:, None], axis=1))),
+        "n": int(len(labels)),
     }
 
 
 def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], arrays: Arrays) -> dict[str, Any]:
-    """The contract's per-split record: n, per-head metrics, joint accuracy (every head right)."""
+    """The contract's per-split record: n, per-head metrics (each over the rows labelled for that
+    head, its ``n`` recorded), joint accuracy (every head right) over the rows labelled for every
+    head (``n_all_labelled``)."""
     heads = {h: head_metrics(probs_by_head[h], arrays.labels[h]) for h in schema.head_names}
-    all_right = np.ones(arrays.n, dtype=bool)
+    full = arrays.fully_labelled
+    all_right = full.copy()
     for h in schema.head_names:
         all_right &= np.argmax(probs_by_head[h], axis=1) == arrays.labels[h]
-    return {"n": arrays.n, "heads": heads, "joint_accuracy": float(np.mean(all_right)) if arrays.n else 0.0}
+    n_full = int(full.sum())
+    return {"n": arrays.n, "heads": heads, "n_all_labelled": n_full,
+            "joint_accuracy": float(all_right.sum() / n_full) if n_full else 0.0}
 
 
 def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
@@ -355,11 +364,14 @@ def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_exe
         loss = {o: keras.losses.SparseCategoricalCrossentropy() for o in outputs}
         metrics = {o: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for o in outputs}
     weights = {o: float(cfg.head_weights.get(o, 1.0)) for o in outputs}
+    # weighted_metrics, not metrics: Keras 3 passes sample weights to weighted metrics only, and a
+    # head's sample weights (0 on rows without its label) must mask its accuracy like its loss.
+    # Without sample weights the two are the same.
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
         loss=loss,
         loss_weights=weights,
-        metrics=metrics,
+        weighted_metrics=metrics,
         jit_compile=False,
         steps_per_execution=steps_per_execution,
     )
