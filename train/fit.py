@@ -504,6 +504,96 @@ class UnitResult:
     feature_extract_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class _UnitJob:
+    """What both training paths of one model share: where it lives and where it resumes from."""
+
+    unit: ModelUnit
+    cfg: TrainConfig
+    schema: LabelSchema
+    train: Arrays
+    val: Arrays | None
+    ckpt: Path | None
+    done_epochs: int
+    callbacks: list[Any]
+    verbose: int
+
+
+def _finished_unit(unit: ModelUnit, model_path: Path, done_path: Path) -> UnitResult | None:
+    """The record of a model finished by an earlier run (``done.json`` beside its file), else None."""
+    if not (model_path.is_file() and done_path.is_file()):
+        return None
+    done = json.loads(done_path.read_text())
+    return UnitResult(unit, model_path, float(done["train_wall_s"]), int(done["epochs"]),
+                      float(done.get("feature_extract_s", 0.0)))
+
+
+def _fit_on_cached_features(job: _UnitJob, model: Any, cache: FeatureCache) -> float:
+    """Frozen base: the heads train on the backbone's cached features. Returns extraction seconds."""
+    base = model.get_layer(BACKBONE_LAYER)
+    train_feats, extract_s = cache.get(base, "train", job.train.images)
+    val_feats = None
+    if job.val is not None:
+        split = "val" + ("_seen" if JOINT_OUTPUT in job.unit.outputs else "")
+        val_feats, dt = cache.get(base, split, job.val.images)
+        extract_s += dt
+    heads = load_model(job.ckpt, compile=True) if job.ckpt is not None else None
+    fit_heads_on_features(model, job.cfg, job.schema, job.unit.outputs, train_feats, job.train, val_feats, job.val,
+                          job.cfg.epochs, job.callbacks, job.done_epochs, heads, job.verbose)
+    return extract_s
+
+
+def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCache) -> tuple[Any, float]:
+    """Images through the model every epoch (optional head-only warm-up first on cached features).
+
+    Returns the trained model (a resumed run continues from its checkpoint's model) and the
+    warm-up's feature-extraction seconds.
+    """
+    cfg, train, outputs = job.cfg, job.train, job.unit.outputs
+    extract_s = 0.0
+    if cfg.warmup_epochs > 0 and job.ckpt is None:
+        # Head-only warm-up on cached features, then every layer trains.
+        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", train.images)
+        fit_heads_on_features(model, cfg, job.schema, outputs, feats, train, None, None, cfg.warmup_epochs,
+                              verbose=job.verbose)
+    with strategy.scope():
+        if job.ckpt is not None:
+            model = load_model(job.ckpt, compile=True)
+        else:
+            model.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
+            _compile(model, cfg, outputs)
+    ds = train_dataset(train.images, _targets(cfg, job.schema, train, outputs), cfg.batch_size, cfg.seed,
+                       job.done_epochs, cfg.epochs, augment=cfg.use_augment,
+                       shard_by_data=cfg.strategy == "multiworker")
+    # Validation logs only (the final evaluation runs on the saved model, one device); with
+    # several replicas a ragged last batch is dropped, and a val set under one batch skipped.
+    distributed = int(strategy.num_replicas_in_sync) > 1
+    val = job.val
+    if val is not None and distributed and val.n < cfg.batch_size:
+        val = None
+    val_data = None if val is None else eval_dataset(val.images, _targets(cfg, job.schema, val, outputs),
+                                                     cfg.batch_size, drop_remainder=distributed)
+    if cfg.strategy == "multiworker":
+        _prebuild(model, strategy, train.images[: cfg.batch_size], _targets(cfg, job.schema, train, outputs))
+    if cfg.epochs > job.done_epochs:
+        model.fit(ds, epochs=cfg.epochs, initial_epoch=job.done_epochs, validation_data=val_data,
+                  steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
+                  callbacks=job.callbacks, verbose=job.verbose)
+    return model, extract_s
+
+
+def _save_final(model: Any, model_path: Path, unit: ModelUnit) -> None:
+    """Save ``models/<name>.keras`` atomically, without optimizer state."""
+    import keras
+
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = model_path.parent / f".{unit.name}.{os.getpid()}.tmp.keras"
+    # An uncompiled view of the same layers: the final file holds no optimizer state (smaller,
+    # and keras_bytes compares like with like across approaches).
+    keras.Model(model.input, model.output, name=model.name).save(str(tmp))
+    os.replace(tmp, model_path)
+
+
 def train_unit(
     unit: ModelUnit,
     cfg: TrainConfig,
@@ -516,26 +606,23 @@ def train_unit(
     chief: bool = True,
 ) -> UnitResult:
     """Train (or resume, or skip if done) one model; save models/<name>.keras; return its record."""
-    import keras
-
     model_path = run_dir / "models" / unit.file_name
     ckpt_dir = run_dir / "checkpoints" / unit.name
     done_path = ckpt_dir / "done.json"
-    if model_path.is_file() and done_path.is_file():
-        done = json.loads(done_path.read_text())
-        return UnitResult(unit, model_path, float(done["train_wall_s"]), int(done["epochs"]),
-                          float(done.get("feature_extract_s", 0.0)))
+    finished = _finished_unit(unit, model_path, done_path)
+    if finished is not None:
+        return finished
 
-    train = data["train"]
-    val = _val_arrays(data.get("val"), unit.outputs)
-    verbose = cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2)
     ckpt, done_epochs = latest_checkpoint(ckpt_dir)
     prior = json.loads((ckpt_dir / "wall.json").read_text()) if (ckpt and (ckpt_dir / "wall.json").is_file()) else {}
     wall_before = float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
-    callbacks = _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs,
-                           cfg.keep_checkpoints, chief)
+    job = _UnitJob(
+        unit, cfg, schema, data["train"], _val_arrays(data.get("val"), unit.outputs), ckpt, done_epochs,
+        _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs, cfg.keep_checkpoints,
+                   chief),
+        cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
+    )
     t0 = time.perf_counter()
-    extract_s = 0.0
     use_cache = cfg.freeze_base and cfg.feature_cache and cfg.strategy == "default"
     print(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
           f"{'frozen base, feature cache' if use_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
@@ -548,49 +635,9 @@ def train_unit(
     if cfg.bn_momentum is not None and not cfg.freeze_base:
         set_bn_momentum(model, cfg.bn_momentum)
     if use_cache:
-        base = model.get_layer(BACKBONE_LAYER)
-        train_feats, dt = cache.get(base, "train", train.images)
-        extract_s += dt
-        val_feats = None
-        if val is not None:
-            val_feats, dt = cache.get(base, "val" + ("_seen" if JOINT_OUTPUT in unit.outputs else ""), val.images)
-            extract_s += dt
-        heads = None
-        if ckpt is not None:
-            heads = load_model(ckpt, compile=True)
-        fit_heads_on_features(model, cfg, schema, unit.outputs, train_feats, train, val_feats, val, cfg.epochs,
-                              callbacks, done_epochs, heads, verbose)
+        extract_s = _fit_on_cached_features(job, model, cache)
     else:
-        if cfg.warmup_epochs > 0 and ckpt is None:
-            # Head-only warm-up on cached features, then every layer trains.
-            base = model.get_layer(BACKBONE_LAYER)
-            feats, dt = cache.get(base, "train", train.images)
-            extract_s += dt
-            fit_heads_on_features(model, cfg, schema, unit.outputs, feats, train, None, None, cfg.warmup_epochs,
-                                  verbose=verbose)
-        with strategy.scope():
-            if ckpt is not None:
-                model = load_model(ckpt, compile=True)
-            else:
-                model.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
-                _compile(model, cfg, unit.outputs)
-        ds = train_dataset(train.images, _targets(cfg, schema, train, unit.outputs), cfg.batch_size, cfg.seed,
-                           done_epochs, cfg.epochs, augment=cfg.use_augment,
-                           shard_by_data=cfg.strategy == "multiworker")
-        # Validation logs only (the final evaluation runs on the saved model, one device); with
-        # several replicas a ragged last batch is dropped, and a val set under one batch skipped.
-        distributed = int(strategy.num_replicas_in_sync) > 1
-        if val is not None and distributed and val.n < cfg.batch_size:
-            val = None
-        val_data = None if val is None else eval_dataset(val.images, _targets(cfg, schema, val, unit.outputs),
-                                                         cfg.batch_size, drop_remainder=distributed)
-        if cfg.strategy == "multiworker":
-            _prebuild(model, strategy, train.images[: cfg.batch_size],
-                      _targets(cfg, schema, train, unit.outputs))
-        if cfg.epochs > done_epochs:
-            model.fit(ds, epochs=cfg.epochs, initial_epoch=done_epochs, validation_data=val_data,
-                      steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
-                      callbacks=callbacks, verbose=verbose)
+        model, extract_s = _fit_whole_model(job, model, strategy, cache)
     wall = wall_before + time.perf_counter() - t0
     last_ckpt, last_epoch = latest_checkpoint(ckpt_dir)
     if last_epoch:
@@ -600,12 +647,7 @@ def train_unit(
             f"interrupted: {unit.name} stopped after epoch {last_epoch} (checkpoint saved); "
             f"continue with --resume"
         )
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.parent / f".{unit.name}.{os.getpid()}.tmp.keras"
-    # An uncompiled view of the same layers: the final file holds no optimizer state (smaller,
-    # and keras_bytes compares like with like across approaches).
-    keras.Model(model.input, model.output, name=model.name).save(str(tmp))
-    os.replace(tmp, model_path)
+    _save_final(model, model_path, unit)
     atomic_write_json(done_path, {"train_wall_s": wall, "epochs": cfg.epochs, "feature_extract_s": extract_s})
     return UnitResult(unit, model_path, wall, cfg.epochs, extract_s)
 
