@@ -61,3 +61,123 @@ def test_load_split_marks_unlabelled_and_head_targets_drop_them(tmp_path):
     labels, keep = target_labels(arrays, "joint")
     assert keep is not None and int(keep.sum()) == 3
     assert np.array_equal(labels["joint"], arrays.joint[arrays.joint >= 0])
+
+
+# -- training and evaluation -----------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+import pytest  # noqa: E402
+from train_fixtures import make_arrays  # noqa: E402
+
+from train.data import Arrays  # noqa: E402
+
+
+def _drop_labels(data: dict[str, Arrays], head: str, rows_by_split: dict[str, np.ndarray]) -> dict[str, Arrays]:
+    """A copy of ``data`` with ``head`` unlabelled (-1) on the given rows (and joint -1 there)."""
+    out = {}
+    for split, a in data.items():
+        rows = rows_by_split.get(split)
+        if rows is None:
+            out[split] = a
+            continue
+        labels = {h: v.copy() for h, v in a.labels.items()}
+        labels[head][rows] = UNLABELLED
+        joint = a.joint.copy()
+        joint[rows] = -1
+        out[split] = Arrays(a.images, labels, joint)
+    return out
+
+
+def _noise_images(data: dict[str, Arrays], split: str, rows: np.ndarray) -> dict[str, Arrays]:
+    a = data[split]
+    images = a.images.copy()
+    images[rows] = np.random.default_rng(5).integers(0, 255, images[rows].shape, dtype=np.uint8)
+    return {**data, split: dataclasses.replace(a, images=images)}
+
+
+def _cfg(out, **kw):
+    from train.fit import TrainConfig
+
+    base = dict(data="mem", out=str(out), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
+                epochs=2, learning_rate=3e-3, verbose=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run, model: str, layer: str) -> list[np.ndarray]:
+    from train.models import load_model
+
+    return load_model(run / "models" / f"{model}.keras").get_layer(layer).get_weights()
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["feature_cache", "whole_model"])
+def test_multihead_masks_a_heads_loss_to_its_labelled_rows(tmp_path, path):
+    """The rows without a type label cannot move the type head: replacing their images by noise
+    leaves the type head bit-identical (frozen base, so the head reads fixed features), while the
+    make head, which is labelled there, changes. Both training paths."""
+    from train.fit import run_training
+
+    schema, data = make_arrays(n=96)
+    rows = {s: np.arange(a.n) % 3 == 0 for s, a in data.items() if s != "test_unseen"}
+    partial = _drop_labels(data, "type", rows)
+    noisy = _noise_images(partial, "train", rows["train"])
+    kw = dict(approaches=("multihead",), freeze_base=True, feature_cache=path == "feature_cache")
+    rec = run_training(_cfg(tmp_path / "a", **kw), partial, schema)
+    run_training(_cfg(tmp_path / "b", **kw), noisy, schema)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _same(_weights(a, "multihead", "type"), _weights(b, "multihead", "type"))
+    assert not _same(_weights(a, "multihead", "make"), _weights(b, "multihead", "make"))
+    v = rec["variants"]["multihead"]
+    n_train = data["train"].n
+    assert v["train_n"] == {"make": n_train, "type": n_train - int(rows["train"].sum())}
+    test = v["metrics"]["test"]
+    assert test["heads"]["type"]["n"] == data["test"].n - int(rows["test"].sum())
+    assert test["heads"]["make"]["n"] == data["test"].n
+    assert test["n_all_labelled"] == test["heads"]["type"]["n"]
+
+
+@pytest.mark.slow
+def test_joint_and_separate_train_only_on_their_rows_even_fine_tuned(tmp_path, capsys):
+    """joint: rows labelled for every head; separate.<h>: rows labelled for h. The other rows are not
+    in their training at all: noise there leaves those models bit-identical, every layer training."""
+    from train.fit import run_training
+
+    schema, data = make_arrays(n=96)
+    rows = {s: np.arange(a.n) % 4 == 1 for s, a in data.items() if s != "test_unseen"}
+    partial = _drop_labels(data, "make", rows)
+    noisy = _noise_images(partial, "train", rows["train"])
+    kw = dict(approaches=("joint", "separate"), epochs=1)
+    rec = run_training(_cfg(tmp_path / "a", **kw), partial, schema)
+    assert f"[joint] trains on {data['train'].n - int(rows['train'].sum())} of {data['train'].n}" in capsys.readouterr().out
+    run_training(_cfg(tmp_path / "b", **kw), noisy, schema)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _same(_weights(a, "joint", "joint"), _weights(b, "joint", "joint"))
+    assert _same(_weights(a, "separate.make", "make"), _weights(b, "separate.make", "make"))
+    # separate.type sees the noisy rows (they carry type): it changes.
+    assert not _same(_weights(a, "separate.type", "type"), _weights(b, "separate.type", "type"))
+    n_full = data["train"].n - int(rows["train"].sum())
+    assert rec["variants"]["joint"]["train_n"] == {"joint": n_full}
+    assert rec["variants"]["separate"]["train_n"] == {"make": n_full, "type": data["train"].n}
+    m = rec["variants"]["joint"]["metrics"]["test"]
+    assert m["heads"]["make"]["n"] == m["n_all_labelled"] == data["test"].n - int(rows["test"].sum())
+
+
+def test_split_metrics_count_labelled_rows_only():
+    from edge.schema import LabelSchema
+    from train.fit import split_metrics
+
+    schema = LabelSchema.from_labels(("a", "b"), [("x", "p"), ("y", "q")])
+    arrays = Arrays(np.zeros((4, 2, 2, 3), np.uint8),
+                    {"a": np.array([0, 1, -1, 0]), "b": np.array([0, -1, 1, 1])}, np.array([0, -1, -1, -1]))
+    probs = {"a": np.array([[.9, .1], [.1, .9], [.9, .1], [.1, .9]]),  # right, right, (none), wrong
+             "b": np.array([[.9, .1], [.9, .1], [.1, .9], [.1, .9]])}  # right, (none), right, right
+    m = split_metrics(schema, probs, arrays)
+    assert m["heads"]["a"]["n"] == 3 and m["heads"]["a"]["accuracy"] == pytest.approx(2 / 3)
+    assert m["heads"]["b"]["n"] == 3 and m["heads"]["b"]["accuracy"] == 1.0
+    assert m["n_all_labelled"] == 2 and m["joint_accuracy"] == pytest.approx(1 / 2)

@@ -358,12 +358,15 @@ def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_exe
     import keras
 
     if cfg.label_smoothing > 0:
-        loss = {o: keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing) for o in outputs}
+        loss = {o: keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing,
+                                                        reduction="mean_with_sample_weight") for o in outputs}
         metrics = {o: [keras.metrics.CategoricalAccuracy(name="accuracy")] for o in outputs}
     else:
-        loss = {o: keras.losses.SparseCategoricalCrossentropy() for o in outputs}
+        loss = {o: keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight") for o in outputs}
         metrics = {o: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for o in outputs}
     weights = {o: float(cfg.head_weights.get(o, 1.0)) for o in outputs}
+    # mean_with_sample_weight: a head's loss is the mean over the batch's rows labelled for it (not
+    # diluted by the rows it skips); with no sample weights it is the plain batch mean.
     # weighted_metrics, not metrics: Keras 3 passes sample weights to weighted metrics only, and a
     # head's sample weights (0 on rows without its label) must mask its accuracy like its loss.
     # Without sample weights the two are the same.
@@ -385,12 +388,30 @@ def _targets(cfg: TrainConfig, schema: LabelSchema, arrays: Arrays, outputs: tup
 
 
 def _val_arrays(val: Arrays | None, outputs: tuple[str, ...]) -> Arrays | None:
-    """Validation rows a model can score: a joint model skips combinations unseen in train."""
+    """Validation rows a model can score: a joint model skips combinations unseen in train (and
+    rows not labelled for every head); a model's rows are those with a label for one of its outputs."""
     if val is None or val.n == 0:
         return None
-    if JOINT_OUTPUT in outputs:
-        val = val.subset(val.joint >= 0)
+    rows = unit_rows(val, outputs)
+    if rows is not None:
+        val = val.subset(rows)
     return val if val.n else None
+
+
+def unit_rows(arrays: Arrays, outputs: tuple[str, ...]) -> np.ndarray | None:
+    """Rows a model of ``outputs`` trains on: those labelled for at least one of its outputs (joint:
+    labelled for every head and a combination seen in train); None when that is every row."""
+    rows = np.zeros(arrays.n, dtype=bool)
+    for o in outputs:
+        rows |= arrays.labelled(o)
+    return None if rows.all() else rows
+
+
+def _sample_weights(arrays: Arrays, outputs: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """Per-output 0/1 weights masking the rows without an output's label; None when every row has
+    every label (then training is exactly what it was before missing labels existed)."""
+    weights = arrays.sample_weights(outputs)
+    return None if all(w.all() for w in weights.values()) else weights
 
 
 def _prebuild(model: Any, strategy: Any, images: np.ndarray, targets: Mapping[str, np.ndarray]) -> None:
@@ -471,7 +492,9 @@ def fit_heads_on_features(
     heads: Any = None,
     verbose: int = 0,
 ) -> Any:
-    """Train ``model``'s heads on cached features; copy them into ``model``. Returns the heads model."""
+    """Train ``model``'s heads on cached features; copy them into ``model``. Returns the heads model.
+
+    ``train_feats`` and ``train`` are the same rows; a head's rows without its label weigh 0."""
     from train.models import heads_model
 
     if heads is None:
@@ -480,10 +503,11 @@ def fit_heads_on_features(
         # would dominate. Same batches, same updates.
         _compile(heads, cfg, unit_outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
     ds = train_dataset(train_feats, _targets(cfg, schema, train, unit_outputs), cfg.batch_size, cfg.seed,
-                       initial_epoch, epochs)
+                       initial_epoch, epochs, sample_weights=_sample_weights(train, unit_outputs))
     val_data = None
     if val_feats is not None and val is not None:
-        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size)
+        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size,
+                                sample_weights=_sample_weights(val, unit_outputs))
     if epochs > initial_epoch:
         # steps_per_epoch is required: the dataset holds every remaining epoch back to back (so
         # Keras keeps one iterator across epochs instead of taking it all as one epoch).
@@ -517,6 +541,15 @@ class _UnitJob:
     done_epochs: int
     callbacks: list[Any]
     verbose: int
+    val_subset: bool = False
+    """True when ``val`` is a subset of the val split (joint: seen, fully labelled; a head: labelled)."""
+    train_rows: np.ndarray | None = None
+    """The train rows this model learns from (None: all); ``train`` is the whole split, so the
+    feature cache, keyed by split, is shared by models that use different rows."""
+
+    @property
+    def train_used(self) -> Arrays:
+        return self.train if self.train_rows is None else self.train.subset(self.train_rows)
 
 
 def _finished_unit(unit: ModelUnit, model_path: Path, done_path: Path) -> UnitResult | None:
@@ -532,13 +565,16 @@ def _fit_on_cached_features(job: _UnitJob, model: Any, cache: FeatureCache) -> f
     """Frozen base: the heads train on the backbone's cached features. Returns extraction seconds."""
     base = model.get_layer(BACKBONE_LAYER)
     train_feats, extract_s = cache.get(base, "train", job.train.images)
+    if job.train_rows is not None:
+        train_feats = train_feats[job.train_rows]
     val_feats = None
     if job.val is not None:
-        split = "val" + ("_seen" if JOINT_OUTPUT in job.unit.outputs else "")
+        # The key names the rows: a joint or single-head model validates on its own subset of val.
+        split = "val" + "".join(f"_{o}" for o in job.unit.outputs) if job.val_subset else "val"
         val_feats, dt = cache.get(base, split, job.val.images)
         extract_s += dt
     heads = load_model(job.ckpt, compile=True) if job.ckpt is not None else None
-    fit_heads_on_features(model, job.cfg, job.schema, job.unit.outputs, train_feats, job.train, val_feats, job.val,
+    fit_heads_on_features(model, job.cfg, job.schema, job.unit.outputs, train_feats, job.train_used, val_feats, job.val,
                           job.cfg.epochs, job.callbacks, job.done_epochs, heads, job.verbose)
     return extract_s
 
@@ -549,11 +585,13 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     Returns the trained model (a resumed run continues from its checkpoint's model) and the
     warm-up's feature-extraction seconds.
     """
-    cfg, train, outputs = job.cfg, job.train, job.unit.outputs
+    cfg, train, outputs = job.cfg, job.train_used, job.unit.outputs
     extract_s = 0.0
     if cfg.warmup_epochs > 0 and job.ckpt is None:
         # Head-only warm-up on cached features, then every layer trains.
-        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", train.images)
+        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", job.train.images)
+        if job.train_rows is not None:
+            feats = feats[job.train_rows]
         fit_heads_on_features(model, cfg, job.schema, outputs, feats, train, None, None, cfg.warmup_epochs,
                               verbose=job.verbose)
     with strategy.scope():
@@ -564,7 +602,8 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
             _compile(model, cfg, outputs)
     ds = train_dataset(train.images, _targets(cfg, job.schema, train, outputs), cfg.batch_size, cfg.seed,
                        job.done_epochs, cfg.epochs, augment=cfg.use_augment,
-                       shard_by_data=cfg.strategy == "multiworker")
+                       shard_by_data=cfg.strategy == "multiworker",
+                       sample_weights=_sample_weights(train, outputs))
     # Validation logs only (the final evaluation runs on the saved model, one device); with
     # several replicas a ragged last batch is dropped, and a val set under one batch skipped.
     distributed = int(strategy.num_replicas_in_sync) > 1
@@ -572,7 +611,8 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     if val is not None and distributed and val.n < cfg.batch_size:
         val = None
     val_data = None if val is None else eval_dataset(val.images, _targets(cfg, job.schema, val, outputs),
-                                                     cfg.batch_size, drop_remainder=distributed)
+                                                     cfg.batch_size, drop_remainder=distributed,
+                                                     sample_weights=_sample_weights(val, outputs))
     if cfg.strategy == "multiworker":
         _prebuild(model, strategy, train.images[: cfg.batch_size], _targets(cfg, job.schema, train, outputs))
     if cfg.epochs > job.done_epochs:
@@ -616,12 +656,22 @@ def train_unit(
     ckpt, done_epochs = latest_checkpoint(ckpt_dir)
     prior = json.loads((ckpt_dir / "wall.json").read_text()) if (ckpt and (ckpt_dir / "wall.json").is_file()) else {}
     wall_before = float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
+    train_rows = unit_rows(data["train"], unit.outputs)
+    val_full = data.get("val")
     job = _UnitJob(
-        unit, cfg, schema, data["train"], _val_arrays(data.get("val"), unit.outputs), ckpt, done_epochs,
+        unit, cfg, schema, data["train"], _val_arrays(val_full, unit.outputs), ckpt, done_epochs,
         _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs, cfg.keep_checkpoints,
                    chief),
         cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
+        val_subset=val_full is not None and unit_rows(val_full, unit.outputs) is not None,
+        train_rows=train_rows,
     )
+    if train_rows is not None:
+        n_used = int(train_rows.sum())
+        what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
+        if n_used == 0:
+            raise TrainError(f"{cfg.data}: {unit.name} has no train row {what}")
+        print(f"[{unit.name}] trains on {n_used} of {data['train'].n} train rows ({what})", flush=True)
     t0 = time.perf_counter()
     use_cache = cfg.freeze_base and cfg.feature_cache and cfg.strategy == "default"
     print(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
@@ -723,6 +773,8 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
             metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
             variants[approach] = {
                 "approach": approach,
+                # Train rows that carried each output's label (joint: rows labelled for every head).
+                "train_n": {o: int(data["train"].labelled(o).sum()) for r in results for o in r.unit.outputs},
                 "files": [f"models/{r.unit.file_name}" for r in results],
                 **approach_costs(models),
                 "keras_bytes": sum(r.path.stat().st_size for r in results),
