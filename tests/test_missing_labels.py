@@ -181,3 +181,28 @@ def test_split_metrics_count_labelled_rows_only():
     assert m["heads"]["a"]["n"] == 3 and m["heads"]["a"]["accuracy"] == pytest.approx(2 / 3)
     assert m["heads"]["b"]["n"] == 3 and m["heads"]["b"]["accuracy"] == 1.0
     assert m["n_all_labelled"] == 2 and m["joint_accuracy"] == pytest.approx(1 / 2)
+
+
+def test_report_shows_labelled_counts_only_when_labels_are_missing(tmp_path):
+    import json
+
+    from report_fixtures import write_run
+
+    from report.render import approach_table, load_run
+
+    run = write_run(tmp_path / "full")
+    labels = [r.label for r in approach_table(load_run(run)).rows]
+    assert not any("labelled" in x for x in labels)  # a fully labelled run's report is unchanged
+    doc = json.loads((run / "train.json").read_text())
+    for name, v in doc["variants"].items():
+        v["metrics"]["test"]["heads"]["type"]["n"] = 25
+        v["metrics"]["test"]["heads"]["make"]["n"] = 40
+        v["metrics"]["test"]["n_all_labelled"] = 25
+        v["train_n"] = {"joint": 70} if name == "joint" else {"make": 100, "type": 70}
+    (run / "train.json").write_text(json.dumps(doc))
+    table = approach_table(load_run(run))
+    rows = {r.label: r for r in table.rows}
+    assert rows["type labelled images (test)"].cell("multihead") == "25"
+    assert rows["type labelled images (train)"].cell("separate") == "70"
+    assert rows["make labelled images (train)"].cell("joint") == "70"
+    assert rows["test images labelled for every head"].cell("joint") == "25"
