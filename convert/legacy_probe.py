@@ -19,7 +19,7 @@ import numpy as np
 def main(argv: list[str]) -> int:
     from convert.runner import predict_outputs
     from edge.compat import probe
-    from edge.runtime import load_interpreter_class
+    from edge.interpreter import load_interpreter_class
 
     images_npz, out_dir, files = argv[0], Path(argv[1]), argv[2:]
     images = np.load(images_npz)["images"]

@@ -24,8 +24,8 @@ from convert.check import check_heads, verdict
 from convert.errors import ConvertError
 from convert.tflite import ConversionSettings, settings_for
 from edge.card import APPROACHES, PRECISIONS, InputSpec, ModelCard, write_model
+from edge.interpreter import dist_version
 from edge.io import atomic_write_json
-from edge.runtime import dist_version
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CONVERT_FORMAT_VERSION = 1
@@ -103,7 +103,7 @@ def _versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    from edge.runtime import load_interpreter_class
+    from edge.interpreter import load_interpreter_class
 
     _, rt, rt_version = load_interpreter_class("ai-edge-litert")
     return {
@@ -276,13 +276,16 @@ def convert_run(
     for name in _clean_stale_temps(edge_dir, run_dir):
         log(f"removed a temporary file left by an interrupted write: {name}")
 
+    # Read once, before anything is rewritten: convert.json is saved after every converted file.
     previous: dict[str, Any] = {}
     previous_versions: dict[str, str] = {}
+    previous_variants: dict[str, Any] = {}
     if json_path.exists():
         try:
             old_doc = json.loads(json_path.read_text())
             previous = old_doc.get("files", {}) or {}
             previous_versions = old_doc.get("versions", {}) or {}
+            previous_variants = old_doc.get("variants", {}) or {}
         except (OSError, json.JSONDecodeError, AttributeError):
             log(f"{json_path}: unreadable, converting everything again")
 
@@ -345,7 +348,7 @@ def convert_run(
 
     if not todo:
         _refresh_verdicts(doc)
-        _summarise(doc, run_dir, schema, None, None, log)
+        _summarise(doc, run_dir, schema, None, None, log, previous=previous_variants)
         save()
         return doc
 
@@ -485,7 +488,7 @@ def convert_run(
     _refresh_verdicts(doc)
     _summarise(doc, run_dir, schema, keras_cache, cache.get((CHECK_SPLIT, size)) if litert_outputs else None, log,
                changed={e["variant"] + "." + e["precision"] for e in (doc["files"][n] for _, _, n in todo)},
-               threads=threads)
+               threads=threads, previous=previous_variants)
     save()
     return doc
 
@@ -534,19 +537,15 @@ def _summarise(
     log: Log,
     changed: set[str] | None = None,
     threads: int = 1,
+    previous: dict[str, Any] | None = None,
 ) -> None:
     """Per-variant entries (a separate variant = its files together) and the top-level lists.
 
-    Variants with a changed file are re-checked as the device runs them: ``edge.runtime.Predictor``
-    over ``edge.runtime.discover``; the others keep their previous entry.
+    Variants with a changed file are re-checked as the device runs them: ``edge.predict.Predictor``
+    over ``edge.variants.discover``; the others keep their check from ``previous`` (the variants of
+    convert.json as it was before this conversion: the file itself has been rewritten since).
     """
-    previous: dict[str, Any] = {}
-    json_path = run_dir / "convert.json"
-    if json_path.exists():
-        try:
-            previous = json.loads(json_path.read_text()).get("variants", {}) or {}
-        except (OSError, json.JSONDecodeError, AttributeError):
-            previous = {}
+    previous = previous or {}
     variants: dict[str, Any] = {}
     discovered = None
     for vid, names in _group_variants(doc["files"]).items():
@@ -560,7 +559,8 @@ def _summarise(
             "complete": set(heads) == set(schema.head_names),
         }
         if changed is not None and vid in changed and v["complete"] and test is not None and keras_cache:
-            from edge.runtime import Predictor, discover
+            from edge.predict import Predictor
+            from edge.variants import discover
 
             if discovered is None:
                 errors: list[tuple[str, str]] = []
@@ -573,7 +573,7 @@ def _summarise(
                     kprobs.update(keras_cache.get(stem, {}))
                 if set(kprobs) >= set(schema.head_names):
                     v["check"] = check_heads(probs, kprobs, test.labels, schema.head_names)
-                    v["check"]["runtime"] = "edge.runtime.Predictor"
+                    v["check"]["runtime"] = "edge.predict.Predictor"
         elif vid in previous and "check" in previous[vid] and previous[vid].get("files") == names:
             v["check"] = previous[vid]["check"]
         if "check" not in v and v["complete"] and len(entries) == 1:

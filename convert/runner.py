@@ -1,4 +1,4 @@
-"""Run a converted file exactly as the device does: through ``edge.runtime.Model``.
+"""Run a converted file exactly as the device does: through ``edge.model.Model``.
 
 Numpy and ``edge`` only (no TensorFlow): the same code runs in the host venv (ai-edge-litert) and
 in the legacy venv (tflite-runtime 2.14) through ``convert.legacy_probe``.
@@ -22,7 +22,8 @@ def predict_outputs(
 
     Returns (card, outputs, "<runtime> <version>"). Integer outputs come back dequantized.
     """
-    from edge.runtime import Model, load_interpreter_class
+    from edge.interpreter import load_interpreter_class
+    from edge.model import Model
 
     cls, name, version = load_interpreter_class(runtime)
     card = read_card(path)

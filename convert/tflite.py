@@ -205,7 +205,7 @@ def convert_keras(
         conv.inference_output_type = tf.uint8 if settings.int8_output_dtype == "uint8" else tf.float32
     try:
         # The converter's calibrator uses tf.lite.Interpreter internally and warns about it; our
-        # own runs go through ai-edge-litert (edge.runtime).
+        # own runs go through ai-edge-litert (edge.interpreter).
         with _native_output_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return bytes(conv.convert())

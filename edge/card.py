@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edge.errors import PolyheadError
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CARD_FORMAT_VERSION = 1
@@ -45,7 +46,7 @@ def _sha256():
     return sha256()
 
 
-class CardError(ValueError):
+class CardError(PolyheadError):
     """A model card is missing, malformed, or does not match its model."""
 
 

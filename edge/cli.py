@@ -1,6 +1,6 @@
 """``polyhead-edge``: inspect, run and benchmark polyhead .tflite deployments on the device.
 
-The commands parse their options and call edge.runtime / edge.bench; known errors become one-line
+The commands parse their options and call the edge library; known errors become one-line
 messages, never tracebacks.
 """
 
@@ -13,13 +13,10 @@ from pathlib import Path
 import click
 
 from edge.card import CardError
-from edge.runtime import ModelError
-from edge.schema import SchemaError
-
-KNOWN_ERRORS = (CardError, ModelError, SchemaError)
+from edge.errors import ModelError, PolyheadError
 
 
-def _fail(e: Exception) -> click.ClickException:
+def _fail(e: PolyheadError) -> click.ClickException:
     return click.ClickException(str(e))
 
 
@@ -36,7 +33,8 @@ def describe(path: str | Path) -> dict:
     """Everything ``info`` shows about a deployment, as a dict (each file, then the variants)."""
     from edge.card import read_card
     from edge.compat import probe
-    from edge.runtime import Model, discover, tflite_files
+    from edge.model import Model
+    from edge.variants import discover, tflite_files
 
     path = Path(path)
     files = tflite_files(path)
@@ -83,7 +81,7 @@ def describe(path: str | Path) -> dict:
 
 
 def _format_info(d: dict) -> str:
-    from edge.runtime import load_interpreter_class
+    from edge.interpreter import load_interpreter_class
 
     lines = []
     try:
@@ -137,7 +135,7 @@ def info(path: str, as_json: bool) -> None:
     """The card, input and outputs, size and loadability of each .tflite at PATH, and the variants found."""
     try:
         d = describe(path)
-    except KNOWN_ERRORS as e:
+    except PolyheadError as e:
         raise _fail(e) from None
     click.echo(json.dumps(d, indent=1) if as_json else _format_info(d))
 
@@ -157,7 +155,7 @@ def _expand(sources: tuple[str, ...]) -> list[Path]:
 
 def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str, ...], dict[Path, tuple[str, ...]]]:
     """Labels from the labels.csv at the root of each folder given and beside each image."""
-    from edge.runtime import read_labels_csv
+    from edge.labels import read_labels_csv
 
     candidates = [Path(s) / "labels.csv" for s in sources if Path(s).is_dir()]
     candidates += [folder / "labels.csv" for folder in dict.fromkeys(p.parent for p in paths)]  # per folder, not per image
@@ -174,6 +172,37 @@ def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str,
     return heads, labels
 
 
+def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
+    """A function that prints one Prediction in ``fmt`` (the csv header is printed now)."""
+    import csv
+
+    if fmt == "jsonl":
+        return lambda pred: click.echo(json.dumps({"variant": variant_id, **pred.to_dict()}))
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image"] + [c for h in heads for c in (h, f"{h}_score", f"{h}_top_k")] + ["error"])
+
+        def csv_row(pred) -> None:
+            row = [pred.path]
+            for h in heads:
+                r = pred.heads.get(h)
+                row += ([r.label, f"{r.score:.6f}", ";".join(f"{lab}:{s:.6f}" for lab, s in r.top_k)]
+                        if r else ["", "", ""])
+            writer.writerow(row + [pred.error or ""])
+        return csv_row
+
+    def table_row(pred) -> None:
+        if not pred.ok:
+            click.echo(f"{pred.path}  ERROR {pred.error}")
+            return
+        cells = []
+        for h, r in pred.heads.items():
+            shown = r.top_k if top_k > 1 else r.top_k[:1]
+            cells.append(f"{h}: " + ", ".join(f"{lab} {s:.3f}" for lab, s in shown))
+        click.echo(f"{pred.path}  " + "  |  ".join(cells))
+    return table_row
+
+
 @main.command()
 @click.argument("path", type=click.Path(exists=True))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
@@ -187,16 +216,10 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     A bad image gives an error record and the rest go on; the exit status is 1 if any failed.
     With a labels.csv beside the images, per-head and joint accuracy follow.
     """
-    import csv
-
-    from edge.runtime import (
-        Accuracy,
-        Predictor,
-        discover,
-        iter_predictions,
-        limit_malloc_arenas,
-        select_variant,
-    )
+    from edge.interpreter import limit_malloc_arenas
+    from edge.labels import Accuracy
+    from edge.predict import Predictor, iter_predictions
+    from edge.variants import discover, select_variant
 
     limit_malloc_arenas()
     try:
@@ -204,41 +227,21 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
         predictor = Predictor(variant, num_threads=threads)
         paths = _expand(images)
         csv_heads, labels = _labels_for(images, paths)
-    except KNOWN_ERRORS as e:
+    except PolyheadError as e:
         raise _fail(e) from None
     if not paths:
         raise click.ClickException(f"no images in {', '.join(images)}")
     click.echo(f"{variant.id}: {len(paths)} image(s), {predictor.runtime} {predictor.runtime_version}, "
                f"{threads} thread(s)", err=True)
     acc = Accuracy.for_labels(csv_heads, predictor.heads)
+    emit = _emitter(fmt, variant.id, predictor.heads, top_k)
     failed = 0
-    writer = None
-    if fmt == "csv":
-        cols = ["image"] + [c for h in predictor.heads for c in (h, f"{h}_score", f"{h}_top_k")] + ["error"]
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(cols)
     for pred in iter_predictions(predictor, paths, top_k):
         failed += not pred.ok
         row_labels = labels.get(Path(pred.path).resolve())
         if row_labels is not None and acc.heads:
             acc.add(pred, row_labels)
-        if fmt == "jsonl":
-            click.echo(json.dumps({"variant": variant.id, **pred.to_dict()}))
-        elif fmt == "csv":
-            row = [pred.path]
-            for h in predictor.heads:
-                r = pred.heads.get(h)
-                row += ([r.label, f"{r.score:.6f}", ";".join(f"{lab}:{s:.6f}" for lab, s in r.top_k)]
-                        if r else ["", "", ""])
-            writer.writerow(row + [pred.error or ""])
-        elif pred.ok:
-            cells = []
-            for h, r in pred.heads.items():
-                shown = r.top_k if top_k > 1 else r.top_k[:1]
-                cells.append(f"{h}: " + ", ".join(f"{lab} {s:.3f}" for lab, s in shown))
-            click.echo(f"{pred.path}  " + "  |  ".join(cells))
-        else:
-            click.echo(f"{pred.path}  ERROR {pred.error}")
+        emit(pred)
     summary = acc.to_dict()
     if summary is not None:
         text = (f"accuracy over {summary['n']} labelled images ({variant.id}): "
@@ -272,7 +275,7 @@ def bench(path: str, images: str | None, runs: int, warmup: int, threads: int, d
     try:
         result = run_bench(path, images, runs=runs, warmup=warmup, threads=threads, duration_s=duration_s,
                            progress=lambda msg: click.echo(msg, err=True))
-    except KNOWN_ERRORS as e:
+    except PolyheadError as e:
         raise _fail(e) from None
     try:
         if out_json:

@@ -28,7 +28,7 @@ def probe(path: str | os.PathLike, runtime: str | None = None) -> dict[str, Any]
     """
     import numpy as np
 
-    from edge.runtime import load_interpreter_class, missing_ops
+    from edge.interpreter import load_interpreter_class, missing_ops
 
     cls, name, version = load_interpreter_class(runtime)
     result: dict[str, Any] = {"runtime": name, "version": version, "loads": False, "missing_ops": [], "error": None}

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import PolyheadError
+
 SCHEMA_FORMAT_VERSION = 1
 JOINT_OUTPUT = "joint"
 """Name of the single output of a joint model (and of its key in label dicts)."""
@@ -26,7 +28,7 @@ JOINT_SEPARATOR = "/"
 """Separator of a combination's display name, e.g. ``Toyota/SUV``."""
 
 
-class SchemaError(ValueError):
+class SchemaError(PolyheadError):
     """A label schema is malformed, or a label is not in it."""
 
 

@@ -48,7 +48,7 @@ if mode == "tensorflow":
         interp = Interpreter(model_path=path, num_threads=threads)
         api = f"ai_edge_litert under tensorflow {tf.__version__} import ({type(e).__name__})"
 else:
-    from edge.runtime import load_interpreter_class
+    from edge.interpreter import load_interpreter_class
     cls, name, version = load_interpreter_class()
     interp = cls(model_path=path, num_threads=threads)
     api = f"{name} {version} (edge, no tensorflow)"
@@ -177,7 +177,7 @@ def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
     wanted = {f"{a}.{p}" for a in APPROACHES for p in ("float32", "int8")}
     have = set()
     if (run / "edge").is_dir():
-        from edge.runtime import discover
+        from edge.variants import discover
 
         have = set(discover(run / "edge"))
     if wanted <= have and (run / "train.json").exists():
@@ -269,7 +269,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
         tf_rss = measure_rss(int8_file, "tensorflow", runs, threads)
         results["rss"] = {"file": str(int8_file), "edge": edge_rss, "tensorflow": tf_rss}
         results["how"]["rss"] = ("ru_maxrss of a fresh Python process that loads the file and runs it "
-                                 f"{runs} times: edge = edge.runtime's interpreter only; tensorflow = imports "
+                                 f"{runs} times: edge = edge's interpreter only; tensorflow = imports "
                                  f"tensorflow and runs it with {tf_rss['api']}")
         return edge_rss["peak_rss_mb"] / tf_rss["peak_rss_mb"]
 

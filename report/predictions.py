@@ -67,7 +67,7 @@ def split_records(data: Path, allow_outside_paths: bool, split: str = "test",
 
 def choose_variant(run: Path, variant: str | None = None) -> Any:
     """The multihead variant to predict with: ``variant`` if given, else float32, else any precision."""
-    from edge.runtime import discover
+    from edge.variants import discover
 
     variants = discover(run / "edge")
     if variant:
@@ -83,7 +83,7 @@ def choose_variant(run: Path, variant: str | None = None) -> Any:
 def compute_predictions(run: Path, data: Path, threads: int = 1, limit: int | None = 2000,
                         variant: str | None = None) -> dict[str, Any]:
     """Predict the test split with the multihead model; confusion matrix per head, a few samples."""
-    from edge.runtime import Predictor
+    from edge.predict import Predictor
 
     chosen = choose_variant(run, variant)
     csv_heads, records = split_records(data, run_allows_outside_paths(run, data), limit=limit)
@@ -168,7 +168,7 @@ def write_predictions(run: Path, data: Path, threads: int = 1, limit: int | None
 def main(run: Path, data: Path, threads: int, limit: int, variant: str | None) -> None:
     """Predict the test split with RUN's multihead model into RUN/predictions.json."""
     from edge.card import CardError
-    from edge.runtime import ModelError
+    from edge.errors import ModelError
 
     try:
         path = write_predictions(run, data, threads, limit, variant)

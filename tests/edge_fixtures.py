@@ -77,7 +77,7 @@ def convert(model, int8: bool, size: int = SIZE, seed: int = 0) -> bytes:
 
 def input_spec(tflite: bytes, size: int = SIZE) -> InputSpec:
     """The card's input, read from the converted model (the quantisation TF chose)."""
-    from edge.runtime import load_interpreter_class
+    from edge.interpreter import load_interpreter_class
 
     cls = load_interpreter_class()[0]
     runner = cls(model_content=tflite).get_signature_runner()

@@ -168,7 +168,8 @@ def test_all_precisions_all_approaches_with_cards_and_checks(tmp_path, dataset):
     from convert.compat import legacy_python
     from convert.run import convert_run
     from edge.card import read_card
-    from edge.runtime import Predictor, discover
+    from edge.predict import Predictor
+    from edge.variants import discover
 
     run = _run(tmp_path, dataset, approaches=("multihead", "joint", "separate"))
     doc = convert_run(run, calibration=16)

@@ -31,7 +31,8 @@ LEGACY_TESTS = ("tests/test_edge_runtime.py", "tests/test_edge_preprocess.py", "
 PREDICT_ALL = """
 import json, sys
 import numpy as np
-from edge.runtime import Predictor, discover
+from edge.predict import Predictor
+from edge.variants import discover
 from edge.preprocess import load_image
 models, images = sys.argv[1], sys.argv[2:]
 out = {}

@@ -1,4 +1,4 @@
-"""edge.runtime on real .tflite files made by TF 2.21. Runs under ai-edge-litert (main env) and,
+"""edge.model, edge.predict, edge.variants and edge.labels on real .tflite files made by TF 2.21. Runs under ai-edge-litert (main env) and,
 through tests/test_edge_legacy.py, under tflite-runtime 2.14 + numpy<2 on the same files."""
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ import pytest
 from edge_fixtures import HEADS, MAKES, SCHEMA, TYPES, edge_fx_fixture  # noqa: F401
 
 from edge.card import CardError, read_card, strip_card, write_model
-from edge.runtime import (
-    Model,
-    ModelError,
-    Predictor,
-    discover,
-    iter_predictions,
-    load_interpreter_class,
-    read_labels_csv,
-    select_variant,
-)
+from edge.errors import ModelError
+from edge.interpreter import load_interpreter_class
+from edge.labels import read_labels_csv
+from edge.model import Model
+from edge.predict import Predictor, iter_predictions
+from edge.variants import discover, select_variant
 
 VARIANTS = ("joint.float32", "joint.int8", "multihead.float32", "multihead.int8", "separate.float32")
 
@@ -224,7 +220,7 @@ def test_input_quantisation_tables():
     from types import SimpleNamespace
 
     from edge.card import InputSpec
-    from edge.runtime import _input_lut
+    from edge.model import _input_lut
 
     def lut(**spec):
         return _input_lut(SimpleNamespace(input=InputSpec("image", 8, 8, **spec)), np.dtype(spec["dtype"]))
@@ -245,3 +241,13 @@ def test_labels_csv_with_a_byte_order_mark_reads_as_the_datasets_stage_reads_it(
     heads, labels = read_labels_csv(csv_path)
     assert heads == ("make", "type")
     assert labels == {(tmp_path / "a.jpg").resolve(): ("Aldor", "SUV")}
+
+
+def test_every_edge_error_is_a_one_line_polyhead_error():
+    from edge.card import CardError
+    from edge.errors import ModelError, PolyheadError
+    from edge.schema import SchemaError
+
+    for cls in (CardError, ModelError, SchemaError):
+        assert issubclass(cls, PolyheadError)
+    assert str(ModelError("a.tflite: bad\nforged line")) == "a.tflite: bad forged line"
