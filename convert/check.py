@@ -24,12 +24,20 @@ INT8_MAX_DROP = 0.02
 
 
 def head_metrics(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Accuracy, Keras accuracy, drop, top-1 agreement and max probability difference of one head."""
+    """Accuracy, Keras accuracy, drop, top-1 agreement and max probability difference of one head.
+
+    Rows without a label for the head (label -1) are left out of the accuracies, kept in the
+    agreement with Keras (which needs no label)."""
+    labelled = labels >= 0
     n = len(labels)
     if n == 0:
         return {"accuracy": None, "keras_accuracy": None, "drop": None, "agreement": None, "max_prob_diff": None}
     pred, kpred = probs.argmax(-1), keras_probs.argmax(-1)
-    acc, kacc = float(np.mean(pred == labels)), float(np.mean(kpred == labels))
+    if labelled.any():
+        acc = float(np.mean(pred[labelled] == labels[labelled]))
+        kacc = float(np.mean(kpred[labelled] == labels[labelled]))
+    else:
+        acc = kacc = 0.0
     return {
         "accuracy": round(acc, 6),
         "keras_accuracy": round(kacc, 6),
@@ -61,12 +69,16 @@ def check_heads(
     }
     if set(heads) == set(all_heads) and n:
         ok = np.ones(n, bool)
-        kok = np.ones(n, bool)
+        for h in heads:  # joint accuracy counts the rows labelled for every head
+            ok &= labels[h] >= 0
+        full = ok.copy()
+        kok = ok.copy()
         for h in heads:
             ok &= probs[h].argmax(-1) == labels[h]
             kok &= keras_probs[h].argmax(-1) == labels[h]
-        out["joint_accuracy"] = round(float(ok.mean()), 6)
-        out["keras_joint_accuracy"] = round(float(kok.mean()), 6)
+        n_full = max(int(full.sum()), 1)
+        out["joint_accuracy"] = round(float(ok.sum() / n_full), 6)
+        out["keras_joint_accuracy"] = round(float(kok.sum() / n_full), 6)
     return out
 
 
