@@ -206,3 +206,25 @@ def test_report_shows_labelled_counts_only_when_labels_are_missing(tmp_path):
     assert rows["type labelled images (train)"].cell("separate") == "70"
     assert rows["make labelled images (train)"].cell("joint") == "70"
     assert rows["test images labelled for every head"].cell("joint") == "25"
+
+
+def test_edge_accuracy_counts_each_head_over_its_labelled_rows():
+    from edge.labels import Accuracy
+    from edge.predict import HeadResult, Prediction
+
+    def pred(make: str, type_: str) -> Prediction:
+        return Prediction("x.jpg", {"make": HeadResult(make, 0.9, ()), "type": HeadResult(type_, 0.8, ())})
+
+    acc = Accuracy.for_labels(("make", "type"), ("make", "type"))
+    acc.add(pred("A", "suv"), ("A", "suv"))      # both right
+    acc.add(pred("A", "suv"), ("B", ""))         # make wrong, type unlabelled
+    acc.add(pred("A", "sedan"), ("", "sedan"))   # make unlabelled, type right
+    acc.add(pred("A", "sedan"), ("A", "suv"))    # make right, type wrong
+    d = acc.to_dict()
+    assert d["heads_n"] == {"make": 3, "type": 3} and d["n"] == 4
+    assert d["heads"]["make"] == pytest.approx(2 / 3) and d["heads"]["type"] == pytest.approx(2 / 3)
+    assert d["joint_n"] == 2 and d["joint"] == pytest.approx(1 / 2)
+    only_make = Accuracy.for_labels(("make", "type"), ("make", "type"))
+    only_make.add(pred("A", "suv"), ("A", ""))
+    d = only_make.to_dict()
+    assert d["heads"] == {"make": 1.0} and d["joint"] is None
