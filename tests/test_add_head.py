@@ -45,6 +45,17 @@ def _fake_run(root: Path, freeze_base: bool = True, approaches=("multihead", "se
     return root
 
 
+def _save_untrained_multihead(run: Path) -> None:
+    """An untrained tiny_cnn multihead in the fake run: enough to reach the image checks."""
+    from train.models import ModelUnit, build_unit
+
+    schema = LabelSchema.load(run / "schema.json")
+    model = build_unit(ModelUnit("multihead", "multihead", schema.head_names), "tiny_cnn", schema, (32, 32),
+                       freeze_base=True)
+    (run / "models").mkdir()
+    model.save(str(run / "models" / "multihead.keras"))
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     return _with_colour(write_folder(tmp_path / "ds", n=48), tmp_path / "ds_colour")
@@ -79,6 +90,7 @@ def test_data_without_the_heads_column(tmp_path, data_dir):
 
 def test_images_that_do_not_fit_the_run(tmp_path, data_dir):
     run = _fake_run(tmp_path / "run")
+    _save_untrained_multihead(run)
     bad = tmp_path / "bad"
     shutil.copytree(data_dir, bad)
     images = tmp_path / "garbage"
@@ -129,6 +141,9 @@ def test_add_head_keeps_old_heads_bit_for_bit_through_convert(tmp_path, data_dir
     notes: list[str] = []
     rec = add_heads(run, data_dir, ["colour"], new, log=notes.append)
     assert any("joint left out" in n for n in notes)
+    # Every image of DATA was seen by the run: no image decoded, no backbone pass.
+    assert rec["add_head"]["features_extracted"] == 0 and rec["add_head"]["features_from_store"] > 0
+    assert (new / "features").is_dir()
     assert sorted(p.name for p in (new / "models").iterdir()) == [
         "multihead.keras", "separate.colour.keras", "separate.make.keras", "separate.type.keras"]
     for h in ("make", "type"):
@@ -162,3 +177,20 @@ def test_add_head_keeps_old_heads_bit_for_bit_through_convert(tmp_path, data_dir
     for h in ("make", "type"):
         assert np.array_equal(before[h], after[h]), h
     assert after["colour"].shape == (6, 2)
+
+
+def test_feature_store_round_trip_and_hostile_files(tmp_path):
+    from train.features import load_features, save_features, store_path
+
+    keys = ["a" * 32, "b" * 32]
+    save_features(tmp_path, "f" * 40, keys, np.ones((2, 3), np.float32))
+    got = load_features(tmp_path, "f" * 40)
+    assert set(got) == set(keys) and got[keys[0]].shape == (3,)
+    assert load_features(tmp_path, "e" * 40) == {}  # another backbone: nothing
+    # A pickled object array must never be unpickled: the store is then simply empty.
+    path = store_path(tmp_path, "f" * 40)
+    with open(path, "wb") as f:
+        np.savez(f, keys=np.array([{"evil": 1}], dtype=object), features=np.ones((1, 3)), fingerprint=np.array("f" * 40))
+    assert load_features(tmp_path, "f" * 40) == {}
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    assert load_features(tmp_path, "f" * 40) == {}

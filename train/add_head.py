@@ -41,7 +41,6 @@ from train.data import EVAL_SPLITS, Arrays, eval_dataset, steps_per_epoch, train
 from train.fit import (
     CONFIG_FILE,
     TRAIN_JSON,
-    FeatureCache,
     TrainConfig,
     TrainError,
     _compile,
@@ -136,22 +135,57 @@ def grown_dataset(data: str | Path, old: LabelSchema, new_heads: Sequence[str],
     return dataclasses.replace(ds, heads=names, records=tuple(records), schema=schema)
 
 
-def _load_split_arrays(ds: Any, image_size: tuple[int, int]) -> dict[str, Arrays]:
-    from datasets.folder import DatasetError
-    from datasets.pipeline import load_split
+def split_features(ds: Any, image_size: Sequence[int], backbone: Any, stored: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, Arrays], int, int]:
+    """Per split: Arrays whose ``images`` field holds the *features* of each row (N, F), labels in the
+    grown schema; (that, rows found in the run's feature store, rows decoded and extracted now).
 
+    Only images missing from the store are decoded (at the run's input size) and run through the
+    frozen backbone; an image that cannot be decoded is skipped, as in training.
+    """
+    from datasets.folder import MISSING, DatasetError
+    from datasets.pipeline import load_split
+    from train.features import image_key
+    from train.fit import extract_features
+
+    schema = ds.schema
+    heads = [schema.head(h) for h in ds.heads]
     out: dict[str, Arrays] = {}
+    hits = extracted = 0
     for split in ("train", *EVAL_SPLITS):
-        if not ds.split(split):
+        records = ds.split(split)
+        if not records:
             continue
-        try:
-            sa = load_split(ds, split, int(image_size[0]), int(image_size[1]))
-        except DatasetError as e:
-            raise AddHeadError(f"{ds.root}: its images do not fit the run's input "
-                               f"{image_size[0]}x{image_size[1]}x3: {e}") from None
-        out[split] = Arrays(np.asarray(sa.images, np.uint8), {h: sa.labels[h] for h in ds.heads},
-                            np.asarray(sa.joint, np.int32))
-    return out
+        keys = [image_key(r.path) for r in records]
+        todo = [r for r, k in zip(records, keys, strict=True) if k not in stored]
+        fresh: dict[Path, np.ndarray] = {}
+        if todo:
+            try:
+                sa = load_split(dataclasses.replace(ds, records=tuple(todo)), split,
+                                int(image_size[0]), int(image_size[1]))
+            except DatasetError as e:
+                raise AddHeadError(f"{ds.root}: its images do not fit the run's input "
+                                   f"{image_size[0]}x{image_size[1]}x3: {e}") from None
+            feats = extract_features(backbone, np.asarray(sa.images, np.uint8))
+            fresh = dict(zip(sa.paths, feats, strict=True))
+            extracted += len(fresh)
+        rows, kept = [], []
+        for r, k in zip(records, keys, strict=True):
+            f = stored.get(k)
+            if f is None:
+                f = fresh.get(r.path)
+                if f is None:
+                    continue  # undecodable: skipped like in training
+            else:
+                hits += 1
+            rows.append(f)
+            kept.append(r)
+        labels = {h.name: np.array([-1 if r.labels[i] == MISSING else h.index(r.labels[i]) for r in kept], np.int32)
+                  for i, h in enumerate(heads)}
+        joint = np.array([schema.joint_index(r.labels) for r in kept], np.int32)
+        # ``images`` holds features here: every consumer below only counts, subsets and feeds them.
+        out[split] = Arrays(np.asarray(rows, np.float32), labels, joint, tuple(r.path for r in kept))
+    return out, hits, extracted
 
 
 def _train_heads(cfg: TrainConfig, schema: LabelSchema, outputs: tuple[str, ...], feats: dict[str, np.ndarray],
@@ -257,25 +291,29 @@ def add_heads(
 
     ds = grown_dataset(data, old, new_heads, cfg.allow_outside_paths)
     schema = ds.schema
-    arrays = _load_split_arrays(ds, cfg.image_size)
-    if "train" not in arrays:
-        raise AddHeadError(f"{data}: no train rows")
     new_cfg = dataclasses.replace(cfg, data=str(data), out=str(out),
                                   approaches=tuple(a for a in cfg.approaches
                                                    if a in approaches and (a != "joint" or retrain_joint)))
 
-    # Every model of a frozen-base run has the same backbone weights: extract each split once.
-    source = "multihead" if "multihead" in approaches else None
-    first_file = (run / "models" / "multihead.keras") if source else \
+    # Every model of a frozen-base run has the same backbone weights: one feature per image, read
+    # from the run's feature store where the run saw the image, extracted now otherwise.
+    from train.features import load_features
+    from train.fit import weights_fingerprint
+
+    first_file = (run / "models" / "multihead.keras") if "multihead" in approaches else \
         next(iter(sorted((run / "models").glob("*.keras"))), None)
     if first_file is None:
         raise AddHeadError(f"{run / 'models'}: no model files")
     backbone = load_model(first_file).get_layer(BACKBONE_LAYER)
     backbone.trainable = False
-    cache = FeatureCache(cfg.batch_size)
     t0 = time.perf_counter()
-    feats = {s: cache.get(backbone, s, a.images)[0] for s, a in arrays.items()}
+    arrays, hits, extracted = split_features(ds, cfg.image_size, backbone,
+                                             load_features(run, weights_fingerprint(backbone)))
     extract_s = time.perf_counter() - t0
+    if "train" not in arrays or arrays["train"].n == 0:
+        raise AddHeadError(f"{data}: no train rows")
+    feats = {s: a.images for s, a in arrays.items()}
+    log(f"features: {hits} images from the run's feature store, {extracted} extracted now")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
     variants: dict[str, Any] = {}
@@ -375,9 +413,16 @@ def add_heads(
                 "wall_s": round(wall, 3),
                 "train_s": round(train_s, 3),
                 "feature_extract_s": round(extract_s, 3),
+                "features_from_store": hits,
+                "features_extracted": extracted,
                 "notes": notes,
             },
         }
+        # The new run keeps a feature store too, so a later add-head on it needs no image either.
+        from train.features import image_key, save_features
+
+        save_features(tmp, weights_fingerprint(backbone), [image_key(p) for a in arrays.values() for p in a.paths],
+                      np.concatenate([a.images for a in arrays.values()]))
         atomic_write_json(tmp / CONFIG_FILE, new_cfg.to_dict())
         schema.save(tmp / "schema.json")
         atomic_write_json(tmp / TRAIN_JSON, record)

@@ -32,6 +32,8 @@ class Arrays:
     images: np.ndarray
     labels: Mapping[str, np.ndarray]
     joint: np.ndarray
+    paths: tuple[Path, ...] = ()
+    """The image files of the rows when loaded from a folder (empty for in-memory data)."""
 
     @property
     def n(self) -> int:
@@ -72,7 +74,8 @@ class Arrays:
         return {h: int(np.sum(v >= 0)) for h, v in self.labels.items()}
 
     def subset(self, mask: np.ndarray) -> Arrays:
-        return Arrays(self.images[mask], {k: v[mask] for k, v in self.labels.items()}, self.joint[mask])
+        paths = tuple(p for p, keep in zip(self.paths, mask, strict=True) if keep) if self.paths else ()
+        return Arrays(self.images[mask], {k: v[mask] for k, v in self.labels.items()}, self.joint[mask], paths)
 
 
 def load_arrays(
@@ -97,6 +100,7 @@ def load_arrays(
             np.asarray(sa.images, dtype=np.uint8),
             {h: np.asarray(sa.labels[h], dtype=np.int32) for h in ds.schema.head_names},
             np.asarray(sa.joint, dtype=np.int32),
+            tuple(sa.paths),
         )
         skipped[split] = len(sa.skipped)
     return ds.schema, out, {"skipped": skipped, "sizes": {s: a.n for s, a in out.items()},

@@ -758,6 +758,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
 
     cache = FeatureCache(cfg.batch_size)
     variants: dict[str, Any] = {}
+    store_base = None
     with _Interrupt() as interrupt:
         for approach in cfg.approaches:
             results = [train_unit(u, cfg, schema, data, run_dir, strategy, cache, interrupt, chief)
@@ -783,6 +784,10 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
                 "epochs": cfg.epochs,
                 "metrics": metrics,
             }
+            if store_base is None:
+                store_base = models[0].get_layer(BACKBONE_LAYER)
+    if chief and store_base is not None and cfg.freeze_base and cfg.feature_cache and cfg.strategy == "default":
+        _store_features(run_dir, store_base, data, cache)
     if tmp_dir is not None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return {}
@@ -804,6 +809,24 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     }
     atomic_write_json(run_dir / TRAIN_JSON, record)
     return record
+
+
+def _store_features(run_dir: Path, base: Any, data: Mapping[str, Arrays], cache: FeatureCache) -> None:
+    """Save the frozen base's features of every image loaded from files (``features/``), so
+    ``add-head`` trains a new head without decoding or running the base again. Train and val come
+    from the feature cache; the evaluation splits cost one more backbone pass here."""
+    from train.features import image_key, save_features
+
+    keys: list[str] = []
+    parts: list[np.ndarray] = []
+    for split, arrays in data.items():
+        if not arrays.paths or arrays.n == 0:
+            continue
+        feats, _ = cache.get(base, split, arrays.images)
+        keys += [image_key(p) for p in arrays.paths]
+        parts.append(feats)
+    if parts:
+        save_features(run_dir, weights_fingerprint(base), keys, np.concatenate(parts))
 
 
 def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
