@@ -304,7 +304,8 @@ def add_heads(
         next(iter(sorted((run / "models").glob("*.keras"))), None)
     if first_file is None:
         raise AddHeadError(f"{run / 'models'}: no model files")
-    backbone = load_model(first_file).get_layer(BACKBONE_LAYER)
+    first_model = load_model(first_file)  # loaded once: the slowest step of add-head
+    backbone = first_model.get_layer(BACKBONE_LAYER)
     backbone.trainable = False
     t0 = time.perf_counter()
     arrays, hits, extracted = split_features(ds, cfg.image_size, backbone,
@@ -331,7 +332,7 @@ def add_heads(
                 t0 = time.perf_counter()
                 trained = _train_heads(cfg, schema, new_heads, feats, arrays, verbose)
                 added_train_s = time.perf_counter() - t0
-                old_model = load_model(run / "models" / "multihead.keras")
+                old_model = first_model  # models/multihead.keras
                 layers = {h: old_model.get_layer(h) for h in old.head_names}
                 layers.update({h: trained[h] for h in new_heads})
                 model = _assemble(old_model.name, old_model.get_layer(BACKBONE_LAYER), layers, cfg.image_size)
