@@ -226,7 +226,8 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     summary = acc.to_dict()
     if summary is not None:
         text = (f"accuracy over {summary['n']} labelled images ({variant.id}): "
-                + ", ".join(f"{h} {a:.4f}" for h, a in summary["heads"].items()) + f", joint {summary['joint']:.4f}")
+                + ", ".join(f"{h} {a:.4f} (n={summary['heads_n'][h]})" for h, a in summary["heads"].items())
+                + ("" if summary["joint"] is None else f", joint {summary['joint']:.4f} (n={summary['joint_n']})"))
         _echo(text, err=fmt != "table")
     if failed:
         click.echo(f"{failed} of {len(paths)} images failed", err=True)

@@ -227,6 +227,18 @@ class Table:
         return "\n".join(lines)
 
 
+def _partially_labelled(run: RunData, heads: tuple[str, ...]) -> bool:
+    """True when some head is unlabelled on some test or train rows (train.json's counts)."""
+    for a in APPROACHES:
+        n = train_figure(run, a, "metrics", "test", "n")
+        if n is not None and any(train_figure(run, a, "metrics", "test", "heads", h, "n") not in (None, n)
+                                 for h in heads):
+            return True
+    labelled = _get(run.train, "dataset", "labelled", "train")
+    size = _get(run.train, "dataset", "sizes", "train")
+    return isinstance(labelled, Mapping) and any(v != size for v in labelled.values())
+
+
 def approach_table(run: RunData) -> Table:
     """The paper's table for one backbone: one column per approach."""
     rows: list[Row] = []
@@ -241,6 +253,17 @@ def approach_table(run: RunData) -> Table:
         per_approach(f"{head} loss (test)", fmt_loss,
                      lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "loss"), "train.json")
     per_approach("test images", fmt_int, lambda a: train_figure(run, a, "metrics", "test", "n"), "train.json")
+    if _partially_labelled(run, heads):
+        # Missing labels: each head's accuracy counts its labelled rows only, so show how many.
+        for head in heads:
+            per_approach(f"{head} labelled images (test)", fmt_int,
+                         lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "n"), "train.json")
+            per_approach(f"{head} labelled images (train)", fmt_int,
+                         # joint: the rows labelled for every head, the only ones it trains on
+                         lambda a, h=head: train_figure(run, a, "train_n", h) if a != "joint"
+                         else train_figure(run, a, "train_n", "joint"), "train.json")
+        per_approach("test images labelled for every head", fmt_int,
+                     lambda a: train_figure(run, a, "metrics", "test", "n_all_labelled"), "train.json")
     per_approach("unseen-combination test images", fmt_int,
                  lambda a: train_figure(run, a, "metrics", "test_unseen", "n"), "train.json")
     per_approach("joint accuracy (test)", fmt_percent,
