@@ -61,9 +61,10 @@ def _runtime_compat_problem(rc: Any) -> str | None:
             return f"{where}.missing_ops must be a list of strings"
         if not isinstance(entry.get("error"), (str, type(None))):
             return f"{where}.error must be a string or null"
-        for key, value in entry.items():
-            if key not in ("loads", "missing_ops", "error") and not isinstance(value, (str, int, float, bool, type(None))):
-                return f"{where}.{printable(str(key))[:80]} must be a string, number, boolean or null"
+        # Other keys (convert's "status", "runtime", the nested "check" and "vs_ai_edge_litert"
+        # records) are shown only as JSON; their strings are vetted with the rest of the card.
+        if not isinstance(entry.get("status", ""), str):
+            return f"{where}.status must be a string"
     return None
 
 

@@ -48,6 +48,18 @@ def test_round_trip(tmp_path):
     assert strip_card(again) == FAKE_MODEL and read_card_bytes(again).backbone == "other"
 
 
+def test_nested_runtime_compat_records_round_trip(tmp_path):
+    """runtime_compat entries may carry nested JSON records (a check, an agreement): only loads,
+    missing_ops, error and status have a required type, and every string is vetted as elsewhere."""
+    check = {"n": 4, "heads": {"make": {"accuracy": 0.5, "keras_accuracy": 0.5, "drop": 0.0}}, "joint_accuracy": 0.25}
+    compat = {"ai-edge-litert": {"runtime": "ai-edge-litert 2.3.0", "loads": True, "status": "ok"},
+              "tflite-runtime": {"runtime": "tflite-runtime 2.14.0", "loads": True, "missing_ops": [], "error": None,
+                                 "vs_ai_edge_litert": {"agreement": 0.97, "max_prob_diff": 0.3},
+                                 "check": check, "status": "ok"}}
+    path = write_model(tmp_path / "m.tflite", FAKE_MODEL, _card(runtime_compat=compat))
+    assert read_card(path).runtime_compat == compat
+
+
 def test_written_files_get_normal_permissions(tmp_path):
     import os
 
