@@ -12,7 +12,6 @@ the buffer, and a bad offset is one ``FlatbufferError``. Field numbers follow Te
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 _U8 = struct.Struct("<B")
 _I8 = struct.Struct("<b")
@@ -26,26 +25,30 @@ class FlatbufferError(ValueError):
     """An offset or length points outside the buffer."""
 
 
-@dataclass(frozen=True)
 class Table:
     """A flatbuffer table at ``pos`` in ``buf``, read field by field with bounds checks."""
 
-    buf: bytes | memoryview
-    pos: int
+    __slots__ = ("buf", "pos", "_size", "_vtable", "_vsize")
+
+    def __init__(self, buf: bytes | memoryview, pos: int):
+        self.buf, self.pos, self._size = buf, pos, len(buf)
+        self._vtable = -1  # read on first field access (the root's bootstrap Table has none)
+        self._vsize = 0
 
     def _read(self, fmt: struct.Struct, at: int) -> int:
-        if at < 0 or at + fmt.size > len(self.buf):
-            raise FlatbufferError(f"read of {fmt.size} bytes at {at} is outside the {len(self.buf)}-byte file")
+        if at < 0 or at + fmt.size > self._size:
+            raise FlatbufferError(f"read of {fmt.size} bytes at {at} is outside the {self._size}-byte file")
         return fmt.unpack_from(self.buf, at)[0]
 
     def _field(self, i: int) -> int:
         """Absolute position of field ``i``'s value, or 0 if the field is absent."""
-        vtable = self.pos - self._read(_I32, self.pos)
-        vsize = self._read(_U16, vtable)
+        if self._vtable < 0:
+            self._vtable = self.pos - self._read(_I32, self.pos)
+            self._vsize = self._read(_U16, self._vtable)
         slot = 4 + 2 * i
-        if slot + 2 > vsize:
+        if slot + 2 > self._vsize:
             return 0
-        off = self._read(_U16, vtable + slot)
+        off = self._read(_U16, self._vtable + slot)
         return self.pos + off if off else 0
 
     def scalar(self, i: int, fmt: struct.Struct = _U32, default: int = 0) -> int:
@@ -87,6 +90,17 @@ class Table:
         if at + 4 + 4 * n > len(self.buf):
             raise FlatbufferError(f"int vector of {n} at {at} runs past the end of the file")
         return list(struct.unpack_from(f"<{n}i", self.buf, at + 4))
+
+    def span(self, i: int, itemsize: int) -> tuple[int, int]:
+        """(offset of the first element, count) of vector field ``i`` of fixed-size scalars, bounds
+        checked; (0, 0) if absent. For reading many vectors at once (numpy, no per-element Python)."""
+        at = self._target(i)
+        if not at:
+            return 0, 0
+        n = self._read(_U32, at)
+        if at + 4 + itemsize * n > self._size:
+            raise FlatbufferError(f"vector of {n} at {at} runs past the end of the file")
+        return at + 4, n
 
     def tables(self, i: int) -> list[Table]:
         """Vector field ``i`` of tables."""
@@ -132,7 +146,11 @@ class SubGraphF:
 
 
 class TensorF:
-    SHAPE, TYPE, BUFFER, NAME, IS_VARIABLE = 0, 1, 2, 3, 5
+    SHAPE, TYPE, BUFFER, NAME, QUANTIZATION, IS_VARIABLE = 0, 1, 2, 3, 4, 5
+
+
+class QuantizationF:
+    SCALE, ZERO_POINT, DETAILS_TYPE, QUANTIZED_DIMENSION = 2, 3, 4, 6
 
 
 class OperatorF:

@@ -148,6 +148,7 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per child before it counts as a hang")
     ap.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per child")
     ap.add_argument("--extra", type=Path, nargs="*", default=[], help="more files to run (targeted cases)")
+    ap.add_argument("--commands", default=",".join(COMMANDS), help=f"comma-separated, from {','.join(COMMANDS)}")
     args = ap.parse_args(argv)
     from PIL import Image
 
@@ -157,7 +158,7 @@ def _main(argv: list[str]) -> int:
         Image.new("RGB", (64, 48), (120, 30, 200)).save(image)
         files = write_mutants(args.model, out, args.n, args.seed) + list(args.extra)
         t0 = time.perf_counter()
-        runs = fuzz_files(files, image, args.timeout, args.memory_mb, args.jobs)
+        runs = fuzz_files(files, image, args.timeout, args.memory_mb, args.jobs, tuple(args.commands.split(",")))
         summary = {"model": str(args.model), "mutants": args.n, "extra": len(args.extra), "seed": args.seed,
                    **summarise(runs), "wall_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps(summary, indent=1))

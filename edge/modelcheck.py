@@ -14,6 +14,8 @@ input). This module refuses such files with one line naming the file and the rul
 - ``indices``: every operator code, tensor and buffer index is in range;
 - ``dataflow``: operators are in dataflow order (each reads only tensors that exist by then), none
   writes a constant, and every subgraph output is produced;
+- ``quantization``: scales finite and in a sane range, zero points inside their type, per-channel
+  counts matching the shape (an absurd scale makes an int8 kernel corrupt the heap);
 - ``size``: the input's pixels and the arena estimated from tensor shapes are under ``ModelLimits``.
 """
 
@@ -29,6 +31,7 @@ from edge.flatbuf import (
     ModelF,
     OperatorCodeF,
     OperatorF,
+    QuantizationF,
     SignatureDefF,
     SubGraphF,
     Table,
@@ -164,7 +167,7 @@ def _operator_names(codes: list[Table]) -> list[str]:
 
 def _tensors(tensors: list[Table], n_buffers: int, constant: set[int]) -> tuple[list[tuple[int, list[int]]], list[bool]]:
     """(itemsize, shape) and is-constant per tensor, refusing bad buffer indices, types and shapes."""
-    shapes, is_const = [], []
+    shapes, is_const, spans = [], [], []
     for i, t in enumerate(tensors):
         buffer = t.scalar(TensorF.BUFFER)
         if buffer >= max(n_buffers, 1):
@@ -177,9 +180,70 @@ def _tensors(tensors: list[Table], n_buffers: int, constant: set[int]) -> tuple[
             raise _Refused("tensors", f"tensor {i} has shape {shape[:_MAX_RANK + 1]}")
         if t.u8(TensorF.IS_VARIABLE):
             raise _Refused("tensors", f"tensor {i} is a variable (state); a polyhead model has none")
+        q = t.table(TensorF.QUANTIZATION)
+        if q is not None:
+            _quantization(i, q, ttype, shape, spans)
         shapes.append((_ITEMSIZE[ttype], shape))
         is_const.append(buffer in constant)
+    _quantization_values(tensors[0].buf if tensors else b"", spans)
     return shapes, is_const
+
+
+# Zero-point range per integer TensorType (uint8, int8, int16); int32 biases must use zero.
+_ZERO_RANGE = {3: (0, 255), 9: (-128, 127), 7: (-32768, 32767), 2: (0, 0)}
+_SCALE_RANGE = (1e-20, 1e4)  # real files: 7e-13 (int32 biases) .. 1.0
+
+
+def _quantization(i: int, q: Table, ttype: int, shape: list[int], spans: list) -> None:
+    """Refuse quantisation parameters no converter writes: custom details, a per-channel dimension or
+    count that does not match the shape. Scales and zero points are collected in ``spans`` and
+    checked all at once by ``_quantization_values`` (thousands of per-channel values per model)."""
+    scales = q.span(QuantizationF.SCALE, 4)
+    zeros = q.span(QuantizationF.ZERO_POINT, 8)
+    if q.u8(QuantizationF.DETAILS_TYPE):
+        raise _Refused("quantization", f"tensor {i} has custom quantisation details")
+    dim = q.i32(QuantizationF.QUANTIZED_DIMENSION)
+    if scales[1] > 1 or zeros[1] > 1:
+        if not 0 <= dim < len(shape) or scales[1] != shape[dim] or zeros[1] not in (0, 1, scales[1]):
+            raise _Refused("quantization", f"tensor {i} has {scales[1]} per-channel scales for shape {shape} "
+                           f"(dimension {dim})")
+    spans.append((i, ttype, scales, zeros))
+
+
+def _outside(buf, items: list[tuple[int, int, int]], dtype: str, lo: float, hi: float) -> int | None:
+    """The first tensor whose vector (``items``: tensor, offset, count) has a value outside lo..hi
+    (or NaN), checked in one numpy pass; None if all are inside."""
+    import numpy as np
+
+    items = [it for it in items if it[2]]
+    if not items:
+        return None
+    values = np.concatenate([np.frombuffer(buf, dtype, count=n, offset=off) for _, off, n in items])
+    ok = values.min() >= lo and values.max() <= hi  # NaN fails both comparisons
+    del values  # a mapped file cannot close while a view of it is alive
+    if ok:
+        return None
+    for i, off, n in items:
+        v = np.frombuffer(buf, dtype, count=n, offset=off)
+        ok = v.min() >= lo and v.max() <= hi
+        del v
+        if not ok:
+            return i
+    return None
+
+
+def _quantization_values(buf, spans: list) -> None:
+    """Scales finite and within _SCALE_RANGE, zero points inside their type (an absurd scale makes an
+    int8 kernel compute a multiplier out of range and corrupt the heap)."""
+    lo, hi = _SCALE_RANGE
+    bad = _outside(buf, [(i, *sc) for i, _, sc, _ in spans], "<f4", lo, hi)
+    if bad is not None:
+        raise _Refused("quantization", f"tensor {bad} has a scale outside {lo:g}..{hi:g}")
+    for ttype in sorted({t for _, t, _, _ in spans}):
+        zlo, zhi = _ZERO_RANGE.get(ttype, (-(2**31), 2**31 - 1))
+        bad = _outside(buf, [(i, *zp) for i, t, _, zp in spans if t == ttype], "<i8", zlo, zhi)
+        if bad is not None:
+            raise _Refused("quantization", f"tensor {bad} has a zero point outside {zlo}..{zhi}")
 
 
 def _signatures(sigs: list[Table], wanted: str | None, n_subgraphs: int, inputs: list[int], outputs: list[int],

@@ -2,7 +2,8 @@
 
 ``python tests/converter_ops.py [BACKBONE...]`` builds every registered backbone (random weights,
 its smallest size) for each approach, converts it at every precision with ``convert.tflite`` and
-prints one JSON line per file with its operator names, then the union. The allow-list in
+prints one JSON line per file with its operator names (and any file the edge's model check would
+refuse), then the union. The allow-list in
 ``edge/modelcheck.py`` is derived from this union; tests/test_edge_modelcheck.py checks it covers it.
 """
 
@@ -23,6 +24,7 @@ def converted_ops(backbone: str, approach: str, size: int) -> dict[str, list[str
 
     from convert.inspect import op_versions
     from convert.tflite import convert_keras, exported
+    from edge.modelcheck import ModelCheckError, check_model
     from edge.schema import LabelSchema
 
     schema = LabelSchema.from_labels(("make", "type"), [(m, t) for m in "abc" for t in "xy"])
@@ -32,6 +34,10 @@ def converted_ops(backbone: str, approach: str, size: int) -> dict[str, list[str
         with exported(model) as saved:
             for precision in ("float32", "float16", "dynamic", "int8"):
                 data = convert_keras(model, precision, images if precision == "int8" else None, saved_model_dir=saved)
+                try:
+                    check_model(data, f"{backbone}:{stem}.{precision}")
+                except ModelCheckError as e:  # a real converted file must pass the edge's model check
+                    print(json.dumps({"refused": str(e)}), flush=True)
                 out[f"{backbone}:{stem}.{precision}"] = sorted(op_versions(data))
     return out
 

@@ -136,3 +136,14 @@ def card_with_schema_class(card: ModelCard, head: str, old: str, new: str) -> Mo
             h["classes"] = [new if c == old else c for c in h["classes"]]
     d["combinations"] = [[new if c == old else c for c in combo] for combo in d.get("combinations", [])]
     return card.with_updates(schema=LabelSchema.from_dict(d))
+
+
+def absurd_scale(model) -> None:
+    """A weight tensor's first per-channel scale set to 3e35 (fuzz mutant 26: heap corruption, SIGABRT)."""
+    for t in model.subgraphs[0].tensors:
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale) > 1:
+            q.scale = q.scale.copy()
+            q.scale[0] = 3e35
+            return
+    raise ValueError("no per-channel quantised tensor in this model")

@@ -69,6 +69,7 @@ MODEL_CASES = {
     "signature_input_constant": (hm.signature_input_constant, None, "signature", "crashed"),
     "while_true_first": (hm.while_true_first, None, "subgraphs", "hung"),
     "input_8192": (*hm.huge_input(8192), "size", None),
+    "absurd_scale": (hm.absurd_scale, None, "quantization", None),
 }
 
 
