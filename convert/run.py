@@ -358,12 +358,18 @@ def _record_legacy(state: RunState, path: Path, compat: dict[str, Any], labels: 
         state.log(f"tflite-runtime  {name}: {compat.get('status')}")
 
 
-def _embed_compat(path: Path, entry: dict[str, Any]) -> None:
+CARD_COMPAT_KEYS = ("runtime", "loads", "status", "missing_ops", "error")
+"""What the card carries of each runtime's compatibility: the device's card reader accepts only
+these flat fields (``edge.cardcheck``); the checks against Keras stay in convert.json."""
+
+
+def _embed_compat(path: Path, entry: ConvertFile) -> None:
     """Re-embed the card with the measured runtime compatibility (atomic), and refresh the entry."""
     from edge.card import read_card
 
+    card_compat = {rt: {k: c[k] for k in CARD_COMPAT_KEYS if k in c} for rt, c in entry["runtime_compat"].items()}
     card = read_card(path)
-    write_tflite(path, path.read_bytes(), card.with_updates(runtime_compat=entry["runtime_compat"]))
+    write_tflite(path, path.read_bytes(), card.with_updates(runtime_compat=card_compat))
     entry["bytes"] = path.stat().st_size
     entry["sha256"] = file_sha256(path)
 

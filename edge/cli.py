@@ -233,24 +233,6 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
         sys.exit(1)
 
 
-@main.command()
-@click.option("--private", "private_key", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the new Ed25519 private key (PEM, 0600): give it to convert --sign-key.")
-@click.option("--public", "public_key", required=True, type=click.Path(dir_okay=False),
-              help="Where to write its public key (PEM): give it to polyhead-edge --trusted-key on the device.")
-def keygen(private_key: str, public_key: str) -> None:
-    """Make an Ed25519 key pair for signed deployments (needs the 'sign' extra)."""
-    from edge.signing import generate_keypair
-
-    try:
-        generate_keypair(private_key, public_key)
-    except PolyheadError as e:
-        raise _fail(e) from None
-    except OSError as e:
-        raise click.ClickException(printable(f"cannot write the keys: {e.strerror or e}")) from None
-    _echo(f"wrote {private_key} (keep it secret) and {public_key}")
-
-
 # -- bench ----------------------------------------------------------------------------------------
 
 

@@ -84,14 +84,19 @@ def read_labels_csv(path: str | os.PathLike, inside: str | os.PathLike | None = 
                 raise CardError(f"{printable(path)}: not a labels.csv (the header must be image,split,<head>...)")
             heads = tuple(header[2:])
             rows = {}
+            width = len(header)
             for n, row in enumerate(reader, start=2):
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise CardError(f"{printable(path)}: row {n} has {len(row)} fields, expected {len(header)}")
-                key = _row_key(row[0])
-                if key is not None:
-                    rows[key] = tuple(row[2:])
+                if len(row) != width:
+                    if not row:
+                        continue
+                    raise CardError(f"{printable(path)}: row {n} has {len(row)} fields, expected {width}")
+                image = row[0]
+                # Most rows are plain relative names: only the others pay for normalising (or skipping).
+                if image[:1] in ("/", ".", "") or "/." in image or "//" in image or "\0" in image:
+                    image = _row_key(image)
+                    if image is None:
+                        continue
+                rows[image] = tuple(row[2:])
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise CardError(f"{printable(path)}: cannot read labels ({printable(first_line(e))})") from None
     return heads, LabelTable(base, rows)

@@ -141,3 +141,35 @@ def generate_keypair(private_path: str | os.PathLike, public_path: str | os.Path
     atomic_write_bytes(public_path, key.public_key().public_bytes(serialization.Encoding.PEM,
                                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
 
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m edge.signing keygen PRIVATE PUBLIC`` | ``sign PRIVATE FILE...`` | ``verify PUBLIC FILE...``."""
+    import sys
+
+    usage = ("usage: python -m edge.signing keygen PRIVATE.pem PUBLIC.pem | sign PRIVATE.pem FILE... | "
+             "verify PUBLIC.pem FILE...")
+    if len(argv) < 3 or argv[0] not in ("keygen", "sign", "verify") or (argv[0] == "keygen" and len(argv) != 3):
+        print(usage, file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == "keygen":
+            generate_keypair(argv[1], argv[2])
+            print(f"wrote {printable(argv[1])} (keep it secret, give it to convert --sign-key) and "
+                  f"{printable(argv[2])} (give it to polyhead-edge --trusted-key)")
+        for f in argv[2:] if argv[0] != "keygen" else ():
+            if argv[0] == "sign":
+                print(printable(sign(f, argv[1])))
+            else:
+                verify(f, argv[1])
+                print(f"{printable(f)}: signed by the trusted key")
+    except (PolyheadError, OSError) as e:
+        print(f"Error: {printable(str(e))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

@@ -205,6 +205,7 @@ def test_all_precisions_all_approaches_with_cards_and_checks(tmp_path, dataset):
         compat = e["runtime_compat"]["tflite-runtime"]
         assert compat["status"] == ("ok" if legacy else "unchecked"), (name, compat)
         assert card.runtime_compat["tflite-runtime"]["status"] == compat["status"]
+        assert set(card.runtime_compat["tflite-runtime"]) <= {"runtime", "loads", "status", "missing_ops", "error"}
     # Variants as the device runs them (separate = two files), through the edge Predictor.
     assert set(doc["variants"]) == {f"{a}.{p}" for a in ("multihead", "joint", "separate")
                                     for p in ("float32", "float16", "dynamic", "int8")}

@@ -48,8 +48,9 @@ def test_round_trip(tmp_path):
     assert strip_card(again) == FAKE_MODEL and read_card_bytes(again).backbone == "other"
 
 
-def test_convert_runtime_compat_record_round_trips(tmp_path):
-    """The runtime_compat entry convert embeds (nested check and agreement records) is a valid card."""
+def test_nested_runtime_compat_records_round_trip(tmp_path):
+    """runtime_compat entries may carry nested JSON records (a check, an agreement): only loads,
+    missing_ops, error and status have a required type, and every string is vetted as elsewhere."""
     check = {"n": 4, "heads": {"make": {"accuracy": 0.5, "keras_accuracy": 0.5, "drop": 0.0}}, "joint_accuracy": 0.25}
     compat = {"ai-edge-litert": {"runtime": "ai-edge-litert 2.3.0", "loads": True, "status": "ok"},
               "tflite-runtime": {"runtime": "tflite-runtime 2.14.0", "loads": True, "missing_ops": [], "error": None,

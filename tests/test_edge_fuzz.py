@@ -134,7 +134,7 @@ _FLAT: dict[str, bytes] = {}
 
 @pytest.mark.slow
 def test_fuzz_the_cli_with_mutated_models(edge_fx, tmp_path):
-    """A small run of ``python -m edge.fuzz``: 40 mutants through predict (and 8 through info and the
+    """A small run of ``python -m edge.fuzz``: 40 mutants through predict (and 4 through info and the
     table), each in a limited child: no signal, no hang, no traceback, at most one error line."""
     from PIL import Image
 
@@ -144,7 +144,7 @@ def test_fuzz_the_cli_with_mutated_models(edge_fx, tmp_path):
     Image.new("RGB", (40, 30), (10, 200, 30)).save(image)
     files = write_mutants(edge_fx / "models" / "multihead.int8.tflite", tmp_path, 40, seed=1)
     runs = fuzz_files(files, image, timeout_s=60, memory_mb=4096, jobs=2, commands=("predict-jsonl",))
-    runs += fuzz_files(files[:8], image, timeout_s=60, memory_mb=4096, jobs=2, commands=("predict-table", "info"))
+    runs += fuzz_files(files[:4], image, timeout_s=60, memory_mb=4096, jobs=2, commands=("predict-table", "info"))
     s = summarise(runs)
-    assert s["runs"] == 56 and s["signals"] == s["hangs"] == s["tracebacks"] == s["multi_line_errors"] == 0, s
+    assert s["runs"] == 48 and s["signals"] == s["hangs"] == s["tracebacks"] == s["multi_line_errors"] == 0, s
     assert s["peak_rss_mb"] < 1024, s
