@@ -85,8 +85,8 @@ train: $(STAMP) ## train APPROACHES on DATA into RUN (PROTOCOL: frozen, fine-tun
 convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 	$(BIN)/python -m convert $(RUN) --precision $(PRECISIONS)
 
-bench: $(STAMP) ## the performance suite: bench/results.json and a table of ratios
-	$(BIN)/python -m report.bench_suite --out bench/results.json --threads $(THREADS)
+bench: $(STAMP) ## the performance suite on RUN's models (RUNS runs per round): bench/results.json, ratios [95 % CI]
+	$(BIN)/python -m report.bench_suite --out bench/results.json --run $(RUN) --runs $(RUNS) --threads $(THREADS)
 
 report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)

@@ -19,12 +19,20 @@ from edge.schema import all_heads_right
 
 
 def head_metrics(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray) -> HeadCheck:
-    """Accuracy, Keras accuracy, drop, top-1 agreement and max probability difference of one head."""
+    """Accuracy, Keras accuracy, drop, top-1 agreement and max probability difference of one head.
+
+    Rows without a label for the head (label -1) are left out of the accuracies, kept in the
+    agreement with Keras (which needs no label)."""
+    labelled = labels >= 0
     n = len(labels)
     if n == 0:
         return HeadCheck(accuracy=None, keras_accuracy=None, drop=None, agreement=None, max_prob_diff=None)
     pred, kpred = probs.argmax(-1), keras_probs.argmax(-1)
-    acc, kacc = float(np.mean(pred == labels)), float(np.mean(kpred == labels))
+    if labelled.any():
+        acc = float(np.mean(pred[labelled] == labels[labelled]))
+        kacc = float(np.mean(kpred[labelled] == labels[labelled]))
+    else:
+        acc = kacc = 0.0
     return HeadCheck(
         accuracy=round(acc, 6),
         keras_accuracy=round(kacc, 6),
@@ -55,8 +63,11 @@ def check_heads(
         keras_joint_accuracy=None,
     )
     if set(heads) == set(all_heads) and n:
-        out["joint_accuracy"] = round(float(all_heads_right(probs, labels, heads).mean()), 6)
-        out["keras_joint_accuracy"] = round(float(all_heads_right(keras_probs, labels, heads).mean()), 6)
+        # Joint accuracy counts the rows labelled for every head.
+        full = np.all([np.asarray(labels[h]) >= 0 for h in heads], axis=0)
+        n_full = max(int(full.sum()), 1)
+        out["joint_accuracy"] = round(float(all_heads_right(probs, labels, heads)[full].sum() / n_full), 6)
+        out["keras_joint_accuracy"] = round(float(all_heads_right(keras_probs, labels, heads)[full].sum() / n_full), 6)
     return out
 
 

@@ -60,9 +60,14 @@ def load_records(ds: Any, records: tuple[Any, ...], split: str, schema: LabelSch
     rows = [by_path[p].labels for p in paths]
     skipped = [(str(p), str(e)) for p, e in arrays.skipped]
     labels: dict[str, np.ndarray] = {}
-    for i, head in enumerate(schema.heads):
+    for head in schema.heads:
         try:
-            labels[head.name] = np.array([head.index(row[i]) for row in rows], np.int32)
+            # By column name (a run grown by add-head may list its heads in another order than
+            # the dataset); an empty cell (not labelled for this head) is -1, left out of its metrics.
+            i = ds.heads.index(head.name)
+            labels[head.name] = np.array([-1 if row[i] == "" else head.index(row[i]) for row in rows], np.int32)
+        except ValueError:
+            raise ConvertError(f"{ds.root}: has no column for head '{head.name}' of the run's schema.json") from None
         except SchemaError as e:
             raise ConvertError(f"{ds.root}: {e} (the run's schema.json does not cover this dataset)") from None
     return LabelledImages(np.asarray(arrays.images, np.uint8), labels, tuple(paths), tuple(skipped))

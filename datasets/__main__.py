@@ -1,4 +1,4 @@
-"""``python -m datasets``: make and check dataset folders (synth, stanford-cars, check)."""
+"""``python -m datasets``: make, check and merge dataset folders (synth, stanford-cars, check, merge)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,23 @@ def check(root, allow_outside_paths) -> None:
     click.echo(report.format())
     if not report.ok:
         raise SystemExit(1)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (replaced atomically).")
+@click.option("--copy", is_flag=True, help="Copy the images into OUT/images instead of referencing them in place.")
+@click.option("--split", "split_policy", default="hash:80/10/10", show_default=True,
+              help="Split of rows that have none: train, val, test or hash:TRAIN/VAL/TEST (by image content).")
+@click.option("--allow-outside-paths", is_flag=True,
+              help="Accept image paths that are absolute or leave a source folder.")
+def merge(sources, out, copy, split_policy, allow_outside_paths) -> None:
+    """Merge dataset folders SOURCES (heads may differ; missing heads become empty cells) into OUT."""
+    from datasets.merge import merge_datasets
+
+    summary = merge_datasets(sources, out, copy=copy, split_policy=split_policy,
+                             allow_outside_paths=allow_outside_paths)
+    click.echo(summary.format())
 
 
 if __name__ == "__main__":

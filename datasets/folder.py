@@ -2,6 +2,8 @@
 
 ``labels.csv`` has a column ``image`` (a path relative to the folder), a column ``split``
 (``train``, ``val``, ``test``, optionally ``test_unseen``) and then one column per head, in order.
+An empty cell in a head's column means "not labelled for this head" (each attribute can be
+labelled on its own); a row with every head empty carries nothing and is skipped and counted.
 Every source (synthetic, Stanford Cars, a user's own folder) is turned into this form, and every
 later stage reads only this form.
 
@@ -37,6 +39,8 @@ REQUIRED_SPLITS = ("train", "val", "test")
 """Splits that must hold at least one image; ``test_unseen`` is optional."""
 IMAGE_COLUMN = "image"
 SPLIT_COLUMN = "split"
+MISSING = ""
+"""A head's label in a row not labelled for that head (an empty labels.csv cell)."""
 
 
 class DatasetError(ValueError):
@@ -45,12 +49,19 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One labelled image: its path as written in labels.csv, its resolved path, split and labels."""
+    """One labelled image: its path as written in labels.csv, its resolved path, split and labels.
+
+    ``labels`` has one entry per head; ``MISSING`` ("") where the image is not labelled for it."""
 
     image: str
     path: Path
     split: str
     labels: tuple[str, ...]
+
+    @property
+    def fully_labelled(self) -> bool:
+        """True when every head has a label."""
+        return all(label != MISSING for label in self.labels)
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class Dataset:
     """Where ``image`` paths are relative to; ``root`` unless dataset.json names another folder."""
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
     """The content of dataset.json (empty when there is none)."""
+    unlabelled_rows: int = 0
+    """Rows of labels.csv with every head empty: skipped (not in ``records``), counted here."""
 
     def split(self, name: str) -> tuple[Record, ...]:
         """The records of split ``name`` (empty for a known split with no rows)."""
@@ -166,6 +179,7 @@ def load_dataset(
 
     records: list[Record] = []
     seen: dict[str, int] = {}
+    unlabelled = 0
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue  # blank lines carry nothing
@@ -181,9 +195,9 @@ def load_dataset(
         if split not in SPLITS:
             raise DatasetError(f"{where}: unknown split '{split}' (expected one of {', '.join(SPLITS)})")
         labels = tuple(row[i].strip() for i in i_heads)
-        for head, label in zip(heads, labels, strict=True):
-            if not label:
-                raise DatasetError(f"{where}: blank label in column '{head}'")
+        if all(label == MISSING for label in labels):
+            unlabelled += 1  # nothing to learn or score; counted so the user sees it
+            continue
         if not allow_outside_paths:
             if _is_absolute(image):
                 raise DatasetError(
@@ -204,25 +218,38 @@ def load_dataset(
         records.append(Record(image=image, path=path, split=split, labels=labels))
 
     if not records:
-        raise DatasetError(f"{csv_path}: no rows after the header")
+        raise DatasetError(f"{csv_path}: no rows after the header"
+                           + (f" with a label ({unlabelled} rows have every head empty)" if unlabelled else ""))
     present = Counter(r.split for r in records)
     for split in REQUIRED_SPLITS:
         if not present[split]:
             raise DatasetError(f"{csv_path}: split '{split}' is empty (every dataset needs train, val and test rows)")
     for i, head in enumerate(heads):
-        classes = sorted({r.labels[i] for r in records})
+        classes = sorted({r.labels[i] for r in records} - {MISSING})
+        if not classes:
+            raise DatasetError(f"{csv_path}: head '{head}' has no labelled row; a head needs at least 2 classes")
         if len(classes) < 2:
             raise DatasetError(
                 f"{csv_path}: head '{head}' has only one class {classes[0]!r}; a head needs at least 2"
             )
     try:
-        schema = LabelSchema.from_labels(
-            heads, (r.labels for r in records), (r.labels for r in records if r.split == "train")
-        )
+        schema = schema_from_records(heads, records)
     except SchemaError as e:
         raise DatasetError(f"{csv_path}: {e}") from None
     return Dataset(
-        root=root, heads=heads, records=tuple(records), schema=schema, image_root=image_root, meta=meta
+        root=root, heads=heads, records=tuple(records), schema=schema, image_root=image_root, meta=meta,
+        unlabelled_rows=unlabelled,
+    )
+
+
+def schema_from_records(heads: Sequence[str], records: Sequence[Record]) -> LabelSchema:
+    """The schema of ``records``: each head's classes from its labelled cells (every split), the
+    joint combinations from the *fully labelled* train rows (a partial row is no combination)."""
+    from edge.schema import Head
+
+    return LabelSchema(
+        tuple(Head(h, tuple(sorted({r.labels[i] for r in records} - {MISSING}))) for i, h in enumerate(heads)),
+        tuple(sorted({r.labels for r in records if r.split == "train" and r.fully_labelled})),
     )
 
 
@@ -276,6 +303,10 @@ class CheckReport:
     missing: tuple[str, ...]
     unreadable: tuple[tuple[str, str], ...]
     """(image, error) for files that exist but do not decode."""
+    labelled: dict[str, dict[str, int]] = field(default_factory=dict)
+    """head -> split -> rows labelled for that head; ``"all heads"`` counts the fully labelled rows."""
+    unlabelled_rows: int = 0
+    """Rows with every head empty (skipped)."""
 
     @property
     def ok(self) -> bool:
@@ -287,6 +318,12 @@ class CheckReport:
         total = sum(self.split_sizes.values())
         lines.append(f"images: {total}  " + "  ".join(f"{s}={n}" for s, n in self.split_sizes.items()))
         splits = list(self.split_sizes)
+        if self.labelled:
+            lines.append(f"  {'labelled rows':<28}" + "".join(f"{s:>12}" for s in splits))
+            for head, per in self.labelled.items():
+                lines.append(f"  {head:<28}" + "".join(
+                    f"{f'{per.get(s, 0)}/{self.split_sizes[s]}':>12}" for s in splits))
+        lines.append(f"rows with no label (skipped): {self.unlabelled_rows}")
         for head in self.heads:
             classes = self.class_counts[head]
             lines.append(f"head '{head}': {len(classes)} classes")
@@ -331,10 +368,14 @@ def check(root: str | os.PathLike, allow_outside_paths: bool = False, workers: i
     for i, head in enumerate(ds.heads):
         per: dict[str, dict[str, int]] = {c: {} for c in ds.schema.head(head).classes}
         for r in ds.records:
-            per[r.labels[i]][r.split] = per[r.labels[i]].get(r.split, 0) + 1
+            if r.labels[i] != MISSING:
+                per[r.labels[i]][r.split] = per[r.labels[i]].get(r.split, 0) + 1
         class_counts[head] = per
+    labelled = {h: dict(Counter(r.split for r in ds.records if r.labels[i] != MISSING))
+                for i, h in enumerate(ds.heads)}
+    labelled["all heads"] = dict(Counter(r.split for r in ds.records if r.fully_labelled))
     combos: dict[str, dict[str, int]] = {}
-    for r in sorted(ds.records, key=lambda r: r.labels):
+    for r in sorted((r for r in ds.records if r.fully_labelled), key=lambda r: r.labels):
         name = ds.schema.combination_name(r.labels)
         combos.setdefault(name, {})
         combos[name][r.split] = combos[name].get(r.split, 0) + 1
@@ -354,4 +395,6 @@ def check(root: str | os.PathLike, allow_outside_paths: bool = False, workers: i
         train_combinations=ds.schema.num_combinations,
         missing=missing,
         unreadable=unreadable,
+        labelled=labelled,
+        unlabelled_rows=ds.unlabelled_rows,
     )

@@ -20,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from datasets.folder import SPLITS, Dataset, DatasetError
+from datasets.folder import MISSING, SPLITS, Dataset, DatasetError
 from edge.preprocess import load_image
 from edge.schema import JOINT_OUTPUT, LabelSchema
 
 log = logging.getLogger("datasets.pipeline")
 
+UNLABELLED = -1
+"""Class index of a head's label in a row not labelled for that head."""
 TARGETS_DOC = '"heads" (dict of every head), "joint" (the joint index) or a head name'
 
 
@@ -35,9 +37,10 @@ class SplitArrays:
 
     images: np.ndarray
     labels: dict[str, np.ndarray]
-    """head name -> int32 (N,) class indices."""
+    """head name -> int32 (N,) class indices; ``UNLABELLED`` (-1) where a row has no label for the head."""
     joint: np.ndarray
-    """int32 (N,) index among the schema's train combinations; -1 for a combination unseen in train."""
+    """int32 (N,) index among the schema's train combinations; -1 for a combination unseen in train
+    or a row not labelled for every head."""
     paths: tuple[Path, ...]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     """(path, error) for every image that failed to decode; these are not in ``images``."""
@@ -97,7 +100,10 @@ def load_split(
             f"{ds.root}: none of the {len(records)} images of split '{split}' could be decoded; first: {skipped[0][1]}"
         )
     schema = ds.schema
-    encoded = np.array([schema.encode(r.labels) for r in keep], dtype=np.int32).reshape(len(keep), len(ds.heads))
+    heads = [schema.head(h) for h in ds.heads]
+    encoded = np.array(
+        [[UNLABELLED if label == MISSING else head.index(label) for head, label in zip(heads, r.labels, strict=True)]
+         for r in keep], dtype=np.int32).reshape(len(keep), len(ds.heads))
     labels = {head: np.ascontiguousarray(encoded[:, i]) for i, head in enumerate(ds.heads)}
     joint = np.array([schema.joint_index(r.labels) for r in keep], dtype=np.int32)
     return SplitArrays(
@@ -109,8 +115,9 @@ def load_split(
 def target_labels(arrays: SplitArrays, target: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Labels keyed by model output name for ``target``, and the row mask to keep (or None for all).
 
-    The joint target drops rows whose combination never occurs in train (joint index -1): the
-    joint model has no output for them.
+    The joint target drops rows whose combination never occurs in train, or that miss a head's
+    label (joint index -1): the joint model has no output for them. A head target drops the rows
+    not labelled for that head; ``"heads"`` keeps every row, with -1 where a head is unlabelled.
     """
     if target == "heads":
         return dict(arrays.labels), None
@@ -118,7 +125,8 @@ def target_labels(arrays: SplitArrays, target: str) -> tuple[dict[str, np.ndarra
         keep = arrays.joint >= 0
         return {JOINT_OUTPUT: arrays.joint[keep]}, (None if keep.all() else keep)
     if target in arrays.labels:
-        return {target: arrays.labels[target]}, None
+        keep = arrays.labels[target] != UNLABELLED
+        return {target: arrays.labels[target][keep]}, (None if keep.all() else keep)
     raise DatasetError(f"unknown target '{target}': expected {TARGETS_DOC}. Known heads: {list(arrays.labels)}")
 
 

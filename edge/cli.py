@@ -226,7 +226,8 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     summary = acc.to_dict()
     if summary is not None:
         text = (f"accuracy over {summary['n']} labelled images ({variant.id}): "
-                + ", ".join(f"{h} {a:.4f}" for h, a in summary["heads"].items()) + f", joint {summary['joint']:.4f}")
+                + ", ".join(f"{h} {a:.4f} (n={summary['heads_n'][h]})" for h, a in summary["heads"].items())
+                + ("" if summary["joint"] is None else f", joint {summary['joint']:.4f} (n={summary['joint_n']})"))
         _echo(text, err=fmt != "table")
     if failed:
         click.echo(f"{failed} of {len(paths)} images failed", err=True)
@@ -240,22 +241,30 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of images (labels.csv inside gives accuracy); random pixels if omitted.")
-@click.option("--runs", default=50, show_default=True, type=click.IntRange(1), help="Timed runs per variant.")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
+              help="Timed runs per variant and round, at least.")
+# The two defaults are edge.bench.DEFAULT_ROUNDS / DEFAULT_MIN_TIME_S (a test checks), written out here
+# so that importing the CLI does not import the bench.
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(1),
+              help="Rounds per variant, interleaved A B C A B C, each in a fresh process.")
+@click.option("--min-time", "min_time_s", default=0.6, show_default=True, type=click.FloatRange(0),
+              help="Each round's timed loops run for at least S seconds in all.")
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64), help="Interpreter threads.")
 @click.option("--duration", "duration_s", default=None, type=click.FloatRange(0, min_open=True),
               help="Also loop over the images for S seconds: RSS slope and error count.")
 @click.option("--out", "out_json", type=click.Path(dir_okay=False), default=None, help="Write bench.json here.")
 @click.option("--csv", "out_csv", type=click.Path(dir_okay=False), default=None, help="Write a CSV row per variant.")
-def bench(path: str, images: str | None, runs: int, warmup: int, threads: int, duration_s: float | None,
-          out_json: str | None, out_csv: str | None) -> None:
-    """Benchmark every variant at PATH, each in a fresh process: latency, throughput, memory, accuracy."""
+def bench(path: str, images: str | None, runs: int, rounds: int, min_time_s: float, warmup: int, threads: int,
+          duration_s: float | None, out_json: str | None, out_csv: str | None) -> None:
+    """Benchmark every variant at PATH in interleaved rounds of fresh processes: latency, throughput,
+    memory, accuracy, and every ratio with its 95 % interval over rounds."""
     from edge.bench import format_table, run_bench, to_csv
     from edge.io import atomic_write_json, atomic_write_text
 
     try:
         result = run_bench(path, images, runs=runs, warmup=warmup, threads=threads, duration_s=duration_s,
-                           progress=lambda msg: click.echo(msg, err=True))
+                           progress=lambda msg: click.echo(msg, err=True), rounds=rounds, min_time_s=min_time_s)
     except PolyheadError as e:
         raise _fail(e) from None
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,10 @@ def read_labels_csv(path: str | os.PathLike, inside: str | os.PathLike | None = 
 
 @dataclass
 class Accuracy:
-    """Running per-head and joint (every head right) accuracy over labelled predictions."""
+    """Running per-head and joint (every head right) accuracy over labelled predictions.
+
+    An empty labels.csv cell means "not labelled for this head": a head counts only the rows that
+    carry its label, and joint accuracy only the rows that carry every head's label."""
 
     heads: tuple[str, ...]
     columns: tuple[int, ...]
@@ -112,27 +115,43 @@ class Accuracy:
     correct: dict[str, int]
     joint_correct: int = 0
     n: int = 0
+    labelled: dict[str, int] = field(default_factory=dict)
+    """Rows counted per head (those with its label)."""
+    joint_n: int = 0
+    """Rows labelled for every head."""
 
     @classmethod
     def for_labels(cls, csv_heads: Sequence[str], heads: Sequence[str]) -> Accuracy:
         """Accuracy over the heads both the labels.csv (head columns ``csv_heads``) and the model have."""
         both = tuple(h for h in heads if h in csv_heads)
-        return cls(both, tuple(list(csv_heads).index(h) for h in both), {h: 0 for h in both})
+        return cls(both, tuple(list(csv_heads).index(h) for h in both), {h: 0 for h in both},
+                   labelled={h: 0 for h in both})
 
     def add(self, pred: Prediction, row: Sequence[str]) -> None:
         """Count one prediction against its labels.csv row (labels in ``csv_heads`` order)."""
         if not pred.ok:
             return
         self.n += 1
-        all_right = True
+        all_right = every_labelled = True
         for h, i in zip(self.heads, self.columns, strict=True):
-            right = pred.heads[h].label == row[i]
+            label = row[i].strip()
+            if not label:
+                every_labelled = False
+                continue
+            right = pred.heads[h].label == label
+            self.labelled[h] += 1
             self.correct[h] += right
             all_right &= right
-        self.joint_correct += all_right
+        if every_labelled:
+            self.joint_n += 1
+            self.joint_correct += all_right
 
     def to_dict(self) -> dict[str, Any] | None:
+        """heads: accuracy of each head with labelled rows; heads_n: its count; joint over joint_n rows
+        (None when no row has every head's label); n: predictions counted."""
         if self.n == 0:
             return None
-        return {"heads": {h: self.correct[h] / self.n for h in self.heads},
-                "joint": self.joint_correct / self.n, "n": self.n}
+        return {"heads": {h: self.correct[h] / self.labelled[h] for h in self.heads if self.labelled[h]},
+                "heads_n": dict(self.labelled),
+                "joint": self.joint_correct / self.joint_n if self.joint_n else None,
+                "joint_n": self.joint_n, "n": self.n}

@@ -29,6 +29,8 @@ from typing import Any
 
 import click
 
+from edge.bench import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
+from edge.bench_stats import Interval, bench_ratios
 from edge.io import atomic_write_json
 
 # Peak RSS of a Python process running one .tflite, with or without TensorFlow imported first.
@@ -190,8 +192,48 @@ def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
     return small, f"made on the spot in {small} (480 synthetic images, 1 epoch; weights barely trained)"
 
 
-def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: int = 100,
-              fma_units: int | None = None, feature_cache: bool = True) -> dict[str, Any]:
+def record_edge_bench(results: dict[str, Any], bench: Mapping[str, Any], model_run: Path, threads: int,
+                      fma_units: int | None) -> None:
+    """Put the edge bench's facts and ratios into ``results``: the latency ratios with their intervals
+    (edge.bench_stats, the code the report and the edge CLI use), size and achieved MAC/s."""
+    ratios = results["ratios"]
+    results["bench"] = {k: bench.get(k) for k in ("board", "cpu", "machine", "governor", "runtime",
+                                                  "runtime_version", "threads", "rounds", "min_time_s",
+                                                  "load_average_start", "load1_max", "busy", "warnings")}
+    v = bench.get("variants", {})
+    for name, interval in bench_ratios(bench).items():
+        ratios[name] = interval.to_dict()
+
+    def ratio(name: str, fn: Callable[[], float]) -> None:
+        value = _measure(results, name, fn)
+        if value is not None:
+            ratios[name] = round(value, 4)
+
+    ratio("size int8/float32 multihead",
+          lambda: float(v["multihead.int8"]["bytes"]) / float(v["multihead.float32"]["bytes"]))
+    results["latency_p50_ms"] = {vid: {"interpreter": (r.get("interpreter_ms") or {}).get("p50"),
+                                       "decode": (r.get("decode_ms") or {}).get("p50"),
+                                       "file_to_labels": (r.get("file_to_labels_ms") or {}).get("p50"),
+                                       "bytes": r.get("bytes"), "peak_rss_mb": r.get("peak_rss_mb")}
+                                 for vid, r in v.items()}
+
+    def macs() -> float:
+        train = json.loads((model_run / "train.json").read_text())
+        total = float(train["variants"]["multihead"]["macc"]["total"])
+        peak = cpu_peak(threads, fma_units=fma_units)
+        achieved = total / (float(v["multihead.float32"]["interpreter_ms"]["p50"]) / 1000)
+        results["how"]["macs"] = (f"multihead total MACC {total:,.0f} / float32 interpreter p50; peak = "
+                                  f"{peak.how} = {peak.macs_per_s / 1e9:.1f} GMAC/s")
+        results["achieved_gmacs"] = round(achieved / 1e9, 3)
+        results["peak_gmacs"] = round(peak.macs_per_s / 1e9, 3)
+        return achieved / peak.macs_per_s
+
+    ratio("achieved MAC/s / CPU peak (multihead float32)", macs)
+
+
+def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: int = 100,
+              fma_units: int | None = None, feature_cache: bool = True, rounds: int = DEFAULT_ROUNDS,
+              min_time_s: float = DEFAULT_MIN_TIME_S) -> dict[str, Any]:
     """Measure everything, write ``out`` (JSON) and return the results."""
     from report.pipeline import edge_cli, prepare_bench_images
     from report.predictions import run_allows_outside_paths
@@ -201,7 +243,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
     results: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpu_count": os.cpu_count()},
-        "threads": threads, "runs": runs, "ratios": {}, "how": {},
+        "threads": threads, "runs": runs, "rounds": rounds, "min_time_s": min_time_s, "ratios": {}, "how": {},
     }
     ratios = results["ratios"]
     source = _measure(results, "models", lambda: ensure_models(run, work, threads))
@@ -222,45 +264,13 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 200, images: i
         bench_images = prepare_bench_images(data, work / "images", images, run_allows_outside_paths(model_run, data))
         target = work / "edge_bench.json"
         _run([*edge_cli(), "bench", str(model_run / "edge"), "--images", str(bench_images), "--runs", str(runs),
-              "--threads", str(threads), "--out", str(target)], timeout=900)
+              "--rounds", str(rounds), "--min-time", str(min_time_s), "--threads", str(threads),
+              "--out", str(target)], timeout=900)
         return json.loads(target.read_text())
 
     bench = _measure(results, "edge bench", edge_bench)
     if bench:
-        results["bench"] = {k: bench.get(k) for k in ("board", "cpu", "governor", "runtime", "runtime_version",
-                                                      "threads", "warnings")}
-        v = bench.get("variants", {})
-
-        def p50(vid: str, kind: str = "interpreter") -> float:
-            return float(v[vid][f"{kind}_ms"]["p50"])
-
-        for precision in ("float32", "int8"):
-            ratio(f"latency multihead/separate {precision}",
-                  lambda p=precision: p50(f"multihead.{p}") / p50(f"separate.{p}"))
-            ratio(f"latency multihead/joint {precision}", lambda p=precision: p50(f"multihead.{p}") / p50(f"joint.{p}"))
-        ratio("latency int8/float32 multihead", lambda: p50("multihead.int8") / p50("multihead.float32"))
-        ratio("size int8/float32 multihead",
-              lambda: float(v["multihead.int8"]["bytes"]) / float(v["multihead.float32"]["bytes"]))
-        for precision in ("float32", "int8"):
-            ratio(f"file-to-labels/interpreter multihead {precision}",
-                  lambda p=precision: p50(f"multihead.{p}", "file_to_labels") / p50(f"multihead.{p}"))
-        results["latency_p50_ms"] = {vid: {"interpreter": r.get("interpreter_ms", {}).get("p50"),
-                                           "file_to_labels": r.get("file_to_labels_ms", {}).get("p50"),
-                                           "bytes": r.get("bytes"), "peak_rss_mb": r.get("peak_rss_mb")}
-                                     for vid, r in v.items()}
-
-        def macs() -> float:
-            train = json.loads((model_run / "train.json").read_text())
-            total = float(train["variants"]["multihead"]["macc"]["total"])
-            peak = cpu_peak(threads, fma_units=fma_units)
-            achieved = total / (p50("multihead.float32") / 1000)
-            results["how"]["macs"] = (f"multihead total MACC {total:,.0f} / float32 interpreter p50; peak = "
-                                      f"{peak.how} = {peak.macs_per_s / 1e9:.1f} GMAC/s")
-            results["achieved_gmacs"] = round(achieved / 1e9, 3)
-            results["peak_gmacs"] = round(peak.macs_per_s / 1e9, 3)
-            return achieved / peak.macs_per_s
-
-        ratio("achieved MAC/s / CPU peak (multihead float32)", macs)
+        record_edge_bench(results, bench, model_run, threads, fma_units)
 
     int8_file = model_run / "edge" / "multihead.int8.tflite"
 
@@ -307,19 +317,32 @@ def feature_cache_ratio(results: dict[str, Any], config: Mapping[str, Any], n_im
     return float(record["feature_cache_s"]) / float(record["full_fit_s"])
 
 
+def _ratio_text(value: Any) -> str:
+    """A plain ratio as 0.512; an interval record (edge.bench_stats) as ``0.512 [0.498, 0.527]``."""
+    if isinstance(value, Mapping):
+        iv = Interval(value["value"], value.get("low"), value.get("high"), int(value.get("rounds") or 0))
+        return iv.text() + ("  (no measurable difference)" if iv.crosses_one else "")
+    return f"{value:.3f}"
+
+
 def ratio_table(results: Mapping[str, Any]) -> str:
-    """The printed table: one ratio per line, then how the less obvious ones were measured."""
+    """The printed table: one ratio per line (latency ratios with their 95 % interval over rounds),
+    then how the less obvious ones were measured."""
     ratios = results.get("ratios", {})
     width = max([len(k) for k in ratios] + [10])
-    lines = [f"{'ratio':<{width}}  value", f"{'-' * width}  -----"]
-    lines += [f"{name:<{width}}  {value:.3f}" for name, value in ratios.items()]
+    lines = [f"{'ratio':<{width}}  value [95 % bootstrap interval over rounds]", f"{'-' * width}  -----"]
+    lines += [f"{name:<{width}}  {_ratio_text(value)}" for name, value in ratios.items()]
     for name, error in (results.get("errors") or {}).items():
         lines.append(f"{name:<{width}}  FAILED: {error}")
     lines.append("")
     lines.append(f"models: {results.get('models')}")
     bench = results.get("bench") or {}
-    lines.append(f"machine: {bench.get('cpu') or results['machine']['platform']}; runtime "
-                 f"{bench.get('runtime')} {bench.get('runtime_version')}; threads {results.get('threads')}")
+    lines.append(f"machine: {bench.get('cpu') or results['machine']['platform']} ({bench.get('machine')}); runtime "
+                 f"{bench.get('runtime')} {bench.get('runtime_version')}; threads {results.get('threads')}; "
+                 f"rounds {bench.get('rounds')} x >= {bench.get('min_time_s')} s")
+    if bench.get("load_average_start") is not None:
+        lines.append(f"load average {bench['load_average_start']} at the start, at most {bench.get('load1_max')}"
+                     f"{': BUSY (above the core count), timings are noisy' if bench.get('busy') else ''}")
     if "achieved_gmacs" in results:
         lines.append(f"achieved {results['achieved_gmacs']} GMAC/s of {results['peak_gmacs']} GMAC/s peak")
     for name, how in (results.get("how") or {}).items():
@@ -333,14 +356,18 @@ def ratio_table(results: Mapping[str, Any]) -> str:
 @click.option("--run", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
               show_default=True, help="Run whose models to measure; a small one is made if it has none.")
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per variant.")
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per variant and round, at least.")
+@click.option("--rounds", type=int, default=DEFAULT_ROUNDS, show_default=True,
+              help="Interleaved rounds per variant, each in a fresh process.")
+@click.option("--min-time", "min_time_s", type=float, default=DEFAULT_MIN_TIME_S, show_default=True,
+              help="Minimum seconds of timed loops per round.")
 @click.option("--images", type=int, default=100, show_default=True, help="Test images for the edge bench.")
 @click.option("--fma-units", type=int, default=None, help="FMA units per core (default: assumed from flags).")
 @click.option("--no-feature-cache", is_flag=True, help="Skip the training-time measurement.")
-def main(out: Path, run: Path, threads: int, runs: int, images: int, fma_units: int | None,
-         no_feature_cache: bool) -> None:
+def main(out: Path, run: Path, threads: int, runs: int, rounds: int, min_time_s: float, images: int,
+         fma_units: int | None, no_feature_cache: bool) -> None:
     """Measure the suite's ratios in one run; write OUT and print the table."""
-    results = run_suite(out, run, threads, runs, images, fma_units, not no_feature_cache)
+    results = run_suite(out, run, threads, runs, images, fma_units, not no_feature_cache, rounds, min_time_s)
     click.echo(ratio_table(results))
     click.echo(f"\n{out}")
     if "ratios" not in results or not results["ratios"]:

@@ -18,7 +18,7 @@ from report.render import (
     RunData,
     _get,
     _number,
-    bench_variant,
+    bench_record,
     latency_ms,
     tflite_bytes,
     tflite_check,
@@ -58,7 +58,7 @@ def variant_accuracy(run: RunData, approach: str, precision: str) -> tuple[float
     checked = _number(_get(tflite_check(run, approach, precision), "joint_accuracy"))
     if checked is not None:
         return checked, "tflite on the test split"
-    bench_acc = _number(_get(bench_variant(run, approach, precision), "accuracy", "joint"))
+    bench_acc = _number(_get(bench_record(run, approach, precision), "accuracy", "joint"))
     if bench_acc is not None:
         return bench_acc, "tflite on bench images"
     return train_figure(run, approach, "metrics", "test", "joint_accuracy"), "keras on test split"
@@ -114,10 +114,17 @@ def plot_sizes(run: RunData, path: Path) -> Path | None:
 
 
 def latency_samples(record: Mapping[str, Any] | None, kind: str) -> list[float] | None:
-    """Raw latency samples (ms) if bench.json carries them (``<kind>_ms.samples``)."""
+    """Per-image latency samples (ms): raw ones if bench.json carries them (``<kind>_ms.samples``),
+    else read back from its rounds' histograms (each sample at its 2.3 %-wide bin's centre)."""
+    from edge.bench_stats import histogram_values
+
     values = _get(record, f"{kind}_ms", "samples")
     if isinstance(values, Sequence) and values and all(_number(v) is not None for v in values):
         return [float(v) for v in values]
+    rounds = _get(record, "rounds")
+    if isinstance(rounds, Sequence):
+        pooled = [x for r in rounds for x in histogram_values(_get(r, f"{kind}_ms", "histogram"))]
+        return pooled or None
     return None
 
 
@@ -126,7 +133,7 @@ def plot_latency_distribution(run: RunData, path: Path) -> Path | None:
     entries = []
     for precision in PRECISIONS:
         for approach in APPROACHES:
-            record = bench_variant(run, approach, precision)
+            record = bench_record(run, approach, precision)
             stats = _get(record, "interpreter_ms")
             if isinstance(stats, Mapping) and _number(stats.get("p50")) is not None:
                 entries.append((f"{approach}\n{precision}", approach, stats, latency_samples(record, "interpreter")))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.bench_stats import Interval
+from edge.bench_stats import ratio as bench_ratio
 from report.paper_data import PAPER_CITATION, PAPER_TABLES
 
 APPROACHES = ("multihead", "separate", "joint")
@@ -122,8 +124,8 @@ def _number(value: Any) -> float | None:
     return value
 
 
-def bench_variant(run: RunData, approach: str, precision: str) -> dict[str, Any] | None:
-    """bench.json's record of ``<approach>.<precision>``."""
+def bench_record(run: RunData, approach: str, precision: str) -> dict[str, Any] | None:
+    """bench.json's record of ``<approach>.<precision>`` (a lookup; edge.bench measures)."""
     record = _get(run.bench, "variants", f"{approach}.{precision}")
     return dict(record) if isinstance(record, Mapping) else None
 
@@ -137,12 +139,19 @@ def tflite_check(run: RunData, approach: str, precision: str) -> dict[str, Any] 
 def tflite_bytes(run: RunData, approach: str, precision: str) -> float | None:
     """Bytes on disk of the approach at a precision (all its files): convert.json's variant, else bench.json."""
     converted = _number(_get(run.convert, "variants", f"{approach}.{precision}", "bytes"))
-    return converted if converted is not None else _number(_get(bench_variant(run, approach, precision), "bytes"))
+    return converted if converted is not None else _number(_get(bench_record(run, approach, precision), "bytes"))
 
 
 def latency_ms(run: RunData, approach: str, precision: str, kind: str = "interpreter", stat: str = "p50") -> float | None:
     """Latency statistic from bench.json; kind is ``interpreter`` or ``file_to_labels``."""
-    return _number(_get(bench_variant(run, approach, precision), f"{kind}_ms", stat))
+    return _number(_get(bench_record(run, approach, precision), f"{kind}_ms", stat))
+
+
+def latency_ratio(run: RunData, numerator: tuple[str, str], denominator: tuple[str, str],
+                  kind: str = "interpreter", denominator_kind: str | None = None) -> Interval | None:
+    """(approach, precision) over (approach, precision) latency p50, paired by bench round, with its
+    bootstrap 95 % interval: edge.bench_stats.ratio, the code path ``make bench`` and the edge CLI use."""
+    return bench_ratio(run.bench, (".".join(numerator), kind), (".".join(denominator), denominator_kind or kind))
 
 
 def train_figure(run: RunData, approach: str, *keys: str) -> float | None:
@@ -176,7 +185,11 @@ def fmt_mb(v: float) -> str:
     return f"{v:.1f} MB"
 
 
-def fmt_ratio(v: float) -> str:
+def fmt_ratio(v: float | Interval) -> str:
+    """A plain ratio as 0.512; a measured one as ``0.512 [0.498, 0.527]``, marked when its interval
+    crosses 1.0."""
+    if isinstance(v, Interval):
+        return v.text() + (" (no measurable difference)" if v.crosses_one else "")
     return f"{v:.3f}"
 
 
@@ -185,8 +198,9 @@ class Row:
     """One line of a table: a label, a formatter and the raw value per column."""
 
     label: str
-    values: dict[str, float | None]
-    fmt: Callable[[float], str]
+    values: dict[str, Any]
+    """Per column a number, an Interval (latency ratios) or None."""
+    fmt: Callable[[Any], str]
     source: str = ""
     missing: dict[str, str] = field(default_factory=dict)
     """Text for an absent value per column, when it is not ``not measured`` (e.g. a paper column)."""
@@ -213,6 +227,18 @@ class Table:
         return "\n".join(lines)
 
 
+def _partially_labelled(run: RunData, heads: tuple[str, ...]) -> bool:
+    """True when some head is unlabelled on some test or train rows (train.json's counts)."""
+    for a in APPROACHES:
+        n = train_figure(run, a, "metrics", "test", "n")
+        if n is not None and any(train_figure(run, a, "metrics", "test", "heads", h, "n") not in (None, n)
+                                 for h in heads):
+            return True
+    labelled = _get(run.train, "dataset", "labelled", "train")
+    size = _get(run.train, "dataset", "sizes", "train")
+    return isinstance(labelled, Mapping) and any(v != size for v in labelled.values())
+
+
 def approach_table(run: RunData) -> Table:
     """The paper's table for one backbone: one column per approach."""
     rows: list[Row] = []
@@ -227,6 +253,17 @@ def approach_table(run: RunData) -> Table:
         per_approach(f"{head} loss (test)", fmt_loss,
                      lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "loss"), "train.json")
     per_approach("test images", fmt_int, lambda a: train_figure(run, a, "metrics", "test", "n"), "train.json")
+    if _partially_labelled(run, heads):
+        # Missing labels: each head's accuracy counts its labelled rows only, so show how many.
+        for head in heads:
+            per_approach(f"{head} labelled images (test)", fmt_int,
+                         lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "n"), "train.json")
+            per_approach(f"{head} labelled images (train)", fmt_int,
+                         # joint: the rows labelled for every head, the only ones it trains on
+                         lambda a, h=head: train_figure(run, a, "train_n", h) if a != "joint"
+                         else train_figure(run, a, "train_n", "joint"), "train.json")
+        per_approach("test images labelled for every head", fmt_int,
+                     lambda a: train_figure(run, a, "metrics", "test", "n_all_labelled"), "train.json")
     per_approach("unseen-combination test images", fmt_int,
                  lambda a: train_figure(run, a, "metrics", "test_unseen", "n"), "train.json")
     per_approach("joint accuracy (test)", fmt_percent,
@@ -250,7 +287,7 @@ def approach_table(run: RunData) -> Table:
                      lambda a, p=precision: latency_ms(run, a, p, "file_to_labels"), "bench.json")
     for precision in PRECISIONS:
         per_approach(f"peak RSS {precision}", fmt_mb,
-                     lambda a, p=precision: _number(_get(bench_variant(run, a, p), "peak_rss_mb")), "bench.json")
+                     lambda a, p=precision: _number(_get(bench_record(run, a, p), "peak_rss_mb")), "bench.json")
     for precision in PRECISIONS:
         for head in heads:
             per_approach(f"{head} accuracy, tflite {precision} (test)", fmt_percent,
@@ -267,24 +304,38 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def ratio_quantities(run: RunData) -> list[tuple[str, Callable[[str], float | None], str | None]]:
-    """(label, value per approach, the paper quantity it is comparable to) for every ratio shown.
+LatencyKey = tuple[str, str] | None
+"""(precision, latency kind) of a latency row; None for other rows."""
+
+
+def ratio_quantities(run: RunData) -> list[tuple[str, Callable[[str], float | None], str | None, LatencyKey]]:
+    """(label, value per approach, the paper quantity it is comparable to, latency kind) for every
+    ratio shown; a row with a latency kind is a paired ratio over bench rounds (``latency_ratio``).
 
     The paper timed 100 images end to end with float models, so its latency sits beside our float32
     file-to-labels row and its size beside our float32 size; other rows have no paper counterpart.
     """
-    out: list[tuple[str, Callable[[str], float | None], str | None]] = []
+    out: list[tuple[str, Callable[[str], float | None], str | None, LatencyKey]] = []
     for precision in PRECISIONS:
-        out.append((f"latency p50 {precision}, interpreter", lambda a, p=precision: latency_ms(run, a, p), None))
+        out.append((f"latency p50 {precision}, interpreter", lambda a, p=precision: latency_ms(run, a, p), None,
+                    (precision, "interpreter")))
         out.append((f"latency p50 {precision}, file-to-labels",
                     lambda a, p=precision: latency_ms(run, a, p, "file_to_labels"),
-                    "latency_s" if precision == "float32" else None))
+                    "latency_s" if precision == "float32" else None, (precision, "file_to_labels")))
     for precision in PRECISIONS:
         out.append((f"size {precision}", lambda a, p=precision: tflite_bytes(run, a, p),
-                    "size_mb" if precision == "float32" else None))
-    out.append(("total MACC", lambda a: train_figure(run, a, "macc", "total"), None))
-    out.append(("trained-layer MACC", lambda a: train_figure(run, a, "macc", "trained"), None))
+                    "size_mb" if precision == "float32" else None, None))
+    out.append(("total MACC", lambda a: train_figure(run, a, "macc", "total"), None, None))
+    out.append(("trained-layer MACC", lambda a: train_figure(run, a, "macc", "trained"), None, None))
     return out
+
+
+INTERVAL_NOTE = (
+    "Latency ratios: p50 over p50, paired by bench round (the variants run interleaved, A B C A B C, "
+    "each round in a fresh process), the geometric mean of the per-round ratios, and in brackets its "
+    "95 % bootstrap interval over rounds; an interval that contains 1.0 is marked "
+    "\"no measurable difference\". See docs/benchmarks.md."
+)
 
 
 def ratio_table(run: RunData, denominator: str) -> Table:
@@ -292,8 +343,13 @@ def ratio_table(run: RunData, denominator: str) -> Table:
     paper_columns = tuple(f"paper {p.backbone}" for p in PAPER_TABLES)
     columns = ("this run", *paper_columns)
     rows = []
-    for label, getter, paper_quantity in ratio_quantities(run):
-        values: dict[str, float | None] = {"this run": _ratio(getter("multihead"), getter(denominator))}
+    for label, getter, paper_quantity, latency in ratio_quantities(run):
+        if latency is not None:
+            precision, kind = latency
+            ours: Any = latency_ratio(run, ("multihead", precision), (denominator, precision), kind)
+        else:
+            ours = _ratio(getter("multihead"), getter(denominator))
+        values: dict[str, Any] = {"this run": ours}
         for paper, column in zip(PAPER_TABLES, paper_columns, strict=True):
             values[column] = paper.ratio(paper_quantity, "multihead", denominator) if paper_quantity else None
         rows.append(Row(label, values, fmt_ratio, missing={c: "-" for c in paper_columns}))
@@ -301,6 +357,7 @@ def ratio_table(run: RunData, denominator: str) -> Table:
         f"Paper columns: {PAPER_CITATION}. Their latency is 100 images end to end with float models, so it "
         "stands beside our float32 file-to-labels ratio, and their float model sizes beside our float32 "
         "sizes; `-` marks a quantity with no published counterpart here (MACC is not transcribed).",
+        INTERVAL_NOTE,
     )
     return Table(f"multihead / {denominator}", columns, tuple(rows), notes)
 
@@ -309,15 +366,19 @@ def precision_table(run: RunData) -> Table:
     """int8 / float32 per approach: latency, size, and file-to-labels over interpreter time."""
     rows = [
         Row("latency p50 int8 / float32, interpreter",
-            {a: _ratio(latency_ms(run, a, "int8"), latency_ms(run, a, "float32")) for a in APPROACHES}, fmt_ratio),
+            {a: latency_ratio(run, (a, "int8"), (a, "float32")) for a in APPROACHES}, fmt_ratio),
         Row("size int8 / float32",
             {a: _ratio(tflite_bytes(run, a, "int8"), tflite_bytes(run, a, "float32")) for a in APPROACHES}, fmt_ratio),
     ]
     for precision in PRECISIONS:
         rows.append(Row(f"file-to-labels / interpreter p50, {precision}",
-                        {a: _ratio(latency_ms(run, a, precision, "file_to_labels"), latency_ms(run, a, precision))
+                        {a: latency_ratio(run, (a, precision), (a, precision), "file_to_labels", "interpreter")
                          for a in APPROACHES}, fmt_ratio))
-    return Table("precision", APPROACHES, tuple(rows))
+    for precision in PRECISIONS:
+        rows.append(Row(f"file-to-labels / max(decode, interpreter) p50, {precision}",
+                        {a: latency_ratio(run, (a, precision), (a, precision), "file_to_labels",
+                                          "max_decode_interpreter") for a in APPROACHES}, fmt_ratio))
+    return Table("precision", APPROACHES, tuple(rows), (INTERVAL_NOTE,))
 
 
 # -- setup and commands -------------------------------------------------------------------------
@@ -349,9 +410,13 @@ def setup_lines(run: RunData) -> list[str]:
                      f"governor: {_describe(bench.get('governor'))}")
         lines.append(f"- runtime: {_describe(bench.get('runtime'))} {_describe(bench.get('runtime_version'))}; "
                      f"threads: {_describe(bench.get('threads'))}")
-        for key in ("runs", "warmup", "images"):
+        for key in ("runs", "warmup", "rounds", "min_time_s", "images", "machine"):
             if key in bench:
                 lines.append(f"- bench {key}: {_describe(bench[key])}")
+        if bench.get("load_average_start") is not None:
+            lines.append(f"- bench load average: {_describe(bench.get('load_average_start'))} at the start, "
+                         f"at most {_describe(bench.get('load1_max'))} over {_describe(bench.get('cpu_count'))} "
+                         f"cores; busy: {'YES' if bench.get('busy') else 'no'}")
         for warning in bench.get("warnings") or []:
             lines.append(f"- bench warning: {warning}")
     else:
@@ -432,7 +497,10 @@ def render_markdown(runs: Sequence[RunData], plots: Mapping[str, Sequence[Path]]
             parts.append("")
         parts.append(f"### int8 against float32 ({run.backbone})")
         parts.append("")
-        parts.append(precision_table(run).to_markdown("ratio"))
+        table = precision_table(run)
+        parts.append(table.to_markdown("ratio"))
+        parts.append("")
+        parts.extend(table.notes)
         parts.append("")
         run_plots = plots.get(str(run.path), ())
         if run_plots:

@@ -49,7 +49,7 @@ def test_three_heads_and_bom_and_column_order(tmp_path):
 BAD = [
     ("image_col", "file,split,make,type\nimg/000.jpg,train,A,sedan\n", "missing column 'image'"),
     ("split_col", "image,make,type\nimg/000.jpg,A,sedan\n", "missing column 'split'"),
-    ("blank_label", "image,split,make,type\nimg/000.jpg,train,A,\n", "row 2: blank label in column 'type'"),
+    ("all_unlabelled", "image,split,make,type\nimg/000.jpg,train,,\n", "no rows after the header with a label (1 rows"),
     ("blank_split", "image,split,make,type\nimg/000.jpg,,A,sedan\n", "row 2: blank split"),
     ("unknown_split", "image,split,make,type\nimg/000.jpg,training,A,sedan\n", "row 2: unknown split 'training'"),
     ("fields", "image,split,make,type\nimg/000.jpg,train,A\n", "row 2: 3 fields, the header has 4"),

@@ -34,7 +34,12 @@ def test_accuracy_counts_by_column_name_not_position():
     acc.add(_pred("bmw", "van"), ("van", "blue", "ford"))      # type right, make wrong
     acc.add(_pred("bmw", "van"), ("suv", "blue", "ford"))      # both wrong
     acc.add(Prediction("bad.jpg", {}, error="corrupt"), ("suv", "red", "audi"))  # not counted
-    assert acc.to_dict() == {"heads": {"make": 0.5, "type": 0.5}, "joint": 0.25, "n": 4}
+    assert acc.to_dict() == {"heads": {"make": 0.5, "type": 0.5}, "heads_n": {"make": 4, "type": 4},
+                             "joint": 0.25, "joint_n": 4, "n": 4}
+    # An empty cell is "not labelled for this head": that head and joint skip the row.
+    acc.add(_pred("audi", "suv"), ("", "red", "audi"))
+    assert acc.to_dict() == {"heads": {"make": 0.6, "type": 0.5}, "heads_n": {"make": 5, "type": 4},
+                             "joint": 0.25, "joint_n": 4, "n": 5}
     assert Accuracy.for_labels(("colour",), ("make", "type")).to_dict() is None
 
 

@@ -71,8 +71,8 @@ def test_cli_never_imports_tensorflow_or_host_packages(edge_fx, tmp_path, guarde
     _edge("predict", deploy, edge_fx / "images", "--variant", "multihead.int8", "--format", "jsonl",
           env_extra=env, check=0)
     out = tmp_path / "bench.json"
-    _edge("bench", deploy, "--images", edge_fx / "images", "--runs", "3", "--warmup", "1", "--out", out,
-          env_extra=env, check=0)
+    _edge("bench", deploy, "--images", edge_fx / "images", "--runs", "3", "--warmup", "1", "--rounds", "1",
+          "--min-time", "0", "--out", out, env_extra=env, check=0)
     assert json.loads(out.read_text())["variants"]["multihead.int8"].get("error") is None
     # The guard works: it would have caught an import.
     check = subprocess.run([sys.executable, "-c", "import tensorflow"], env={**os.environ, **env},
@@ -158,15 +158,15 @@ def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
     card = read_card(edge_fx / "models" / "joint.float32.tflite")
     write_model(deploy / "joint.float32.tflite", b"TFL3" + bytes(300), card)  # card fine, flatbuffer not
     out, out_csv = tmp_path / "b.json", tmp_path / "b.csv"
-    proc = _edge("bench", deploy, "--images", edge_fx / "images", "--runs", "5", "--warmup", "1",
-                 "--out", out, "--csv", out_csv, "--duration", "1", check=0)
+    proc = _edge("bench", deploy, "--images", edge_fx / "images", "--runs", "5", "--warmup", "1", "--rounds", "2",
+                 "--min-time", "0", "--out", out, "--csv", out_csv, "--duration", "1", check=0)
     assert "[3/3]" in proc.stderr and "multihead.int8" in proc.stdout
     b = json.loads(out.read_text())
     for key in ("board", "cpu", "governor", "warnings", "runtime", "runtime_version", "threads", "variants"):
         assert key in b
     assert b["threads"] == 1 and b["runtime"] in ("ai-edge-litert", "tflite-runtime")
     bad = b["variants"]["joint.float32"]
-    assert bad["errors"] == 1 and "refused by the model check (flatbuffer)" in bad["error"]
+    assert bad["errors"] == 2 and bad["failed_rounds"] == 2 and "refused by the model check (flatbuffer)" in bad["error"]
     for vid in ("multihead.int8", "separate.float32"):
         r = b["variants"][vid]
         assert r.get("error") is None, r
@@ -191,8 +191,8 @@ def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
 
 def test_bench_without_images_uses_random_pixels(edge_fx, tmp_path):
     out = tmp_path / "b.json"
-    _edge("bench", edge_fx / "models" / "multihead.float32.tflite", "--runs", "3", "--warmup", "0", "--out", out,
-          check=0)
+    _edge("bench", edge_fx / "models" / "multihead.float32.tflite", "--runs", "3", "--warmup", "0", "--rounds", "1",
+          "--min-time", "0", "--out", out, check=0)
     r = json.loads(out.read_text())["variants"]["multihead.float32"]
     assert r["file_to_labels_ms"] is None and r["accuracy"] is None and r["interpreter_ms"]["p50"] > 0
 
@@ -201,7 +201,7 @@ def test_bench_unwritable_out_is_one_line(edge_fx, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     proc = _edge("bench", edge_fx / "models" / "multihead.float32.tflite", "--runs", "1", "--warmup", "0",
-                 "--out", blocker / "b.json", check=1)
+                 "--rounds", "1", "--min-time", "0", "--out", blocker / "b.json", check=1)
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("Error: cannot write") and "Traceback" not in proc.stderr
 
@@ -218,7 +218,7 @@ def test_long_run_keeps_rss_flat(edge_fx, tmp_path):
     """Issue 7: thousands of images through one process, RSS sampled over time, errors counted."""
     out = tmp_path / "soak.json"
     _edge("bench", edge_fx / "models" / "multihead.int8.tflite", "--images", edge_fx / "images", "--runs", "5",
-          "--warmup", "1", "--duration", "6", "--out", out, check=0)
+          "--warmup", "1", "--rounds", "1", "--min-time", "0", "--duration", "6", "--out", out, check=0)
     r = json.loads(out.read_text())["variants"]["multihead.int8"]
     assert r["duration_images"] >= 1000 and r["duration_errors"] == 0 and r["errors"] == 0
     assert r["rss_samples"] >= 6

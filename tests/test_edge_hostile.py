@@ -109,11 +109,11 @@ def test_the_bare_interpreter_does_crash_or_hang_on_them(case, src, tmp_path):
     assert _bare_interpreter(f) == bare
 
 
-def test_real_models_pass_the_check_in_well_under_5_ms(edge_fx):
+def test_real_models_pass_the_check(edge_fx):
+    # Its cost (target: under 5 ms on the default int8 model) is a benchmark figure, not a test:
+    # docs/security.md gives the measurement and the command.
     for f in sorted((edge_fx / "models").glob("*.tflite")):
-        t0 = time.perf_counter()
         summary = check_model_file(f)
-        assert time.perf_counter() - t0 < 0.05  # 5 ms on an idle machine; generous for a loaded CI box
         assert summary.operators and summary.arena_mb > 0
 
 

@@ -277,7 +277,8 @@ def test_run_folder_and_train_json_contract(tmp_path):
         assert set(v["metrics"]) == {"val", "test", "test_unseen"}
         for split, m in v["metrics"].items():
             assert m["n"] == data[split].n and set(m["heads"]) == {"make", "type"}
-            assert set(m["heads"]["make"]) == {"accuracy", "loss", "top5"}
+            assert set(m["heads"]["make"]) == {"accuracy", "loss", "top5", "n"}
+            assert m["heads"]["make"]["n"] == data[split].n  # every row labelled
         for f in v["files"]:
             load_model(run / f)
     assert sep["params"]["total"] > rec["variants"]["multihead"]["params"]["total"]

@@ -210,6 +210,35 @@ def profile_cmd(backbone: str, data: str, image_size: str | None, approaches: st
     click.echo(format_profile(rows))
 
 
+@main.command("add-head")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--data", required=True, type=click.Path(file_okay=False),
+              help="dataset folder with a column per head, old and new (empty cells allowed)")
+@click.option("--head", "heads", multiple=True, required=True, help="head (labels.csv column) to add; repeatable")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="new run folder (RUN is kept)")
+@click.option("--retrain-joint", is_flag=True,
+              help="retrain the joint model's output layer over the grown combinations (else joint is left out)")
+@click.option("--verbose", type=click.IntRange(0, 2), default=0, show_default=True, help="Keras verbosity")
+def add_head_cmd(run: str, data: str, heads: tuple[str, ...], out: str, retrain_joint: bool, verbose: int) -> None:
+    """Grow a frozen-base RUN by new head(s) trained on cached features; write NEW_RUN (--out).
+
+    \b
+    python -m train add-head runs/mnv2 --data data/merged --head colour --out runs/mnv2+colour
+    """
+    try:
+        from train.add_head import add_heads
+        from train.fit import summary_table
+
+        record = add_heads(run, data, heads, out, retrain_joint=retrain_joint, verbose=verbose,
+                           log=lambda s: click.echo(s))
+    except _known_errors() as e:
+        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    click.echo(summary_table(record))
+    a = record["add_head"]
+    click.echo(f"added {', '.join(a['heads'])} in {a['wall_s']:.1f} s "
+               f"(features {a['feature_extract_s']:.1f} s, training {a['train_s']:.1f} s); wrote {Path(out) / 'train.json'}")
+
+
 @main.command("backbones")
 @click.argument("pattern", default="*")
 def backbones_cmd(pattern: str) -> None:

@@ -20,31 +20,70 @@ from edge.schema import JOINT_OUTPUT, LabelSchema
 EVAL_SPLITS = ("val", "test", "test_unseen")
 
 
+UNLABELLED = -1
+"""A head's label index in a row not labelled for that head (``datasets.pipeline.UNLABELLED``)."""
+
+
 @dataclass(frozen=True)
 class Arrays:
-    """One split in memory: uint8 images (N, H, W, 3), int32 labels per head, joint index (-1 unseen)."""
+    """One split in memory: uint8 images (N, H, W, 3), int32 labels per head (-1: not labelled for
+    that head), joint index (-1: combination unseen in train, or not labelled for every head)."""
 
     images: np.ndarray
     labels: Mapping[str, np.ndarray]
     joint: np.ndarray
+    paths: tuple[Path, ...] = ()
+    """The image files of the rows when loaded from a folder (empty for in-memory data)."""
 
     @property
     def n(self) -> int:
         return int(self.images.shape[0])
 
+    def labelled(self, output: str) -> np.ndarray:
+        """Bool (N,): rows that carry a target for ``output`` (a head, or ``joint``)."""
+        return (self.joint if output == JOINT_OUTPUT else self.labels[output]) >= 0
+
+    @property
+    def fully_labelled(self) -> np.ndarray:
+        """Bool (N,): rows labelled for every head."""
+        mask = np.ones(self.n, dtype=bool)
+        for v in self.labels.values():
+            mask &= v >= 0
+        return mask
+
+    @property
+    def partially_labelled(self) -> bool:
+        """True when some row misses some head's label (training then needs sample weights)."""
+        return not bool(self.fully_labelled.all())
+
     def targets(self, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Integer targets keyed by output name (a head, or ``joint``)."""
-        return {o: (self.joint if o == JOINT_OUTPUT else self.labels[o]).astype(np.int32) for o in outputs}
+        """Integer targets keyed by output name (a head, or ``joint``); an unlabelled row's target
+        is 0, a placeholder that ``sample_weights`` gives weight 0."""
+        return {o: np.maximum(self.joint if o == JOINT_OUTPUT else self.labels[o], 0).astype(np.int32)
+                for o in outputs}
+
+    def sample_weights(self, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """float32 (N,) per output: 1 where the row has the output's label, 0 where it has none.
+
+        Passed to Keras as a dict keyed like the outputs, so each head's loss and (weighted)
+        metrics count only its labelled rows."""
+        return {o: self.labelled(o).astype(np.float32) for o in outputs}
+
+    def labelled_counts(self) -> dict[str, int]:
+        """Rows labelled per head."""
+        return {h: int(np.sum(v >= 0)) for h, v in self.labels.items()}
 
     def subset(self, mask: np.ndarray) -> Arrays:
-        return Arrays(self.images[mask], {k: v[mask] for k, v in self.labels.items()}, self.joint[mask])
+        paths = tuple(p for p, keep in zip(self.paths, mask, strict=True) if keep) if self.paths else ()
+        return Arrays(self.images[mask], {k: v[mask] for k, v in self.labels.items()}, self.joint[mask], paths)
 
 
 def load_arrays(
     data: str | Path, image_size: tuple[int, int], splits: tuple[str, ...] = ("train",) + EVAL_SPLITS,
     allow_outside_paths: bool = False,
 ) -> tuple[LabelSchema, dict[str, Arrays], dict[str, Any]]:
-    """Load a dataset folder: (schema, {split: Arrays} for splits present, info {"skipped", "sizes"}).
+    """Load a dataset folder: (schema, {split: Arrays} for splits present, info {"skipped", "sizes",
+    "labelled" (split -> head -> rows labelled), "unlabelled_rows" (rows with every head empty)}).
 
     ``allow_outside_paths``: accept image paths that are absolute or leave the folder (refused by default)."""
     from datasets.folder import load_dataset
@@ -61,9 +100,12 @@ def load_arrays(
             np.asarray(sa.images, dtype=np.uint8),
             {h: np.asarray(sa.labels[h], dtype=np.int32) for h in ds.schema.head_names},
             np.asarray(sa.joint, dtype=np.int32),
+            tuple(sa.paths),
         )
         skipped[split] = len(sa.skipped)
-    return ds.schema, out, {"skipped": skipped, "sizes": {s: a.n for s, a in out.items()}}
+    return ds.schema, out, {"skipped": skipped, "sizes": {s: a.n for s, a in out.items()},
+                            "labelled": {s: a.labelled_counts() for s, a in out.items()},
+                            "unlabelled_rows": ds.unlabelled_rows}
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
@@ -105,8 +147,12 @@ def train_dataset(
     last_epoch: int,
     augment: bool = False,
     shard_by_data: bool = False,
+    sample_weights: Mapping[str, np.ndarray] | None = None,
 ) -> Any:
     """A tf.data pipeline of exactly (last_epoch - first_epoch) epochs of full batches.
+
+    ``sample_weights`` (per output, like ``targets``): batches become (x, y, weights), so a head's
+    loss and weighted metrics skip the rows without its label.
 
     ``inputs``: images uint8 (N,H,W,3) (cast to float32 0..255) or cached features (N,F).
     ``augment`` (images only): random horizontal flip and brightness, seeded per batch position
@@ -118,6 +164,7 @@ def train_dataset(
     order = order_for_epochs(n, batch_size, seed, first_epoch, last_epoch)
     x_all = tf.constant(inputs)
     y_all = {k: tf.constant(v) for k, v in targets.items()}
+    w_all = None if sample_weights is None else {k: tf.constant(v) for k, v in sample_weights.items()}
     is_image = inputs.ndim == 4
     offset = first_epoch * steps_per_epoch(n, batch_size)
 
@@ -128,7 +175,10 @@ def train_dataset(
             s = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
             x = tf.image.stateless_random_flip_left_right(x, seed=s)
             x = tf.clip_by_value(tf.image.stateless_random_brightness(x, 25.0, seed=s + 1), 0.0, 255.0)
-        return x, {k: tf.gather(v, idx) for k, v in y_all.items()}
+        y = {k: tf.gather(v, idx) for k, v in y_all.items()}
+        if w_all is None:
+            return x, y
+        return x, y, {k: tf.gather(v, idx) for k, v in w_all.items()}
 
     ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
     ds = ds.enumerate(start=offset).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -141,8 +191,9 @@ def train_dataset(
 
 
 def eval_dataset(inputs: np.ndarray, targets: Mapping[str, np.ndarray] | None, batch_size: int,
-                 drop_remainder: bool = False) -> Any:
-    """Batches in order, images cast to float32; with ``targets`` (for Keras' validation) or without.
+                 drop_remainder: bool = False, sample_weights: Mapping[str, np.ndarray] | None = None) -> Any:
+    """Batches in order, images cast to float32; with ``targets`` (for Keras' validation) or without;
+    with ``sample_weights`` too, batches are (x, y, weights) (a head's unlabelled rows weigh 0).
 
     ``drop_remainder``: for validation under a multi-replica strategy, where a last batch smaller
     than the replica count would leave a replica an empty batch (BatchNorm fails on it).
@@ -150,7 +201,11 @@ def eval_dataset(inputs: np.ndarray, targets: Mapping[str, np.ndarray] | None, b
     import tensorflow as tf
 
     x = tf.data.Dataset.from_tensor_slices(inputs)
-    if targets is not None:
+    if targets is not None and sample_weights is not None:
+        ds = tf.data.Dataset.zip((x, tf.data.Dataset.from_tensor_slices(dict(targets)),
+                                  tf.data.Dataset.from_tensor_slices(dict(sample_weights))))
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(lambda a, b, w: (tf.cast(a, tf.float32), b, w))
+    elif targets is not None:
         ds = tf.data.Dataset.zip((x, tf.data.Dataset.from_tensor_slices(dict(targets))))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(lambda a, b: (tf.cast(a, tf.float32), b))
     else:

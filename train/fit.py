@@ -231,11 +231,14 @@ def is_chief() -> bool:
 
 
 def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy, mean cross-entropy and top-5 (top-min(5, K)) of one head."""
+    """Accuracy, mean cross-entropy and top-5 (top-min(5, K)) of one head over its *labelled* rows
+    (label >= 0), and ``n``, how many those are."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
+    keep = labels >= 0
+    probs, labels = probs[keep], labels[keep]
     if len(labels) == 0:
-        return {"accuracy": 0.0, "loss": 0.0, "top5": 0.0}
+        return {"accuracy": 0.0, "loss": 0.0, "top5": 0.0, "n": 0}
     p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     k = min(5, probs.shape[1])
     topk = np.argsort(-probs, axis=1)[:, :k]
@@ -243,16 +246,22 @@ def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)),
         "loss": float(np.mean(-np.log(p_true))),
         "top5": float(np.mean(np.any(topk == labels[:, None], axis=1))),
+        "n": int(len(labels)),
     }
 
 
 def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], arrays: Arrays) -> dict[str, Any]:
-    """The contract's per-split record: n, per-head metrics, joint accuracy (every head right)."""
+    """The contract's per-split record: n, per-head metrics (each over the rows labelled for that
+    head, its ``n`` recorded), joint accuracy (every head right) over the rows labelled for every
+    head (``n_all_labelled``)."""
     heads = {h: head_metrics(probs_by_head[h], arrays.labels[h]) for h in schema.head_names}
-    all_right = np.ones(arrays.n, dtype=bool)
+    full = arrays.fully_labelled
+    all_right = full.copy()
     for h in schema.head_names:
         all_right &= np.argmax(probs_by_head[h], axis=1) == arrays.labels[h]
-    return {"n": arrays.n, "heads": heads, "joint_accuracy": float(np.mean(all_right)) if arrays.n else 0.0}
+    n_full = int(full.sum())
+    return {"n": arrays.n, "heads": heads, "n_all_labelled": n_full,
+            "joint_accuracy": float(all_right.sum() / n_full) if n_full else 0.0}
 
 
 def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
@@ -370,17 +379,23 @@ def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_exe
     import keras
 
     if cfg.label_smoothing > 0:
-        loss = {o: keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing) for o in outputs}
+        loss = {o: keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing,
+                                                        reduction="mean_with_sample_weight") for o in outputs}
         metrics = {o: [keras.metrics.CategoricalAccuracy(name="accuracy")] for o in outputs}
     else:
-        loss = {o: keras.losses.SparseCategoricalCrossentropy() for o in outputs}
+        loss = {o: keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight") for o in outputs}
         metrics = {o: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for o in outputs}
     weights = {o: float(cfg.head_weights.get(o, 1.0)) for o in outputs}
+    # mean_with_sample_weight: a head's loss is the mean over the batch's rows labelled for it (not
+    # diluted by the rows it skips); with no sample weights it is the plain batch mean.
+    # weighted_metrics, not metrics: Keras 3 passes sample weights to weighted metrics only, and a
+    # head's sample weights (0 on rows without its label) must mask its accuracy like its loss.
+    # Without sample weights the two are the same.
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate or cfg.learning_rate),
         loss=loss,
         loss_weights=weights,
-        metrics=metrics,
+        weighted_metrics=metrics,
         jit_compile=False,
         steps_per_execution=steps_per_execution,
     )
@@ -394,11 +409,29 @@ def _targets(cfg: TrainConfig, schema: LabelSchema, arrays: Arrays, outputs: tup
 
 
 def _val_rows(val: Arrays | None, outputs: tuple[str, ...]) -> np.ndarray | None:
-    """Validation rows a model can score (a joint model skips combinations unseen in train); None: none."""
+    """Validation rows a model can score: a joint model skips combinations unseen in train (and rows
+    not labelled for every head), a head model rows without its label; None: no row."""
     if val is None or val.n == 0:
         return None
-    rows = val.joint >= 0 if JOINT_OUTPUT in outputs else np.ones(val.n, dtype=bool)
+    rows = unit_rows(val, outputs)
+    rows = np.ones(val.n, dtype=bool) if rows is None else rows
     return rows if rows.any() else None
+
+
+def unit_rows(arrays: Arrays, outputs: tuple[str, ...]) -> np.ndarray | None:
+    """Rows a model of ``outputs`` trains on: those labelled for at least one of its outputs (joint:
+    labelled for every head and a combination seen in train); None when that is every row."""
+    rows = np.zeros(arrays.n, dtype=bool)
+    for o in outputs:
+        rows |= arrays.labelled(o)
+    return None if rows.all() else rows
+
+
+def _sample_weights(arrays: Arrays, outputs: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """Per-output 0/1 weights masking the rows without an output's label; None when every row has
+    every label (then training is exactly what it was before missing labels existed)."""
+    weights = arrays.sample_weights(outputs)
+    return None if all(w.all() for w in weights.values()) else weights
 
 
 def _prebuild(model: Any, strategy: Any, images: np.ndarray, targets: Mapping[str, np.ndarray]) -> None:
@@ -503,7 +536,9 @@ def fit_heads_on_features(
     heads: Any = None,
     verbose: int = 0,
 ) -> Any:
-    """Train ``model``'s heads on cached features; copy them into ``model``. Returns the heads model."""
+    """Train ``model``'s heads on cached features; copy them into ``model``. Returns the heads model.
+
+    ``train_feats`` and ``train`` are the same rows; a head's rows without its label weigh 0."""
     from train.models import heads_model
 
     if heads is None:
@@ -512,10 +547,11 @@ def fit_heads_on_features(
         # would dominate. Same batches, same updates.
         _compile(heads, cfg, unit_outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
     ds = train_dataset(train_feats, _targets(cfg, schema, train, unit_outputs), cfg.batch_size, cfg.seed,
-                       initial_epoch, epochs)
+                       initial_epoch, epochs, sample_weights=_sample_weights(train, unit_outputs))
     val_data = None
     if val_feats is not None and val is not None:
-        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size)
+        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size,
+                                sample_weights=_sample_weights(val, unit_outputs))
     if epochs > initial_epoch:
         # steps_per_epoch is required: the dataset holds every remaining epoch back to back (so
         # Keras keeps one iterator across epochs instead of taking it all as one epoch).
@@ -552,6 +588,13 @@ class _UnitJob:
     callbacks: list[Any]
     verbose: int
     whole_val: Arrays | None = None
+    train_rows: np.ndarray | None = None
+    """The train rows this model learns from (None: all); ``train`` is the whole split, so the
+    feature cache, keyed by split, is shared by models that use different rows."""
+
+    @property
+    def train_used(self) -> Arrays:
+        return self.train if self.train_rows is None else self.train.subset(self.train_rows)
 
 
 def _finished_unit(unit: ModelUnit, model_path: Path, done_path: Path) -> UnitResult | None:
@@ -567,6 +610,8 @@ def _fit_on_cached_features(job: _UnitJob, model: Any, cache: FeatureCache) -> f
     """Frozen base: the heads train on the backbone's cached features. Returns extraction seconds."""
     base = model.get_layer(BACKBONE_LAYER)
     train_feats, extract_s = cache.get(base, "train", job.train.images)
+    if job.train_rows is not None:
+        train_feats = train_feats[job.train_rows]
     val_feats = None
     if job.val is not None and job.val_rows is not None:
         # The whole split once, shared by every model; a joint model takes its seen rows.
@@ -574,7 +619,7 @@ def _fit_on_cached_features(job: _UnitJob, model: Any, cache: FeatureCache) -> f
         val_feats = val_feats[job.val_rows]
         extract_s += dt
     heads = load_model(job.ckpt, compile=True) if job.ckpt is not None else None
-    fit_heads_on_features(model, job.cfg, job.schema, job.unit.outputs, train_feats, job.train, val_feats, job.val,
+    fit_heads_on_features(model, job.cfg, job.schema, job.unit.outputs, train_feats, job.train_used, val_feats, job.val,
                           job.cfg.epochs, job.callbacks, job.done_epochs, heads, job.verbose)
     return extract_s
 
@@ -585,11 +630,13 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     Returns the trained model (a resumed run continues from its checkpoint's model) and the
     warm-up's feature-extraction seconds.
     """
-    cfg, train, outputs = job.cfg, job.train, job.unit.outputs
+    cfg, train, outputs = job.cfg, job.train_used, job.unit.outputs
     extract_s = 0.0
     if cfg.warmup_epochs > 0 and job.ckpt is None:
         # Head-only warm-up on cached features, then every layer trains.
-        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", train.images)
+        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", job.train.images)
+        if job.train_rows is not None:
+            feats = feats[job.train_rows]
         fit_heads_on_features(model, cfg, job.schema, outputs, feats, train, None, None, cfg.warmup_epochs,
                               verbose=job.verbose)
     with strategy.scope():
@@ -602,7 +649,8 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
             _compile(model, cfg, outputs, learning_rate=cfg.fine_tune_learning_rate)
     ds = train_dataset(train.images, _targets(cfg, job.schema, train, outputs), cfg.batch_size, cfg.seed,
                        job.done_epochs, cfg.epochs, augment=cfg.use_augment,
-                       shard_by_data=cfg.strategy == "multiworker")
+                       shard_by_data=cfg.strategy == "multiworker",
+                       sample_weights=_sample_weights(train, outputs))
     # Validation logs only (the final evaluation runs on the saved model, one device); with
     # several replicas a ragged last batch is dropped, and a val set under one batch skipped.
     distributed = int(strategy.num_replicas_in_sync) > 1
@@ -610,7 +658,8 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     if val is not None and distributed and val.n < cfg.batch_size:
         val = None
     val_data = None if val is None else eval_dataset(val.images, _targets(cfg, job.schema, val, outputs),
-                                                     cfg.batch_size, drop_remainder=distributed)
+                                                     cfg.batch_size, drop_remainder=distributed,
+                                                     sample_weights=_sample_weights(val, outputs))
     if cfg.strategy == "multiworker":
         _prebuild(model, strategy, train.images[: cfg.batch_size], _targets(cfg, job.schema, train, outputs))
     if cfg.epochs > job.done_epochs:
@@ -656,6 +705,7 @@ def train_unit(
     wall_before = float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
     whole_val = data.get("val")
     val_rows = _val_rows(whole_val, unit.outputs)
+    train_rows = unit_rows(data["train"], unit.outputs)
     job = _UnitJob(
         unit, cfg, schema, data["train"], None if val_rows is None else whole_val.subset(val_rows), val_rows,
         ckpt, done_epochs,
@@ -663,7 +713,14 @@ def train_unit(
                    chief),
         cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
         whole_val,
+        train_rows=train_rows,
     )
+    if train_rows is not None:
+        n_used = int(train_rows.sum())
+        what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
+        if n_used == 0:
+            raise TrainError(f"{cfg.data}: {unit.name} has no train row {what}")
+        print(f"[{unit.name}] trains on {n_used} of {data['train'].n} train rows ({what})", flush=True)
     t0 = time.perf_counter()
     use_cache = cfg.uses_feature_cache
     print(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
@@ -749,6 +806,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
 
     cache = FeatureCache(cfg.batch_size)
     variants: dict[str, Any] = {}
+    store_base = None
     with _Interrupt() as interrupt:
         for approach in cfg.approaches:
             results = [train_unit(u, cfg, schema, data, run_dir, strategy, cache, interrupt, chief)
@@ -756,6 +814,10 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
             if not chief:
                 continue
             variants[approach] = _approach_record(approach, results, cfg, schema, data, cache)
+            if store_base is None and cfg.uses_feature_cache:
+                store_base = load_model(results[0].path).get_layer(BACKBONE_LAYER)
+    if chief and store_base is not None and cfg.uses_feature_cache:
+        _store_features(run_dir, store_base, data, cache)
     if tmp_dir is not None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return {}
@@ -805,6 +867,8 @@ def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainCon
     metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
     return {
         "approach": approach,
+        # Train rows that carried each output's label (joint: rows labelled for every head).
+        "train_n": {o: int(data["train"].labelled(o).sum()) for r in results for o in r.unit.outputs},
         "files": [f"models/{r.unit.file_name}" for r in results],
         **approach_costs(models),
         "keras_bytes": sum(r.path.stat().st_size for r in results),
@@ -828,6 +892,24 @@ def _eval_probs(model: Any, cfg: TrainConfig, cache: FeatureCache, split: str, a
     feats, _ = cache.get(model.get_layer(BACKBONE_LAYER), split, arrays.images)
     out = heads_model(model).predict(eval_dataset(feats, None, cfg.batch_size), verbose=0)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _store_features(run_dir: Path, base: Any, data: Mapping[str, Arrays], cache: FeatureCache) -> None:
+    """Save the frozen base's features of every image loaded from files (``features/``), so
+    ``add-head`` trains a new head without decoding or running the base again. Train and val come
+    from the feature cache; the evaluation splits cost one more backbone pass here."""
+    from train.features import image_key, save_features
+
+    keys: list[str] = []
+    parts: list[np.ndarray] = []
+    for split, arrays in data.items():
+        if not arrays.paths or arrays.n == 0:
+            continue
+        feats, _ = cache.get(base, split, arrays.images)
+        keys += [image_key(p) for p in arrays.paths]
+        parts.append(feats)
+    if parts:
+        save_features(run_dir, weights_fingerprint(base), keys, np.concatenate(parts))
 
 
 def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:

@@ -1,0 +1,438 @@
+"""``python -m train add-head``: grow a trained run by one or more heads without retraining its base.
+
+With a frozen base every head is its own read-out of the same features, so a new attribute only
+needs a new Dense layer trained on cached features. ``add_heads`` writes a *new* run folder:
+
+- ``multihead``: the same backbone and old head layers (their weights copied bit for bit), plus one
+  Dense softmax per new head, trained on the train rows labelled for it;
+- ``separate``: the old single-head files copied byte for byte, plus one new single-head model per
+  new head (the run's frozen backbone and a new Dense layer);
+- ``joint``: one softmax over label *combinations* cannot grow a head: a new head multiplies the
+  combinations, so the whole output layer changes. It is left out of the new run unless
+  ``retrain_joint`` is set; then its head is retrained (base still frozen) on the rows labelled for
+  every head, old and new.
+
+A fine-tuned run (``freeze_base`` false) is refused: its base has moved to serve the old heads, so
+a new head trained on it would read features tuned for other attributes, and the run's own
+recipe (every layer training) would not be what was done. Retrain such a run on the merged
+dataset instead. The choice is documented in docs/heads.md.
+
+The new run holds config.json, schema.json, models/ and train.json like any run, so
+``python -m convert NEW_RUN``, the edge runtime and the report work on it unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.io import atomic_write_json
+from edge.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
+from train.data import EVAL_SPLITS, Arrays, eval_dataset, steps_per_epoch, train_dataset
+from train.fit import (
+    CONFIG_FILE,
+    TRAIN_JSON,
+    TrainConfig,
+    TrainError,
+    _compile,
+    _sample_weights,
+    _targets,
+    package_versions,
+    split_metrics,
+    unit_rows,
+    variant_probs,
+)
+from train.models import BACKBONE_LAYER, load_model, make_head
+
+
+class AddHeadError(TrainError):
+    """add-head cannot proceed; the message is one line naming the value or file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunInfo:
+    cfg: TrainConfig
+    schema: LabelSchema
+    record: dict[str, Any]
+
+
+def _read_run(run: Path) -> _RunInfo:
+    for name in (CONFIG_FILE, "schema.json", TRAIN_JSON):
+        if not (run / name).is_file():
+            raise AddHeadError(f"{run / name}: missing (add-head needs a finished training run)")
+    try:
+        cfg = TrainConfig.from_dict(json.loads((run / CONFIG_FILE).read_text()))
+        record = json.loads((run / TRAIN_JSON).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AddHeadError(f"{run}: cannot read the run: {e}") from None
+    return _RunInfo(cfg, LabelSchema.load(run / "schema.json"), record)
+
+
+def check_new_heads(heads: Sequence[str], schema: LabelSchema, run: Path) -> tuple[str, ...]:
+    """The new head names, refused when empty, named twice or already in the run."""
+    if not heads:
+        raise AddHeadError("name at least one --head to add")
+    seen: set[str] = set()
+    for h in heads:
+        if h in seen:
+            raise AddHeadError(f"head '{h}' is named twice")
+        seen.add(h)
+        if h in schema.head_names:
+            raise AddHeadError(f"{run}: already has head '{h}' (its heads: {', '.join(schema.head_names)})")
+        if h == JOINT_OUTPUT:
+            raise AddHeadError(f"'{JOINT_OUTPUT}' is reserved for the joint output and cannot name a head")
+    return tuple(heads)
+
+
+def grown_dataset(data: str | Path, old: LabelSchema, new_heads: Sequence[str],
+                  allow_outside_paths: bool = False) -> Any:
+    """The dataset ``data`` seen through the grown schema: heads = the run's heads then the new ones.
+
+    DATA needs a column for every head (the run's heads may be mostly empty cells: merge the run's
+    dataset with the new labels, ``python -m datasets merge``). The run's heads keep their class
+    lists (a label outside them is refused); a new head's classes are its labels in DATA.
+    """
+    from datasets.folder import MISSING, DatasetError, Record, load_dataset
+
+    ds = load_dataset(data, allow_outside_paths=allow_outside_paths)
+    csv_path = Path(data) / "labels.csv"
+    for h in new_heads:
+        if h not in ds.heads:
+            raise AddHeadError(f"{csv_path}: has no column '{h}' (its heads: {', '.join(ds.heads)})")
+    for h in old.head_names:
+        if h not in ds.heads:
+            raise AddHeadError(
+                f"{csv_path}: has no column for the run's head '{h}' (merge the run's dataset with the new "
+                f"labels: python -m datasets merge OLD NEW --out DATA)")
+    names = (*old.head_names, *new_heads)
+    cols = [ds.heads.index(h) for h in names]
+    records = []
+    for r in ds.records:
+        labels = tuple(r.labels[i] for i in cols)
+        if all(v == MISSING for v in labels):
+            continue  # labelled only for heads this run does not have
+        for head, label in zip(old.heads, labels, strict=False):
+            if label != MISSING and label not in head.classes:
+                raise AddHeadError(
+                    f"{csv_path}: image '{r.image}' has {head.name}={label!r}, not a class of the run's head "
+                    f"'{head.name}' ({', '.join(head.classes)})")
+        records.append(Record(r.image, r.path, r.split, labels))
+    try:
+        heads = (*old.heads, *(Head(h, ds.schema.head(h).classes) for h in new_heads))
+        combos = tuple(sorted({r.labels for r in records if r.split == "train" and r.fully_labelled}))
+        schema = LabelSchema(heads, combos)
+    except SchemaError as e:
+        raise DatasetError(f"{csv_path}: {e}") from None
+    return dataclasses.replace(ds, heads=names, records=tuple(records), schema=schema)
+
+
+def split_features(ds: Any, image_size: Sequence[int], backbone: Any, stored: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, Arrays], int, int]:
+    """Per split: Arrays whose ``images`` field holds the *features* of each row (N, F), labels in the
+    grown schema; (that, rows found in the run's feature store, rows decoded and extracted now).
+
+    Only images missing from the store are decoded (at the run's input size) and run through the
+    frozen backbone; an image that cannot be decoded is skipped, as in training.
+    """
+    from datasets.folder import MISSING, DatasetError
+    from datasets.pipeline import load_split
+    from train.features import image_key
+    from train.fit import extract_features
+
+    schema = ds.schema
+    heads = [schema.head(h) for h in ds.heads]
+    out: dict[str, Arrays] = {}
+    hits = extracted = 0
+    for split in ("train", *EVAL_SPLITS):
+        records = ds.split(split)
+        if not records:
+            continue
+        keys = [image_key(r.path) for r in records]
+        todo = [r for r, k in zip(records, keys, strict=True) if k not in stored]
+        fresh: dict[Path, np.ndarray] = {}
+        if todo:
+            try:
+                sa = load_split(dataclasses.replace(ds, records=tuple(todo)), split,
+                                int(image_size[0]), int(image_size[1]))
+            except DatasetError as e:
+                raise AddHeadError(f"{ds.root}: its images do not fit the run's input "
+                                   f"{image_size[0]}x{image_size[1]}x3: {e}") from None
+            feats = extract_features(backbone, np.asarray(sa.images, np.uint8))
+            fresh = dict(zip(sa.paths, feats, strict=True))
+            extracted += len(fresh)
+        rows, kept = [], []
+        for r, k in zip(records, keys, strict=True):
+            f = stored.get(k)
+            if f is None:
+                f = fresh.get(r.path)
+                if f is None:
+                    continue  # undecodable: skipped like in training
+            else:
+                hits += 1
+            rows.append(f)
+            kept.append(r)
+        labels = {h.name: np.array([-1 if r.labels[i] == MISSING else h.index(r.labels[i]) for r in kept], np.int32)
+                  for i, h in enumerate(heads)}
+        joint = np.array([schema.joint_index(r.labels) for r in kept], np.int32)
+        # ``images`` holds features here: every consumer below only counts, subsets and feeds them.
+        out[split] = Arrays(np.asarray(rows, np.float32), labels, joint, tuple(r.path for r in kept))
+    return out, hits, extracted
+
+
+def _train_heads(cfg: TrainConfig, schema: LabelSchema, outputs: tuple[str, ...], feats: dict[str, np.ndarray],
+                 data: dict[str, Arrays], verbose: int) -> dict[str, Any]:
+    """Fresh Dense heads for ``outputs`` trained on cached features of their labelled train rows.
+
+    The same recipe as a frozen-base run's heads: seeded initialisers, the run's optimizer,
+    epochs and batch order; each head's unlabelled rows weigh 0. Returns {output: Dense layer}.
+    """
+    import keras
+
+    from train.models import output_classes
+
+    train = data["train"]
+    rows = unit_rows(train, outputs)
+    x = feats["train"] if rows is None else feats["train"][rows]
+    train = train if rows is None else train.subset(rows)
+    if train.n == 0:
+        raise AddHeadError(f"{cfg.data}: no train row is labelled for {', '.join(outputs)}")
+    inp = keras.Input((x.shape[1],), name="features")
+    layers = {o: make_head(o, output_classes(schema, o), cfg.seed) for o in outputs}
+    heads = keras.Model(inp, {o: layer(inp) for o, layer in layers.items()}, name="new_heads")
+    _compile(heads, cfg, outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
+    ds = train_dataset(x, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed, 0, cfg.epochs,
+                       sample_weights=_sample_weights(train, outputs))
+    val_data = None
+    val = data.get("val")
+    if val is not None:
+        vrows = unit_rows(val, outputs)
+        vx = feats["val"] if vrows is None else feats["val"][vrows]
+        val = val if vrows is None else val.subset(vrows)
+        if val.n:
+            val_data = eval_dataset(vx, _targets(cfg, schema, val, outputs), cfg.batch_size,
+                                    sample_weights=_sample_weights(val, outputs))
+    heads.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
+              validation_data=val_data, verbose=verbose)
+    return layers
+
+
+def _assemble(name: str, backbone: Any, head_layers: dict[str, Any], image_size: Sequence[int]) -> Any:
+    """Input ``image`` -> ``backbone`` -> the given head layers (reused objects: weights unchanged)."""
+    import keras
+
+    inp = keras.Input((int(image_size[0]), int(image_size[1]), 3), name="image", dtype="float32")
+    f = backbone(inp)
+    return keras.Model(inp, {o: layer(f) for o, layer in head_layers.items()}, name=name)
+
+
+def _save(model: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
+    model.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def _probs_on_features(head_layers: dict[str, Any], feats: np.ndarray) -> dict[str, np.ndarray]:
+    """Softmax outputs of head layers on cached features (the frozen base ran once per split)."""
+    import keras
+
+    inp = keras.Input((feats.shape[1],))
+    m = keras.Model(inp, {o: layer(inp) for o, layer in head_layers.items()})
+    out = m.predict(feats, batch_size=256, verbose=0)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def add_heads(
+    run: str | Path,
+    data: str | Path,
+    heads: Sequence[str],
+    out: str | Path,
+    retrain_joint: bool = False,
+    verbose: int = 0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Write ``out``: the run ``run`` grown by ``heads`` (labels from dataset ``data``); return its train.json.
+
+    Raises AddHeadError (one line) on a head named twice or already present, a DATA without a
+    head's column, images that do not fit the run's input, a fine-tuned run or an occupied ``out``.
+    ``out`` appears complete or not at all; ``run`` is never modified.
+    """
+    from train.macc import approach_costs
+
+    t_start = time.perf_counter()
+    run, out = Path(run), Path(out)
+    if not run.is_dir():
+        raise AddHeadError(f"{run}: run folder not found")
+    info = _read_run(run)
+    cfg, old = info.cfg, info.schema
+    new_heads = check_new_heads(heads, old, run)
+    if out.resolve() == run.resolve():
+        raise AddHeadError(f"{out}: --out must be a new folder (the run {run} is kept as it is)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AddHeadError(f"{out}: exists and is not empty; choose another --out")
+    if not cfg.freeze_base:
+        raise AddHeadError(
+            f"{run}: was fine-tuned (freeze_base false): its base has moved to serve "
+            f"{', '.join(old.head_names)}, so a head added on it would not be the paper's frozen-base read-out; "
+            f"retrain on the merged dataset instead (python -m train --data DATA ...)")
+    approaches = [a for a in info.record.get("variants", {}) if a in cfg.approaches] or list(cfg.approaches)
+    if approaches == ["joint"] and not retrain_joint:
+        raise AddHeadError(f"{run}: holds only the joint approach, which cannot grow a head without retraining "
+                           "its output layer; pass --retrain-joint")
+
+    ds = grown_dataset(data, old, new_heads, cfg.allow_outside_paths)
+    schema = ds.schema
+    new_cfg = dataclasses.replace(cfg, data=str(data), out=str(out),
+                                  approaches=tuple(a for a in cfg.approaches
+                                                   if a in approaches and (a != "joint" or retrain_joint)))
+
+    # Every model of a frozen-base run has the same backbone weights: one feature per image, read
+    # from the run's feature store where the run saw the image, extracted now otherwise.
+    from train.features import load_features
+    from train.fit import weights_fingerprint
+
+    first_file = (run / "models" / "multihead.keras") if "multihead" in approaches else \
+        next(iter(sorted((run / "models").glob("*.keras"))), None)
+    if first_file is None:
+        raise AddHeadError(f"{run / 'models'}: no model files")
+    first_model = load_model(first_file)  # loaded once: the slowest step of add-head
+    backbone = first_model.get_layer(BACKBONE_LAYER)
+    backbone.trainable = False
+    t0 = time.perf_counter()
+    arrays, hits, extracted = split_features(ds, cfg.image_size, backbone,
+                                             load_features(run, weights_fingerprint(backbone)))
+    extract_s = time.perf_counter() - t0
+    if "train" not in arrays or arrays["train"].n == 0:
+        raise AddHeadError(f"{data}: no train rows")
+    feats = {s: a.images for s, a in arrays.items()}
+    log(f"features: {hits} images from the run's feature store, {extracted} extracted now")
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
+    variants: dict[str, Any] = {}
+    notes: list[str] = []
+    try:
+        trained: dict[str, Any] = {}  # new head -> its multihead Dense layer
+        train_s = 0.0
+        for approach in approaches:
+            t_a = time.perf_counter()
+            files: list[str] = []
+            models: list[Any] = []
+            layers_by_model: list[dict[str, Any]] = []
+            added_train_s = 0.0
+            if approach == "multihead":
+                t0 = time.perf_counter()
+                trained = _train_heads(cfg, schema, new_heads, feats, arrays, verbose)
+                added_train_s = time.perf_counter() - t0
+                old_model = first_model  # models/multihead.keras
+                layers = {h: old_model.get_layer(h) for h in old.head_names}
+                layers.update({h: trained[h] for h in new_heads})
+                model = _assemble(old_model.name, old_model.get_layer(BACKBONE_LAYER), layers, cfg.image_size)
+                _save(model, tmp / "models" / "multihead.keras")
+                files, models, layers_by_model = ["models/multihead.keras"], [model], [layers]
+            elif approach == "separate":
+                for h in old.head_names:
+                    name = f"models/separate.{h}.keras"
+                    (tmp / "models").mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(run / name, tmp / name)  # untouched: byte for byte
+                    m = load_model(run / name)
+                    files.append(name)
+                    models.append(m)
+                    layers_by_model.append({h: m.get_layer(h)})
+                for h in new_heads:
+                    if len(new_heads) == 1 and h in trained:
+                        # Alone, the multihead's new head had the same rows, initialiser and batches
+                        # as a separate one would: the same weights, so it is reused, not retrained.
+                        layer = trained[h]
+                    else:
+                        t0 = time.perf_counter()
+                        layer = _train_heads(cfg, schema, (h,), feats, arrays, verbose)[h]
+                        added_train_s += time.perf_counter() - t0
+                    m = _assemble(f"separate_{h}", backbone, {h: layer}, cfg.image_size)
+                    _save(m, tmp / "models" / f"separate.{h}.keras")
+                    files.append(f"models/separate.{h}.keras")
+                    models.append(m)
+                    layers_by_model.append({h: layer})
+            elif approach == "joint":
+                if not retrain_joint:
+                    notes.append("joint left out: one softmax over label combinations cannot grow a head "
+                                 "without retraining its output layer (pass --retrain-joint to retrain it)")
+                    continue
+                if not schema.num_combinations:
+                    raise AddHeadError(f"{data}: no train row is labelled for every head; joint cannot be retrained")
+                t0 = time.perf_counter()
+                joint_layers = _train_heads(cfg, schema, (JOINT_OUTPUT,), feats, arrays, verbose)
+                added_train_s = time.perf_counter() - t0
+                m = _assemble("joint", backbone, joint_layers, cfg.image_size)
+                _save(m, tmp / "models" / "joint.keras")
+                files, models, layers_by_model = ["models/joint.keras"], [m], [joint_layers]
+                notes.append(f"joint retrained on {int(arrays['train'].labelled(JOINT_OUTPUT).sum())} train rows "
+                             "labelled for every head")
+            metrics = {}
+            for split in (s for s in EVAL_SPLITS if s in arrays):
+                outs: dict[str, np.ndarray] = {}
+                for layers in layers_by_model:
+                    outs.update(_probs_on_features(layers, feats[split]))
+                metrics[split] = split_metrics(schema, variant_probs(schema, outs), arrays[split])
+            parent = info.record.get("variants", {}).get(approach, {})
+            outputs = [o for layers in layers_by_model for o in layers]
+            variants[approach] = {
+                "approach": approach,
+                "train_n": {o: int(arrays["train"].labelled(o).sum()) for o in outputs},
+                "files": files,
+                **approach_costs(models),
+                "keras_bytes": sum((tmp / f).stat().st_size for f in files),
+                # The parent's training plus this run's training of the added heads.
+                "train_wall_s": round(float(parent.get("train_wall_s", 0.0)) + added_train_s, 3),
+                "feature_extract_s": round(float(parent.get("feature_extract_s", 0.0)), 3),
+                "epochs": cfg.epochs,
+                "metrics": metrics,
+                "added_s": round(time.perf_counter() - t_a, 3),
+            }
+            train_s += added_train_s
+        wall = time.perf_counter() - t_start
+        record = {
+            **{k: v for k, v in info.record.items() if k not in ("variants", "dataset", "data", "versions")},
+            "data": str(data),
+            "dataset": {"sizes": {s: a.n for s, a in arrays.items()},
+                        "labelled": {s: a.labelled_counts() for s, a in arrays.items()},
+                        "unlabelled_rows": ds.unlabelled_rows},
+            "versions": package_versions(),
+            "variants": variants,
+            "add_head": {
+                "parent_run": str(run),
+                "heads": list(new_heads),
+                "joint": ("retrained" if retrain_joint else "left out") if "joint" in approaches else "not in run",
+                "wall_s": round(wall, 3),
+                "train_s": round(train_s, 3),
+                "feature_extract_s": round(extract_s, 3),
+                "features_from_store": hits,
+                "features_extracted": extracted,
+                "notes": notes,
+            },
+        }
+        # The new run keeps a feature store too, so a later add-head on it needs no image either.
+        from train.features import image_key, save_features
+
+        save_features(tmp, weights_fingerprint(backbone), [image_key(p) for a in arrays.values() for p in a.paths],
+                      np.concatenate([a.images for a in arrays.values()]))
+        atomic_write_json(tmp / CONFIG_FILE, new_cfg.to_dict())
+        schema.save(tmp / "schema.json")
+        atomic_write_json(tmp / TRAIN_JSON, record)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for note in notes:
+        log(note)
+    return record
