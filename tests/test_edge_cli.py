@@ -150,7 +150,9 @@ def _expected_accuracy(deploy: Path, vid: str, images: Path) -> dict:
         for h in HEADS:
             right[h] += hits[h]
         joint += all(hits.values())
-    return {"heads": {h: right[h] / len(rows) for h in HEADS}, "joint": joint / len(rows), "n": len(rows)}
+    n = len(rows)  # every fixture row has both heads' labels
+    return {"heads": {h: right[h] / n for h in HEADS}, "heads_n": {h: n for h in HEADS}, "joint": joint / n,
+            "joint_n": n, "n": n}
 
 
 def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
