@@ -62,8 +62,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--epochs", "2", "--weights", "none", "--protocol", "scratch", "--seed", "0", "--verbose", "0"])
     _stage([py, "-m", "convert", out, "--precision", ",".join(PRECISIONS), "--calibration", "16", "--no-legacy"])
     images = prepare_bench_images(data, root / "bench_images", 4)
+    # Two interleaved rounds: the fewest that give every latency ratio its interval.
     _stage([*_edge_cli(), "bench", out / "edge", "--images", images, "--runs", "3", "--warmup", "1",
-            "--out", out / "bench.json"])
+            "--rounds", "2", "--min-time", "0", "--out", out / "bench.json"])
     _stage([py, "-m", "report", out, "--no-plots"])
     return out
 
@@ -143,6 +144,37 @@ def rss(v: float) -> str:
 
 def ratio(v: float) -> str:
     return f"{v:.3f}"
+
+
+INTERVAL_CELL = re.compile(r"(\d+\.\d{3}) \[(\d+\.\d{3}), (\d+\.\d{3})\]( \(no measurable difference\))?")
+HALF_UNIT = 0.0005 + 0.00005 + 1e-9
+"""A 3-decimal cell against a JSON value rounded to 4 decimals: half a printed unit plus the JSON's rounding."""
+
+
+def assert_interval_cell(cell: str, interval: dict[str, Any], where: Any) -> None:
+    """``0.512 [0.498, 0.527]`` (and the mark when the interval holds 1.0) equals a bench.json interval."""
+    m = INTERVAL_CELL.fullmatch(cell)
+    assert m, (where, cell)
+    for text, key in zip(m.groups()[:3], ("value", "low", "high"), strict=True):
+        assert abs(float(text) - interval[key]) <= HALF_UNIT, (where, key, cell, interval)
+    crosses = interval["low"] <= 1.0 <= interval["high"]
+    assert bool(m.group(4)) == crosses == interval.get("no_measurable_difference", crosses), (where, cell, interval)
+
+
+def rounds_interval(bench: dict[str, Any], num: tuple[str, str], den: tuple[str, str]) -> dict[str, Any]:
+    """A ratio bench.json does not store (multihead / other, file-to-labels), from its rounds: per-round
+    p50s paired by round index here; the geometric mean and bootstrap are edge.bench_stats' (the one
+    implementation; its own tests check it)."""
+    from edge.bench_stats import bootstrap_ratio
+
+    def p50s(vid: str, kind: str) -> dict[int, float]:
+        return {r["round"]: r[f"{kind}_ms"]["p50"] for r in bench["variants"][vid]["rounds"] if not r.get("error")}
+
+    a, b = p50s(*num), p50s(*den)
+    both = sorted(set(a) & set(b))
+    assert len(both) == bench["rounds"], (num, den, both)
+    iv = bootstrap_ratio([a[i] for i in both], [b[i] for i in both])
+    return {"value": iv.value, "low": iv.low, "high": iv.high}
 
 
 def disk_bytes(run: Path, approach: str, precision: str) -> int:
@@ -270,9 +302,20 @@ def test_every_cell_of_the_ratio_tables_equals_its_json(run: Path, tables, denom
     papers = [f"paper {p.backbone}" for p in PAPER_TABLES]
     assert columns == ["quantity", "this run", *papers]
     assert list(rows) == list(RATIO_ROWS)
+    bench = _json(run, "bench.json")
     for label, (quantity, paper_quantity) in RATIO_ROWS.items():
-        ours = _value(run, "multihead", quantity) / _value(run, denominator, quantity)
-        assert rows[label]["this run"] == ratio(ours), label
+        kind, *rest = quantity.split(":")
+        if kind == "latency":  # paired over bench rounds, with an interval
+            precision, latency_kind = rest
+            if latency_kind == "interpreter":
+                interval = bench["ratios"][f"latency multihead/{denominator} {precision}"]
+            else:
+                interval = rounds_interval(bench, (f"multihead.{precision}", latency_kind),
+                                           (f"{denominator}.{precision}", latency_kind))
+            assert_interval_cell(rows[label]["this run"], interval, label)
+        else:
+            ours = _value(run, "multihead", quantity) / _value(run, denominator, quantity)
+            assert rows[label]["this run"] == ratio(ours), label
         for paper, column in zip(PAPER_TABLES, papers, strict=True):
             want = "-" if paper_quantity is None else ratio(
                 getattr(paper, paper_quantity)["multihead"] / getattr(paper, paper_quantity)[denominator])
@@ -282,22 +325,20 @@ def test_every_cell_of_the_ratio_tables_equals_its_json(run: Path, tables, denom
 def test_every_cell_of_the_int8_against_float32_table_equals_its_json(run: Path, tables) -> None:
     columns, rows = tables[f"int8 against float32 ({BACKBONE})"]
     assert columns == ["ratio", *APPROACHES]
-    bench = _json(run, "bench.json")["variants"]
-
-    def p50(a: str, p: str, kind: str) -> float:
-        return bench[f"{a}.{p}"][f"{kind}_ms"]["p50"]
-
-    expected = {
-        "latency p50 int8 / float32, interpreter":
-            lambda a: p50(a, "int8", "interpreter") / p50(a, "float32", "interpreter"),
-        "size int8 / float32": lambda a: disk_bytes(run, a, "int8") / disk_bytes(run, a, "float32"),
+    ratios = _json(run, "bench.json")["ratios"]
+    intervals = {
+        "latency p50 int8 / float32, interpreter": lambda a: ratios[f"latency int8/float32 {a}"],
         **{f"file-to-labels / interpreter p50, {p}":
-           (lambda a, p=p: p50(a, p, "file_to_labels") / p50(a, p, "interpreter")) for p in PRECISIONS},
+           (lambda a, p=p: ratios[f"file-to-labels/interpreter {a}.{p}"]) for p in PRECISIONS},
+        **{f"file-to-labels / max(decode, interpreter) p50, {p}":
+           (lambda a, p=p: ratios[f"file-to-labels/max(decode, interpreter) {a}.{p}"]) for p in PRECISIONS},
     }
-    assert list(rows) == list(expected)
-    for label, value_of in expected.items():
-        for a in APPROACHES:
-            assert rows[label][a] == ratio(value_of(a)), (label, a)
+    size = "size int8 / float32"
+    assert list(rows) == [*list(intervals)[:1], size, *list(intervals)[1:]]
+    for a in APPROACHES:
+        assert rows[size][a] == ratio(disk_bytes(run, a, "int8") / disk_bytes(run, a, "float32")), a
+        for label, interval_of in intervals.items():
+            assert_interval_cell(rows[label][a], interval_of(a), (label, a))
 
 
 def _setup_lines(report: str) -> list[str]:
@@ -317,7 +358,9 @@ def test_setup_lines_equal_config_bench_train_and_convert(run: Path, report: str
                                                                  "freeze_base")),
         f"- machine: {bench['board']}; CPU: {bench['cpu']}; governor: {bench['governor']}",
         f"- runtime: {bench['runtime']} {bench['runtime_version']}; threads: {bench['threads']}",
-        *(f"- bench {k}: {bench[k]}" for k in ("runs", "warmup", "images")),
+        *(f"- bench {k}: {bench[k]}" for k in ("runs", "warmup", "rounds", "min_time_s", "images", "machine")),
+        f"- bench load average: {', '.join(map(str, bench['load_average_start']))} at the start, at most "
+        f"{bench['load1_max']} over {bench['cpu_count']} cores; busy: {'YES' if bench['busy'] else 'no'}",
         *(f"- bench warning: {w}" for w in bench["warnings"]),
         "- train versions: " + ", ".join(f"{k} {v}" for k, v in train["versions"].items()),
         "- convert versions: " + ", ".join(f"{k} {v}" for k, v in convert["versions"].items()),
@@ -325,7 +368,7 @@ def test_setup_lines_equal_config_bench_train_and_convert(run: Path, report: str
     assert _setup_lines(report) == expected
     # The settings the run was asked for reached config.json (so the lines above are about this run).
     assert (config["epochs"], config["seed"], config["image_size"], config["weights"]) == (2, 0, [32, 32], "none")
-    assert (bench["runs"], bench["warmup"], bench["threads"]) == (3, 1, 1)
+    assert (bench["runs"], bench["warmup"], bench["threads"], bench["rounds"]) == (3, 1, 1, 2)
 
 
 def test_every_number_in_the_report_is_accounted_for(report: str, tables) -> None:
