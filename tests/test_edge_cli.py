@@ -135,6 +135,26 @@ def test_predict_formats_accuracy_and_bad_images(edge_fx, tmp_path):
     assert "1 of 7 images failed" in proc.stderr
 
 
+def _expected_accuracy(deploy: Path, vid: str, images: Path) -> dict:
+    """The accuracy record bench should write, counted here from in-process predictions."""
+    from edge.predict import Predictor
+    from edge.variants import discover
+
+    predictor = Predictor(discover(deploy)[vid])
+    rows = list(csv.DictReader((images / "labels.csv").open()))
+    right = {h: 0 for h in HEADS}
+    joint = 0
+    for row in rows:
+        labels = predictor.predict_file(images / row["image"]).heads
+        hits = {h: labels[h].label == row[h] for h in HEADS}
+        for h in HEADS:
+            right[h] += hits[h]
+        joint += all(hits.values())
+    n = len(rows)  # every fixture row has both heads' labels
+    return {"heads": {h: right[h] / n for h in HEADS}, "heads_n": {h: n for h in HEADS}, "joint": joint / n,
+            "joint_n": n, "n": n}
+
+
 def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
     deploy = _two_variants(edge_fx, tmp_path)
     card = read_card(edge_fx / "models" / "joint.float32.tflite")
@@ -152,12 +172,17 @@ def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
     for vid in ("multihead.int8", "separate.float32"):
         r = b["variants"][vid]
         assert r.get("error") is None, r
-        for key in ("variant", "precision", "approach", "files", "bytes", "load_ms", "first_inference_ms",
-                    "images_per_s", "peak_rss_mb", "errors"):
-            assert r[key] is not None, key
+        approach, precision = vid.split(".")
+        assert (r["variant"], r["approach"], r["precision"]) == (approach, approach, precision)
+        on_disk = sorted(deploy.glob(f"{approach}.*{precision}.tflite"))
+        assert sorted(r["files"]) == [f.name for f in on_disk]
+        assert r["bytes"] == sum(f.stat().st_size for f in on_disk)
+        assert r["load_ms"] > 0 and r["first_inference_ms"] > 0 and r["images_per_s"] > 0 and r["errors"] == 0
         for key in ("interpreter_ms", "file_to_labels_ms"):
-            assert set(r[key]) == {"mean", "p50", "p90", "p99", "std"}
-        assert set(r["accuracy"]["heads"]) == set(HEADS) and r["accuracy"]["n"] == 6
+            stats = r[key]
+            assert set(stats) == {"mean", "p50", "p90", "p99", "std"}
+            assert 0 < stats["p50"] <= stats["p90"] <= stats["p99"] and stats["mean"] > 0 and stats["std"] >= 0
+        assert r["accuracy"] == _expected_accuracy(deploy, vid, edge_fx / "images")
         assert "rss_slope_mb_per_min" in r and r["duration_images"] > 0 and r["duration_errors"] == 0
         assert 0 < r["peak_rss_mb"] < 500
     assert len(b["variants"]["separate.float32"]["files"]) == 2

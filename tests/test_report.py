@@ -173,10 +173,20 @@ def test_plots_are_written_and_linked(tmp_path: Path) -> None:
 
 
 def test_latency_plot_from_percentiles_only(tmp_path: Path) -> None:
+    from PIL import Image
+
     from report.plots import plot_latency_distribution
 
     run = load_run(write_run(tmp_path / "run", samples=False))
-    assert plot_latency_distribution(run, tmp_path / "lat.png") is not None
+    png = plot_latency_distribution(run, tmp_path / "lat.png")
+    assert png == tmp_path / "lat.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The percentile drawing, not the raw-sample one: the same run with samples draws another picture.
+    with_samples = plot_latency_distribution(load_run(write_run(tmp_path / "s", samples=True)), tmp_path / "s.png")
+    with Image.open(png) as a, Image.open(with_samples) as b:
+        assert a.size == b.size and a.tobytes() != b.tobytes()
+    # Nothing to draw without bench.json: no file, not an empty plot.
+    assert plot_latency_distribution(load_run(write_run(tmp_path / "nb", bench=False)), tmp_path / "nb.png") is None
+    assert not (tmp_path / "nb.png").exists()
 
 
 def test_a_folder_of_runs_gives_one_report_with_every_table(tmp_path: Path) -> None:
