@@ -62,7 +62,7 @@ def open_variant(path: str, variant_id: str, threads: int) -> tuple[Any, dict[st
     limit_malloc_arenas()
     variant = select_variant(discover(path), variant_id)
     t0 = time.perf_counter()
-    predictor = Predictor(variant, num_threads=threads)
+    predictor = Predictor(variant, num_threads=threads, trial_run=False)  # first_inference_ms is timed here
     return predictor, {
         "variant": variant.variant, "precision": variant.precision, "approach": variant.approach,
         "files": [f.name for f in variant.files], "bytes": variant.bytes, "heads": list(variant.heads),
