@@ -37,7 +37,7 @@ def _fake_run(root: Path, freeze_base: bool = True, approaches=("multihead", "se
     """A run folder's JSON only (no models): enough for the checks made before any model is read."""
     root.mkdir(parents=True)
     cfg = TrainConfig(data="d", out=str(root), backbone="tiny_cnn", image_size=(32, 32), freeze_base=freeze_base,
-                      approaches=approaches)
+                      approaches=approaches, weights="none", warmup_epochs=0)
     (root / "config.json").write_text(json.dumps(cfg.to_dict()))
     rows = [(m, t) for m in makes for t in ("box", "hbar", "vbar")]
     LabelSchema.from_labels(("make", "type"), rows).save(root / "schema.json")
@@ -136,7 +136,8 @@ def test_add_head_keeps_old_heads_bit_for_bit_through_convert(tmp_path, data_dir
     folder = tmp_path / "ds"
     run, new = tmp_path / "run", tmp_path / "run_colour"
     cfg = TrainConfig(data=str(folder), out=str(run), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
-                      epochs=2, freeze_base=True, approaches=("multihead", "joint", "separate"), verbose=0)
+                      epochs=2, freeze_base=True, approaches=("multihead", "joint", "separate"), verbose=0,
+                      weights="none", warmup_epochs=0)
     run_training(cfg)
     notes: list[str] = []
     rec = add_heads(run, data_dir, ["colour"], new, log=notes.append)

@@ -100,7 +100,8 @@ def _cfg(out, **kw):
     from train.fit import TrainConfig
 
     base = dict(data="mem", out=str(out), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
-                epochs=2, learning_rate=3e-3, verbose=0)
+                epochs=2, learning_rate=3e-3, verbose=0, weights="none", freeze_base=False, warmup_epochs=0,
+                fine_tune_learning_rate=None)
     base.update(kw)
     return TrainConfig(**base)
 
