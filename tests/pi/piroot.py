@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,11 +311,15 @@ def run_as_pi(root: Path, arch: Arch, script: str, timeout: float = 600,
     env = {"HOME": PI_HOME, "USER": "pi", "LOGNAME": "pi", "PATH": "/usr/local/bin:/usr/bin:/bin",
            "LANG": "C.UTF-8", "QEMU_CPU": arch.qemu_cpu, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_DEFAULT_TIMEOUT": "60", "PIP_PROGRESS_BAR": "off"}
-    cmd = ["chroot", f"--userspec={PI_UID}:{PI_UID}", str(root), "/bin/bash", "-ec", f"cd {PI_HOME}\n{script}"]
+    # The host's chroot by absolute path: ``env`` holds the Pi's PATH, which lacks /usr/sbin.
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    cmd = [chroot, f"--userspec={PI_UID}:{PI_UID}", str(root), "/bin/bash", "-ec", f"cd {PI_HOME}\n{script}"]
     try:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise PiError(f"{what}: timed out after {timeout:.0f} s in {root.name}") from None
+    except OSError as e:
+        raise PiError(f"{what}: {chroot}: {e.strerror}") from None
 
 
 # -- copy and install (the docs' commands) --------------------------------------------------------
@@ -370,6 +375,13 @@ def recipe(arch: Arch) -> str:
     return "\n".join(parts) + "\n"
 
 
+def base_path(arch: Arch) -> Path:
+    """The bare mmdebstrap root (plus the Pi user), cached on its own so a failed install step
+    does not cost the slow emulated bootstrap again."""
+    text = f"base {RECIPE_VERSION}\n{' '.join(mmdebstrap_cmd(arch, Path('ROOT')))}\n"
+    return cache_dir() / f"base-{arch.name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
 def root_path(arch: Arch) -> Path:
     key = hashlib.sha256(recipe(arch).encode()).hexdigest()[:16]
     return cache_dir() / f"{arch.name}-{key}"
@@ -381,10 +393,10 @@ def _clean_stale(arch: Arch) -> list[str]:
     cache = cache_dir()
     if not cache.exists():
         return removed
-    keep = root_path(arch)
+    keep = (root_path(arch), base_path(arch))
     for p in cache.iterdir():
         stale_build = p.name.startswith(f".building-{arch.name}-")
-        old_root = p.name.startswith(f"{arch.name}-") and p != keep
+        old_root = p.name.startswith((f"{arch.name}-", f"base-{arch.name}-")) and p not in keep
         if stale_build or old_root:
             remove_tree(p)
             removed.append(p.name)
@@ -403,13 +415,27 @@ def build_root(arch: Arch, log=print) -> Path:
         unmount_all(final)  # a run killed with SIGKILL can leave its mounts
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    base = base_path(arch)
+    if not (base / ".complete").exists():
+        tmp = Path(tempfile.mkdtemp(prefix=f".building-{arch.name}-", dir=final.parent))
+        tmp.rmdir()  # mmdebstrap wants to create it
+        try:
+            with _sigterm_unwinds():
+                log(f"pi-roots: building {base.name} (mmdebstrap {arch.name} {SUITE} from {debian_mirror()})")
+                _run(mmdebstrap_cmd(arch, tmp), f"mmdebstrap {arch.name} {SUITE} from {debian_mirror()}",
+                     timeout=1800)
+                _prepare(tmp, arch)
+                (tmp / ".complete").write_text(" ".join(mmdebstrap_cmd(arch, Path("ROOT"))) + "\n")
+                os.replace(tmp, base)
+        except BaseException:
+            remove_tree(tmp)
+            raise
     tmp = Path(tempfile.mkdtemp(prefix=f".building-{arch.name}-", dir=final.parent))
-    tmp.rmdir()  # mmdebstrap wants to create it
+    tmp.rmdir()
     try:
         with _sigterm_unwinds():
-            log(f"pi-roots: building {final.name} (mmdebstrap {arch.name} {SUITE} from {debian_mirror()})")
-            _run(mmdebstrap_cmd(arch, tmp), f"mmdebstrap {arch.name} {SUITE} from {debian_mirror()}", timeout=1200)
-            _prepare(tmp, arch)
+            log(f"pi-roots: building {final.name} from {base.name}")
+            _run(["cp", "-a", "--reflink=auto", str(base), str(tmp)], f"copy {base.name}")
             copy_to_pi(tmp)
             with mounted(tmp, arch):
                 for env in ENVS:
@@ -454,10 +480,13 @@ def main(argv: list[str]) -> int:
         elif cmd == "problem":
             print(host_problem() or "")
         elif cmd == "build":
-            for name in argv[1:] or list(ARCHES):
+            names = argv[1:] or list(ARCHES)
+            for name in names:
                 if name not in ARCHES:
                     raise PiError(f"unknown architecture '{name}' (known: {', '.join(ARCHES)})")
-                print(build_root(ARCHES[name]))
+            with ThreadPoolExecutor(len(names)) as pool:  # the architectures in parallel
+                for root in pool.map(lambda n: build_root(ARCHES[n]), names):
+                    print(root)
         else:
             print(__doc__.split("CLI")[1].strip(), file=sys.stderr)
             return 2

@@ -2,7 +2,11 @@
 every variant, as one JSON document on stdout. Runs the same on the host and inside an emulated Pi
 (only the edge package, numpy and Pillow; no pytest, no TensorFlow).
 
-    python probe.py MODELS IMAGES
+    python probe.py MODELS IMAGES [PIXELS.npz]
+
+PIXELS.npz (decoded images, one uint8 (H, W, 3) array per name, made on the host) adds ``given``:
+every model run on exactly those pixels, so interpreters are compared on identical input whatever
+the local image decoder does.
 
 ``PROBE_REFERENCE_KERNELS=1`` makes the interpreter use TFLite's reference kernels
 (``OpResolverType.BUILTIN_REF``): the x86 baseline that ARM's tflite-runtime matches bit for bit.
@@ -58,6 +62,24 @@ def raw_outputs(models: Path, images: list[Path], cls) -> dict:
     return out
 
 
+def given_pixels(models: Path, pixels_npz: Path, cls) -> dict:
+    """{file: {name: {card output key: raw output list}}} for the host-decoded pixels in ``pixels_npz``."""
+    import numpy as np
+
+    from edge.runtime import Model
+
+    with np.load(pixels_npz, allow_pickle=False) as npz:
+        pixels = {name: npz[name] for name in npz.files}
+    out = {}
+    for path in sorted(models.glob("*.tflite")):
+        model = Model(path, interpreter_class=cls)
+        out[path.name] = {}
+        for name, px in sorted(pixels.items()):
+            result = model.runner(**{model.input_name: model.set_input(np.ascontiguousarray(px))})
+            out[path.name][name] = {key: result[sig][0].tolist() for key, sig in model.card.outputs.items()}
+    return out
+
+
 def cli_predictions(models: Path, image_dir: Path) -> dict:
     """`polyhead-edge predict MODELS IMAGES --variant V --format jsonl` for every variant, in this process."""
     from edge.cli import main
@@ -84,8 +106,17 @@ def main(argv: list[str]) -> None:
     models, image_dir = Path(argv[0]), Path(argv[1])
     images = sorted(p for p in image_dir.iterdir() if p.name != "labels.csv")
     cls, runtime, version = interpreter_class()
-    doc = {"runtime": runtime, "version": version, "machine": platform.machine(),
-           "python": platform.python_version(), "raw": raw_outputs(models, images, cls)}
+    import hashlib
+
+    import edge
+
+    # Which edge code ran: the test compares these with the host's, so a stale install cannot pass.
+    sources = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(edge.__file__).parent.glob("*.py"))}
+    doc = {"runtime": runtime, "version": version, "machine": platform.machine(), "edge_sources": sources,
+           "edge_path": str(Path(edge.__file__).parent), "python": platform.python_version(),
+           "raw": raw_outputs(models, images, cls)}
+    if len(argv) > 2:
+        doc["given"] = given_pixels(models, Path(argv[2]), cls)
     if not os.environ.get("PROBE_REFERENCE_KERNELS"):
         doc["predict"] = cli_predictions(models, image_dir)
     print(json.dumps(doc))
