@@ -44,6 +44,8 @@ HOST_PACKAGES = ("qemu-user-static", "binfmt-support", "mmdebstrap", "rsync")
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 PI_UID = 1000
 PI_HOME = "/home/pi"
+HOST_CA = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+ROOT_CA = "/etc/ssl/host-ca-certificates.crt"
 # Bump when the build steps below change in a way the recipe text does not show.
 RECIPE_VERSION = "1"
 # What every root gets besides the docs' apt packages: numpy's wheels need libstdc++6.
@@ -288,6 +290,10 @@ def mounted(root: Path, arch: Arch) -> Iterator[Path]:
     LiteRT's CPU detection reads /proc/cpuinfo and segfaults on the host's x86 text."""
     cpuinfo = root / "etc" / "pi-cpuinfo"
     cpuinfo.write_text(arch.cpuinfo)
+    # The host's trust store for pip (a network with a TLS-inspecting proxy adds its CA there), and DNS.
+    if Path(HOST_CA).is_file():
+        shutil.copyfile(HOST_CA, root / ROOT_CA.lstrip("/"))
+    shutil.copyfile("/etc/resolv.conf", root / "etc" / "resolv.conf")
     steps = [
         (["mount", "--bind", "/dev", str(root / "dev")], root / "dev"),
         (["mount", "-t", "proc", "proc", str(root / "proc")], root / "proc"),
@@ -311,6 +317,9 @@ def run_as_pi(root: Path, arch: Arch, script: str, timeout: float = 600,
     env = {"HOME": PI_HOME, "USER": "pi", "LOGNAME": "pi", "PATH": "/usr/local/bin:/usr/bin:/bin",
            "LANG": "C.UTF-8", "QEMU_CPU": arch.qemu_cpu, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_DEFAULT_TIMEOUT": "60", "PIP_PROGRESS_BAR": "off"}
+    if (root / ROOT_CA.lstrip("/")).is_file():
+        env["PIP_CERT"] = ROOT_CA
+    env.update({k: v for k, v in os.environ.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")})
     # The host's chroot by absolute path: ``env`` holds the Pi's PATH, which lacks /usr/sbin.
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     cmd = [chroot, f"--userspec={PI_UID}:{PI_UID}", str(root), "/bin/bash", "-ec", f"cd {PI_HOME}\n{script}"]
@@ -349,6 +358,7 @@ def install(root: Path, arch: Arch, env: PiEnv) -> str:
     proc = run_as_pi(root, arch, script, timeout=900, what=f"{env.name}: docs block pi:{env.install_block}")
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        lines = [ln for ln in lines if ln.startswith("ERROR")] or lines  # pip's own verdict, when there is one
         raise PiError(f"{env.name}: docs block pi:{env.install_block} failed in {root.name} "
                       f"(exit {proc.returncode}): {lines[-1] if lines else 'no output'}")
     return proc.stdout + proc.stderr
