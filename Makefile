@@ -31,13 +31,16 @@ MEDIAPIPE := .venv-mediapipe
 MEDIAPIPE_STAMP := $(MEDIAPIPE)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-legacy setup-mediapipe all data train convert bench report paper compare test test-fast lint clean
+.PHONY: help setup setup-legacy setup-mediapipe setup-pi all data train convert bench report paper compare test test-fast test-pi lint clean
 
-help: ## list targets and variables
+# The variables above, by name: `make help` prints the value each has in this invocation.
+VARIABLES := $(shell sed -nE 's/^([A-Z_]+) +\?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
+
+help: ## list targets and variables (with the values in force: `make help EPOCHS=3` shows 3)
 	@echo "targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
-	@echo "variables (current value):"
-	@grep -E '^[A-Z_]+ +\?=' $(MAKEFILE_LIST) | sed -E 's/^([A-Z_]+) +\?= *(.*)/  \1=\2/'
+	@echo "variables (value in force; override as VAR=value):"
+	@$(foreach v,$(VARIABLES),printf '  %s=%s\n' '$(v)' '$($(v))';)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -98,8 +101,15 @@ paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientn
 compare: $(STAMP) ## scratch vs frozen pretrained vs fine-tuned, all approaches: runs/compare/compare.md
 	$(BIN)/python -m report.compare --data $(DATA) --out runs/compare --seed $(SEED)
 
-test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) ## every test: slow, tflite-runtime 2.14 and MediaPipe ones included
-	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) test-pi ## every test: slow, tflite-runtime 2.14, MediaPipe and emulated Raspberry Pi ones
+	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 POLYHEAD_REQUIRE_PI=1 $(BIN)/python -m pytest --ignore=tests/pi $(PYTEST_ARGS)
+
+# Root only (mmdebstrap, chroot, mounts); not root, it says so and changes nothing. See docs/raspberry-pi.md.
+setup-pi: ## apt-get install qemu-user-static binfmt-support mmdebstrap rsync if missing; enable binfmt_misc
+	$(PY) tests/pi/piroot.py setup-host
+
+test-pi: $(STAMP) $(LEGACY_STAMP) setup-pi ## the edge package on emulated Raspberry Pi OS (arm64, armhf; both runtimes)
+	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_PI=1 $(BIN)/python -m pytest tests/pi $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the fast tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -7,3 +7,21 @@ import os
 # Keep TensorFlow quiet and on the CPU in tests; the suite must pass on 2 cores.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def pytest_report_header(config) -> list[str]:
+    """Say up front which environment-bound checks this run can make, so none is skipped silently."""
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    sys.path[:0] = [str(here), str(here / "pi")]
+    from env_checks import legacy_missing_reason
+    from piroot import host_problem
+
+    legacy = legacy_missing_reason()
+    pi = host_problem()
+    return [
+        "tflite-runtime 2.14 checks: " + (f"SKIPPED, {legacy}" if legacy else "on (.venv-legacy)"),
+        "emulated Raspberry Pi checks (tests/pi): " + (f"SKIPPED, {pi}" if pi else "available"),
+    ]

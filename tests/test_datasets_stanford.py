@@ -115,8 +115,9 @@ def layouts(tmp_path_factory) -> dict[str, Path]:
 
 def test_packaged_names_are_the_shared_196():
     assert len(class_names()) == 196
-    if SHARED_NAMES.exists():
-        assert class_names() == tuple(SHARED_NAMES.read_text().split("\n")[:196])
+    if not SHARED_NAMES.exists():
+        pytest.skip(f"{SHARED_NAMES} is absent here: the packaged names are not compared with the shared copy")
+    assert class_names() == tuple(SHARED_NAMES.read_text().split("\n")[:196])
 
 
 def test_real_names_give_49_makes_8_types():

@@ -85,8 +85,9 @@ def test_help_and_module_entry_points():
     for cmd in ("info", "predict", "bench"):
         assert cmd in proc.stdout
     script = Path(sys.executable).parent / "polyhead-edge"
-    if script.exists():
-        assert subprocess.run([script, "--help"], capture_output=True).returncode == 0
+    if not script.exists():
+        pytest.skip(f"no polyhead-edge console script beside {sys.executable} (the package is not pip-installed here)")
+    assert subprocess.run([script, "--help"], capture_output=True).returncode == 0
 
 
 def test_info(edge_fx):

@@ -1,0 +1,343 @@
+"""The edge package on emulated Raspberry Pi OS: arm64 with ai-edge-litert, arm64 with tflite-runtime
+2.14, armhf (32-bit) with tflite-runtime 2.14, installed and run with the commands of
+docs/raspberry-pi.md, on .tflite files made by the host's TensorFlow, agreeing with the host.
+
+Needs root and binfmt_misc (``make setup-pi``); without them these tests skip and say why, and
+``POLYHEAD_REQUIRE_PI=1`` (set by ``make test``) turns that skip into a failure. The first run builds
+the roots (minutes); later runs reuse them (see piroot.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import piroot  # noqa: E402
+from piroot import ARCHES, ENVS, PiEnv, PiError  # noqa: E402
+
+REPO = HERE.parents[1]
+REQUIRE = os.environ.get(piroot.REQUIRE_ENV) == "1"
+BENCH_EXTRA = "--runs 3 --warmup 1"  # appended to pi:run's bench: emulation is ~200x slower than a Pi
+# int8 across *different* runtimes' kernels (ARM tflite-runtime 2.14 against x86 ai-edge-litert 2.3):
+# the most a raw uint8 output differs, in quanta (output steps of 1/256). Measured on these fixture
+# models: see docs/raspberry-pi.md, "What the ARM runs revealed".
+INT8_CROSS_RUNTIME_QUANTA = 2
+FLOAT_ATOL = 1e-5
+
+pytestmark = [pytest.mark.slow, pytest.mark.pi]
+
+
+def need_pi() -> None:
+    """Skip, naming why, where the emulated Pi cannot run; fail instead under POLYHEAD_REQUIRE_PI=1."""
+    problem = piroot.host_problem()
+    if problem:
+        if REQUIRE:
+            pytest.fail(f"{piroot.REQUIRE_ENV}=1 but the emulated Raspberry Pi cannot run here: {problem}")
+        pytest.skip(f"emulated Raspberry Pi unavailable: {problem}")
+
+
+# -- the files: models and images made on the host ------------------------------------------------
+
+
+def odd_images(out: Path) -> tuple[list[str], list[str]]:
+    """Real-world odd but valid images, and broken ones; returns (valid names, broken names)."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    rgb = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    rgb.convert("CMYK").save(out / "cmyk.jpg", quality=90)
+    rgb.convert("L").save(out / "grey.png")
+    Image.fromarray((rng.integers(0, 65536, (50, 40))).astype(np.uint16)).save(out / "deep16.png")
+    pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.info["transparency"] = 3
+    pal.save(out / "palette_alpha.png", transparency=3)
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (60, 80), dtype=np.uint8)))
+    rgba.save(out / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: the edge applies it
+    rgb.save(out / "exif6.jpg", exif=exif.tobytes(), quality=90)
+    rgb.resize((1, 1)).save(out / "one_pixel.png")
+    rgb.resize((400, 9)).save(out / "very_wide.bmp")
+    rgb.save(out / "anim.gif")
+    valid = sorted(p.name for p in out.iterdir())
+    data = (out / "exif6.jpg").read_bytes()
+    (out / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (out / "empty.png").write_bytes(b"")
+    (out / "not_an_image.jpg").write_text("this is text, not a JPEG\n")
+    return valid, ["empty.png", "not_an_image.jpg", "truncated.jpg"]
+
+
+@dataclass(frozen=True)
+class PiFiles:
+    models: Path
+    photos: Path  # valid images + labels.csv: pi:run's ~/photos
+    odd: Path  # photos plus broken images: the probe's folder
+    tampered: Path  # a folder with one tampered .tflite
+    pixels: Path  # pixels.npz: the valid images decoded on the host, for interpreter-only agreement
+    broken: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def pi_files(tmp_path_factory) -> PiFiles:
+    need_pi()
+    from edge_fixtures import build_models, make_images
+
+    base = tmp_path_factory.mktemp("pi-files")
+    models = build_models(base / "models")
+    photos = make_images(base / "photos", n=6)
+    _, broken = odd_images(base / "odd")
+    for p in photos.iterdir():
+        shutil.copy(p, base / "odd" / p.name)
+    for name in os.listdir(base / "odd"):
+        if name not in broken:
+            shutil.copy(base / "odd" / name, photos / name)
+    tampered = base / "tampered"
+    tampered.mkdir()
+    data = bytearray((models / "multihead.int8.tflite").read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the flatbuffer: the card's SHA-256 no longer matches
+    (tampered / "multihead.int8.tflite").write_bytes(bytes(data))
+    from edge_fixtures import SIZE
+
+    from edge.preprocess import load_image
+
+    pixels = {p.name: load_image(p, SIZE, SIZE) for p in sorted(photos.iterdir()) if p.name != "labels.csv"}
+    np.savez(base / "pixels.npz", **pixels)
+    return PiFiles(models, photos, base / "odd", tampered, base / "pixels.npz", tuple(broken))
+
+
+def _probe_on_host(python: str, files: PiFiles, reference: bool = False) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PROBE_REFERENCE_KERNELS", None)
+    if reference:
+        env["PROBE_REFERENCE_KERNELS"] = "1"
+        env["POLYHEAD_RUNTIME"] = "tflite-runtime"
+    proc = subprocess.run([python, str(HERE / "probe.py"), str(files.models), str(files.odd), str(files.pixels)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def host(pi_files) -> dict[str, dict]:
+    """The host's probe: ai-edge-litert x86 (optimised) and, from .venv-legacy, tflite-runtime 2.14's
+    reference kernels (the baseline ARM tflite-runtime matches bit for bit)."""
+    from edge.compat import legacy_python
+
+    out = {"ai-edge-litert": _probe_on_host(sys.executable, pi_files)}
+    legacy = legacy_python()
+    if legacy is not None:
+        out["tflite-runtime"] = _probe_on_host(legacy, pi_files, reference=True)
+    return out
+
+
+# -- one emulated environment, run as the docs say ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PiRun:
+    env: PiEnv
+    install_log: str
+    run: subprocess.CompletedProcess
+    tampered: subprocess.CompletedProcess
+    probe: dict
+    bench: dict
+
+
+def _activate_line(env: PiEnv) -> str:
+    lines = [ln.strip() for ln in piroot.block(env.install_block).splitlines()]
+    return next(ln for ln in lines if ln.startswith(". ") and ln.endswith("/bin/activate"))
+
+
+def _run_env(env: PiEnv, root: Path) -> PiRun:
+    """Install and run one environment in its (mounted, files copied) root, as the docs say."""
+    arch = ARCHES[env.arch]
+    install_log = piroot.install(root, arch, env)
+    act = _activate_line(env)
+    # pi:run in a folder of its own, so each environment's bench.json is its own.
+    work = f"{piroot.PI_HOME}/{env.name}"
+    run_block = piroot.block("run").replace("--out bench.json", f"--out bench.json {BENCH_EXTRA}")
+
+    def sh(script: str, what: str) -> subprocess.CompletedProcess:
+        return piroot.run_as_pi(root, arch, f"{act}\nmkdir -p {work} && cd {work}\n{script}", timeout=600,
+                                what=f"{env.name}: {what}")
+
+    run = sh(run_block, "docs block pi:run")
+    tampered = sh("polyhead-edge predict ~/tampered ~/photos", "tampered file")
+    probe = sh("python ~/probe.py ~/polyhead-models ~/odd ~/pixels.npz", "probe")
+    if probe.returncode != 0:
+        raise PiError(f"{env.name}: probe failed: {probe.stderr.strip().splitlines()[-1:]}")
+    bench_path = root / work.lstrip("/") / "bench.json"
+    bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
+    return PiRun(env, install_log, run, tampered, json.loads(probe.stdout), bench)
+
+
+def _run_arch(arch_name: str, files: PiFiles) -> dict[str, PiRun | str]:
+    """Build (or reuse) one architecture's root and run its environments one after the other (they
+    share the package source folder, which pip builds in); an environment's failure is its one line."""
+    arch = ARCHES[arch_name]
+    out: dict[str, PiRun | str] = {}
+    envs = [e for e in ENVS if e.arch == arch_name]
+    try:
+        root = piroot.build_root(arch, log=lambda m: print(m, file=sys.stderr))
+        home = root / piroot.PI_HOME.lstrip("/")
+        with piroot.mounted(root, arch):
+            piroot.copy_to_pi(root, files.models)
+            for name in ("photos", "odd", "tampered"):
+                shutil.rmtree(home / name, ignore_errors=True)
+                shutil.copytree(getattr(files, name), home / name)
+            shutil.copy(HERE / "probe.py", home / "probe.py")
+            shutil.copy(files.pixels, home / "pixels.npz")
+            for env in envs:
+                shutil.rmtree(home / env.name, ignore_errors=True)
+            subprocess.run(["chown", "-R", f"{piroot.PI_UID}:{piroot.PI_UID}", str(home)], check=True)
+            for env in envs:
+                try:
+                    out[env.name] = _run_env(env, root)
+                except PiError as e:
+                    out[env.name] = str(e)
+    except PiError as e:
+        for env in envs:
+            out.setdefault(env.name, str(e))
+    return out
+
+
+@pytest.fixture(scope="session")
+def pi_runs(request, pi_files) -> dict[str, PiRun | str]:
+    """The run of every selected environment (``-k arm64`` builds no armhf root); the architectures
+    in parallel, builds included."""
+    selected = {item.callspec.params["pi_run"].arch for item in request.session.items
+                if hasattr(item, "callspec") and "pi_run" in item.callspec.params}
+    arches = [a for a in ARCHES if a in selected]
+    with ThreadPoolExecutor(len(arches)) as pool:
+        parts = list(pool.map(lambda a: _run_arch(a, pi_files), arches))
+    return {k: v for part in parts for k, v in part.items()}
+
+
+# Found by these tests (docs/raspberry-pi.md, "What the ARM runs revealed"): under qemu, tflite-runtime
+# 2.14 segfaults running int8 models with its optimised kernels, on armhf (also without XNNPACK; its
+# reference kernels run) and on arm64 (the probe crashed). Not yet told apart from a qemu fault:
+# needs a real Pi. Strict, so a fix shows.
+TFLITE_INT8 = pytest.mark.xfail(strict=True, reason="tflite-runtime 2.14 on emulated ARM: optimised int8 kernels "
+                                                    "segfault under qemu (reference kernels work); unverified on a Pi")
+
+
+@pytest.fixture(params=[pytest.param(e, id=e.name, marks=[TFLITE_INT8] if e.runtime == "tflite-runtime" else [])
+                        for e in ENVS])
+def pi_run(request, pi_runs) -> PiRun:
+    result = pi_runs[request.param.name]
+    if isinstance(result, str):
+        pytest.fail(result)
+    return result
+
+
+# -- the checks -----------------------------------------------------------------------------------
+
+
+def test_docs_commands_run_on_the_pi(pi_run: PiRun):
+    """pi:install-* and pi:run, as the page shows them: info, predict, bench on the Pi's runtime."""
+    env, arch = pi_run.env, ARCHES[pi_run.env.arch]
+    assert pi_run.run.returncode == 0, f"{env.name}: pi:run failed:\n{pi_run.run.stderr[-3000:]}"
+    out = pi_run.run.stdout
+    assert f"runtime here: {env.runtime}" in out, out[:500]
+    assert out.count("loads here: yes") == 6, out
+    assert "multihead.int8: 1 file(s)" in out and "separate.float32: 2 file(s)" in out
+    assert "accuracy over 6 labelled images (multihead.int8)" in out
+    assert pi_run.probe["machine"] == arch.machine and pi_run.probe["runtime"] == env.runtime
+    # The edge code that ran is this checkout's, installed into the venv (not a stale copy, not the source tree).
+    assert "/site-packages/edge" in pi_run.probe["edge_path"], pi_run.probe["edge_path"]
+    here = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((REPO / "edge").glob("*.py"))}
+    assert pi_run.probe["edge_sources"] == here
+    bench = pi_run.bench
+    assert bench["machine"] == arch.machine and bench["runtime"] == env.runtime and bench["runs"] == 3
+    assert sorted(bench["variants"]) == ["joint.float32", "joint.int8", "multihead.float32", "multihead.int8",
+                                         "separate.float32"]
+    for vid, v in bench["variants"].items():
+        assert v.get("error") is None, (vid, v.get("error"))
+        assert v["errors"] == 0 and v["interpreter_ms"]["p50"] > 0 and v["accuracy"]["n"] == 6, vid
+
+
+def test_tampered_file_is_one_line(pi_run: PiRun):
+    proc = pi_run.tampered
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "multihead.int8.tflite" in lines[0] and "Traceback" not in proc.stderr, lines[0]
+
+
+def test_predictions_agree_with_the_host(pi_run: PiRun, host):
+    """On identical (host-decoded) pixels, every model's raw outputs: float32 within 1e-5 of x86
+    ai-edge-litert; int8 bit-identical to the same runtime's x86 kernels (ai-edge-litert: its
+    optimised ones; tflite-runtime 2.14: its reference ones) and within INT8_CROSS_RUNTIME_QUANTA of
+    x86 ai-edge-litert."""
+    env = pi_run.env
+    if env.runtime not in host:
+        if REQUIRE or os.environ.get("POLYHEAD_REQUIRE_LEGACY") == "1":
+            pytest.fail(f"no .venv-legacy on the host for the {env.runtime} x86 reference")
+        pytest.skip(f"no .venv-legacy on the host (make setup-legacy): no {env.runtime} x86 reference")
+    pi, litert, same = pi_run.probe["given"], host["ai-edge-litert"]["given"], host[env.runtime]["given"]
+    precision = {name: e["precision"] for name, e in pi_run.probe["raw"].items()}
+    assert sorted(pi) == sorted(litert) and len(pi) == 6
+    worst_cross = 0
+    for name, per_image in pi.items():
+        assert sorted(per_image) == sorted(litert[name]) and len(per_image) >= 14
+        for image, outputs in per_image.items():
+            for key, got in outputs.items():
+                a, b = np.array(got, dtype=np.float64), np.array(litert[name][image][key], dtype=np.float64)
+                if precision[name] == "float32":
+                    np.testing.assert_allclose(a, b, atol=FLOAT_ATOL, err_msg=f"{env.name} {name} {image} {key}")
+                else:
+                    ref = np.array(same[name][image][key])
+                    assert np.array_equal(a, ref), (env.name, name, image, key, a.tolist(), ref.tolist())
+                    worst_cross = max(worst_cross, int(np.abs(a - b).max()))
+    print(f"{env.name}: int8 against x86 ai-edge-litert: at most {worst_cross} quanta")
+    assert worst_cross <= INT8_CROSS_RUNTIME_QUANTA, (env.name, worst_cross)
+
+
+def test_decoding_agrees_with_the_host(pi_run: PiRun, host):
+    """The same image gives the same pixels on the Pi, except JPEG decoding by another libjpeg build,
+    which may differ by a few levels; broken images give the same one-line error."""
+    pi, litert = pi_run.probe["raw"], host["ai-edge-litert"]["raw"]
+    for name, entry in pi.items():
+        for image, got in entry["images"].items():
+            want = litert[name]["images"][image]
+            if "error" in want:
+                assert got.get("error") == want["error"], (image, got.get("error"), want["error"])
+                continue
+            a, b = np.array(got["_pixels"], dtype=int), np.array(want["_pixels"], dtype=int)
+            if not image.endswith(".jpg"):
+                assert np.array_equal(a, b), (pi_run.env.name, image)
+            else:
+                assert np.abs(a - b).max() <= 8, (pi_run.env.name, image, int(np.abs(a - b).max()))
+
+
+def test_cli_predict_matches_the_host(pi_run: PiRun, host, pi_files):
+    """`predict --format jsonl` of every variant over the odd folder: same labels as the host for
+    float32, the broken images as error records, exit status 1 (some images failed)."""
+    pi, ref = pi_run.probe["predict"], host["ai-edge-litert"]["predict"]
+    assert sorted(pi) == sorted(ref) and len(pi) == 5
+    for vid in pi:
+        assert pi[vid]["exit"] == 1, (vid, pi[vid]["exit"])
+        got = {r["image"]: r for r in pi[vid]["records"]}
+        want = {r["image"]: r for r in ref[vid]["records"]}
+        assert sorted(got) == sorted(want) and len(got) == len(os.listdir(pi_files.odd)) - 1  # minus labels.csv
+        for image in pi_files.broken:
+            assert "error" in got[image] and got[image]["error"] == want[image]["error"], image
+        if "float32" in vid:
+            for image, r in got.items():
+                if "error" not in r and not image.endswith(".jpg"):
+                    assert {h: v["label"] for h, v in r["heads"].items()} == \
+                           {h: v["label"] for h, v in want[image]["heads"].items()}, (vid, image)
