@@ -40,8 +40,9 @@ def interpreter_class():
 
 def raw_outputs(models: Path, images: list[Path], cls) -> dict:
     """{file: {image: {card output key: raw output list} or {"error": one line}}}."""
-    from edge.preprocess import load_image
     from edge.runtime import Model
+
+    from edge.preprocess import load_image
 
     out = {}
     for path in sorted(models.glob("*.tflite")):
@@ -65,7 +66,6 @@ def raw_outputs(models: Path, images: list[Path], cls) -> dict:
 def given_pixels(models: Path, pixels_npz: Path, cls) -> dict:
     """{file: {name: {card output key: raw output list}}} for the host-decoded pixels in ``pixels_npz``."""
     import numpy as np
-
     from edge.runtime import Model
 
     with np.load(pixels_npz, allow_pickle=False) as npz:
@@ -82,8 +82,9 @@ def given_pixels(models: Path, pixels_npz: Path, cls) -> dict:
 
 def cli_predictions(models: Path, image_dir: Path) -> dict:
     """`polyhead-edge predict MODELS IMAGES --variant V --format jsonl` for every variant, in this process."""
-    from edge.cli import main
     from edge.runtime import discover
+
+    from edge.cli import main
 
     out = {}
     for vid in sorted(discover(models)):
