@@ -219,11 +219,11 @@ def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, image
 
 
 def _load_keras(path: Path) -> Any:
-    from train.models import ModelError, load_model
+    from train.models import KerasModelError, load_model
 
     try:
         return load_model(path)
-    except ModelError as e:
+    except KerasModelError as e:
         raise ConvertError(str(e)) from None
 
 

@@ -68,9 +68,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from edge.schema import SchemaError
     from train.backbones import BackboneError, WeightsError
     from train.fit import TrainError
-    from train.models import ModelError
+    from train.models import KerasModelError
 
-    return TrainError, BackboneError, WeightsError, ModelError, SchemaError, DatasetError, OSError
+    return TrainError, BackboneError, WeightsError, KerasModelError, SchemaError, DatasetError, OSError
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,7 +84,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 @click.option("--learning-rate", type=float, help=f"Adam learning rate (default {DEFAULTS['learning_rate']})")
 @click.option("--seed", type=int, help=f"default {DEFAULTS['seed']}")
 @click.option("--weights", help="none | imagenet (installed package or keras cache ~/.keras/models, never "
-                                f"downloaded) | PATH.h5 (default {DEFAULTS['weights']})")
+                                f"downloaded) | PATH.h5 | PATH.pth (EfficientNet-Lite) (default {DEFAULTS['weights']})")
 @click.option("--protocol", type=click.Choice(list(_P)),
               help=f"frozen | fine-tune | scratch: sets weights (scratch), --freeze-base, --warmup-epochs and "
                    f"--fine-tune-learning-rate as train/defaults.py says; flags given win (default {_D.protocol})")

@@ -24,7 +24,7 @@ from edge.schema import JOINT_OUTPUT, LabelSchema
 BACKBONE_LAYER = "backbone"
 
 
-class ModelError(ValueError):
+class KerasModelError(ValueError):
     """A model cannot be built or loaded (one line naming the value or file)."""
 
 
@@ -49,7 +49,7 @@ def model_units(approach: str, schema: LabelSchema) -> tuple[ModelUnit, ...]:
         return (ModelUnit("joint", model_stem("joint"), (JOINT_OUTPUT,)),)
     if approach == "separate":
         return tuple(ModelUnit("separate", model_stem("separate", h), (h,)) for h in schema.head_names)
-    raise ModelError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={approach!r}")
+    raise KerasModelError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={approach!r}")
 
 
 def output_classes(schema: LabelSchema, output: str) -> int:
@@ -143,9 +143,9 @@ def load_model(path: str | Path, compile: bool = False) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: model file not found")
+        raise KerasModelError(f"{path}: model file not found")
     try:
         return keras.saving.load_model(str(path), compile=compile, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - a broken/hostile file is one line, not a traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: cannot load model: {first}") from None
+        raise KerasModelError(f"{path}: cannot load model: {first}") from None
