@@ -98,8 +98,8 @@ paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientn
 	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(PAPER_WEIGHTS) --epochs $(EPOCHS) \
 	  --num-images $(NUM_IMAGES) --threads $(THREADS) --seed $(SEED)
 
-compare: $(STAMP) ## scratch vs frozen pretrained vs fine-tuned, all approaches: runs/compare/compare.md
-	$(BIN)/python -m report.compare --data $(DATA) --out runs/compare --seed $(SEED)
+compare: $(STAMP) ## scratch vs frozen vs fine-tuned, all approaches, on its own 600-image set: runs/compare/compare.md
+	$(BIN)/python -m report.compare --out runs/compare --seed $(SEED)
 
 test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) test-pi ## every test: slow, tflite-runtime 2.14, MediaPipe and emulated Raspberry Pi ones
 	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 POLYHEAD_REQUIRE_PI=1 $(BIN)/python -m pytest --ignore=tests/pi $(PYTEST_ARGS)
