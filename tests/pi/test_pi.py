@@ -335,7 +335,8 @@ def test_cli_predict_matches_the_host(pi_run: PiRun, host, pi_files):
         want = {r["image"]: r for r in ref[vid]["records"]}
         assert sorted(got) == sorted(want) and len(got) == len(os.listdir(pi_files.odd)) - 1  # minus labels.csv
         for image in pi_files.broken:
-            assert "error" in got[image] and got[image]["error"] == want[image]["error"], image
+            # The message names the file by its path, which differs (~/odd on the Pi): compare what follows.
+            assert "error" in got[image] and got[image]["error"].split(image)[-1] == want[image]["error"].split(image)[-1], image
         if "float32" in vid:
             for image, r in got.items():
                 if "error" not in r and not image.endswith(".jpg"):
