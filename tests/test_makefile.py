@@ -14,28 +14,24 @@ REPO = Path(__file__).resolve().parents[1]
 MAKEFILE = REPO / "Makefile"
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed here")
 
-# Which variables each target's command must carry. Rows another engineer fixes on their own branch
-# are marked in PENDING; drop a mark once that branch is merged (a fixed row then shows as XPASS).
+# Which variables each target's command must carry.
 USES = {
-    "all": ("DATA", "RUN", "BACKBONE", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "WEIGHTS", "NUM_IMAGES", "SYNTH_SIZE",
-            "HOLDOUT", "PRECISIONS", "THREADS", "RUNS", "SEED"),
+    "all": ("DATA", "RUN", "BACKBONE", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "WEIGHTS", "PROTOCOL", "NUM_IMAGES",
+            "SYNTH_SIZE", "HOLDOUT", "PRECISIONS", "THREADS", "RUNS", "SEED"),
     "data": ("DATA", "NUM_IMAGES", "SYNTH_SIZE", "HOLDOUT", "SEED"),
-    "train": ("DATA", "BACKBONE", "APPROACHES", "RUN", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "WEIGHTS", "SEED"),
+    "train": ("DATA", "BACKBONE", "APPROACHES", "RUN", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "WEIGHTS", "PROTOCOL",
+              "SEED"),
     "convert": ("RUN", "PRECISIONS"),
     "bench": ("RUN", "THREADS", "RUNS"),
     "report": ("RUN",),
-    "paper": ("DATA", "WEIGHTS", "EPOCHS", "NUM_IMAGES", "THREADS", "SEED"),
+    "paper": ("DATA", "PAPER_WEIGHTS", "EPOCHS", "NUM_IMAGES", "THREADS", "SEED"),
+    "compare": ("SEED",),
     "test": ("PYTEST_ARGS",),
     "test-fast": ("PYTEST_ARGS",),
     "test-pi": ("PYTEST_ARGS",),
     "setup": ("PY",),
     "setup-legacy": ("PY_LEGACY",),
-}
-PENDING = {
-    ("bench", "RUN"): "fixed by the bench engineer (issue 17 item 4: make bench ignores RUN and RUNS)",
-    ("bench", "RUNS"): "fixed by the bench engineer (issue 17 item 4: make bench ignores RUN and RUNS)",
-    **{("paper", v): "fixed by the protocol engineer (issue 17 item 4: make paper ignores it)"
-       for v in ("EPOCHS", "NUM_IMAGES", "THREADS", "SEED")},
+    "setup-mediapipe": ("PY_MEDIAPIPE",),
 }
 # Variables no target passes on, and why.
 UNUSED = {"PYTEST_ARGS": None}
@@ -47,7 +43,7 @@ def makefile_variables() -> list[str]:
 
 def dry_run(*args: str, built: bool = True) -> str:
     """`make -n`; ``built``: with the environments treated as built, so only the target's own commands print."""
-    old = ["-o", ".venv/.installed", "-o", ".venv-legacy/.installed"] if built else []
+    old = ["-o", ".venv/.installed", "-o", ".venv-legacy/.installed", "-o", ".venv-mediapipe/.installed"] if built else []
     proc = subprocess.run(["make", "-n", *old, *args],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -62,17 +58,16 @@ def test_every_variable_is_in_the_table():
 def _rows():
     for target, variables in USES.items():
         for var in variables:
-            marks = [pytest.mark.xfail(reason=PENDING[(target, var)], strict=False)] if (target, var) in PENDING else []
-            yield pytest.param(target, var, marks=marks, id=f"{target}-{var}")
+            yield pytest.param(target, var, id=f"{target}-{var}")
 
 
 @pytest.mark.parametrize("target, var", list(_rows()))
 def test_variable_reaches_the_command(target, var):
     value = f"sentinel_{var.lower()}_7"
     args = [f"{var}={value}", target]
-    if target in ("setup", "setup-legacy"):
+    if target in ("setup", "setup-legacy", "setup-mediapipe"):
         args = ["-W", "pyproject.toml", *args]  # the stamp's recipe prints only when it is out of date
-    out = dry_run(*args, built=target not in ("setup", "setup-legacy"))
+    out = dry_run(*args, built=target not in ("setup", "setup-legacy", "setup-mediapipe"))
     commands = [ln for ln in out.splitlines() if value in ln]
     assert commands, f"make -n {' '.join(args)}: {value} is in no command:\n{out}"
 
@@ -89,9 +84,9 @@ def test_help_shows_the_values_in_force():
 
 
 def test_test_targets_require_the_environment_tests():
-    """`make test` turns the environment skips (legacy runtime, emulated Pi) into failures."""
+    """`make test` turns the environment skips (legacy runtime, MediaPipe, emulated Pi) into failures."""
     out = dry_run("test")
     line = next(ln for ln in out.splitlines() if "pytest --ignore=tests/pi" in ln)
-    assert "POLYHEAD_REQUIRE_LEGACY=1" in line and "POLYHEAD_REQUIRE_PI=1" in line
+    assert all(f"POLYHEAD_REQUIRE_{env}=1" in line for env in ("LEGACY", "MEDIAPIPE", "PI"))
     pi = next(ln for ln in out.splitlines() if "pytest tests/pi" in ln)
     assert "POLYHEAD_REQUIRE_PI=1" in pi and "tests/pi/piroot.py setup-host" in out
