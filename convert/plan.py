@@ -8,7 +8,6 @@ state instead of the previous one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from convert.specs import resolve_approach, resolve_precision
 from convert.tflite import ConversionSettings, settings_for
 from edge.card import ModelCard, split_model_stem
 from edge.interpreter import dist_version
-from edge.io import atomic_write_json
+from edge.io import atomic_write_json, file_sha256
 from edge.records import ConvertRecord, ConvertSettings
 from edge.schema import LabelSchema, SchemaError
 
@@ -86,13 +85,6 @@ def find_models(run_dir: Path, schema: LabelSchema) -> list[SourceModel]:
         found.append(SourceModel(f, stem, approach, unit.heads))
     return found
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

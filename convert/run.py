@@ -33,13 +33,13 @@ from convert.plan import (
     Log,
     RunState,
     SourceModel,
-    file_sha256,
     plan,
     tflite_stem,
 )
 from convert.summary import DeviceCheck, refresh_verdicts, summarise
 from convert.tflite import ConversionSettings
 from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard
+from edge.io import file_sha256
 from edge.records import CheckRecord, ConvertFile, ConvertRecord, InputRecord, RuntimeCompat, SourceRecord
 from edge.schema import LabelSchema
 

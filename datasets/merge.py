@@ -20,7 +20,6 @@ only become one dataset whose rows carry the labels they have. Rules:
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import posixpath
 import shutil
@@ -44,6 +43,7 @@ from datasets.folder import (
     read_meta,
     write_labels_csv,
 )
+from edge.io import file_sha256
 
 SOURCE = "merge"
 DEFAULT_SPLIT_POLICY = "hash:80/10/10"
@@ -172,13 +172,6 @@ def _read_source(root: Path, allow_outside_paths: bool) -> tuple[list[str], list
     return heads, rows, unlabelled
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def merge_datasets(
     sources: Sequence[str | os.PathLike],
@@ -214,7 +207,7 @@ def merge_datasets(
         unlabelled += skipped
         heads += [h for h in src_heads if h not in heads]
         for row in rows:
-            digest = _sha256(row.path)
+            digest = file_sha256(row.path)
             prev = merged.get(digest)
             if prev is None:
                 merged[digest] = row

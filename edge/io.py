@@ -44,3 +44,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     import json
 
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (the host's one file hash: checkpoints,
+    converted models, images to deduplicate)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

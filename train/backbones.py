@@ -35,11 +35,12 @@ documented names a user places in ``~/.keras/models`` (see ``BackboneSpec.imagen
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edge.io import file_sha256
 
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"
@@ -180,7 +181,7 @@ def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwar
         return {"weights": WEIGHTS_NONE, "file": None, "sha256": None}
     if weights == WEIGHTS_IMAGENET and spec.imagenet_package is not None:
         path = spec.imagenet_package.locate()
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != spec.imagenet_package.sha256:
             raise WeightsError(f"{path}: SHA-256 {digest} does not match the recorded "
                                f"{spec.imagenet_package.sha256}: the file is damaged or was tampered with; "
@@ -202,15 +203,8 @@ def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwar
             raise WeightsError(f"{path}: weights file not found")
         if path.suffix in TORCH_SUFFIXES and spec.checkpoint_loader is None:
             raise WeightsError(f"{path}: backbone '{name}' cannot load torch checkpoints (only .h5 files)")
-    return {"weights": weights, "file": str(path), "sha256": _sha256(path)}
+    return {"weights": weights, "file": str(path), "sha256": file_sha256(path)}
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def create_backbone(
