@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from test_datasets_stanford import _cells, _struct  # the .mat writers of the layout fixtures
 
 from datasets.folder import load_dataset
 from datasets.stanford_cars import class_names, import_stanford_cars, parse_class_name
@@ -41,19 +42,6 @@ def _image(c: int, k: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "JPEG", quality=95)
     return buf.getvalue()
-
-
-def _struct(rows: list[dict]) -> np.ndarray:
-    fields = list(rows[0])
-    arr = np.zeros((1, len(rows)), dtype=[(f, "O") for f in fields])
-    for i, row in enumerate(rows):
-        for f in fields:
-            arr[0, i][f] = row[f]
-    return arr
-
-
-def _cells(names) -> np.ndarray:
-    return np.array(list(names), dtype=object).reshape(1, -1)
 
 
 BOX = {"bbox_x1": 1, "bbox_y1": 1, "bbox_x2": 24, "bbox_y2": 16}
