@@ -251,25 +251,114 @@ def _probs_on_features(head_layers: dict[str, Any], feats: np.ndarray) -> dict[s
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def add_heads(
-    run: str | Path,
-    data: str | Path,
-    heads: Sequence[str],
-    out: str | Path,
-    retrain_joint: bool = False,
-    verbose: int = 0,
-    log: Any = print,
-) -> dict[str, Any]:
-    """Write ``out``: the run ``run`` grown by ``heads`` (labels from dataset ``data``); return its train.json.
+@dataclasses.dataclass(frozen=True)
+class _Growth:
+    """What growing one approach needs: the settings, both schemas, the features and where to write."""
 
-    Raises AddHeadError (one line) on a head named twice or already present, a DATA without a
-    head's column, images that do not fit the run's input, a fine-tuned run or an occupied ``out``.
-    ``out`` appears complete or not at all; ``run`` is never modified.
-    """
+    cfg: Any
+    schema: LabelSchema
+    old: LabelSchema
+    new_heads: tuple[str, ...]
+    feats: dict[str, np.ndarray]
+    arrays: dict[str, Any]
+    backbone: Any
+    run: Path
+    tmp: Path
+    verbose: int
+
+
+@dataclasses.dataclass
+class _Grown:
+    """One approach after growing: its files, models, each model's head layers, and training seconds."""
+
+    files: list[str]
+    models: list[Any]
+    layers_by_model: list[dict[str, Any]]
+    train_s: float = 0.0
+
+
+def _grow_multihead(job: _Growth, old_model: Any) -> _Grown:
+    """models/multihead.keras with the old heads' layers (bit for bit) and the new heads trained."""
+    t0 = time.perf_counter()
+    trained = _train_heads(job.cfg, job.schema, job.new_heads, job.feats, job.arrays, job.verbose)
+    train_s = time.perf_counter() - t0
+    layers = {h: old_model.get_layer(h) for h in job.old.head_names}
+    layers.update({h: trained[h] for h in job.new_heads})
+    model = _assemble(old_model.name, old_model.get_layer(BACKBONE_LAYER), layers, job.cfg.image_size)
+    _save(model, job.tmp / "models" / "multihead.keras")
+    return _Grown(["models/multihead.keras"], [model], [layers], train_s)
+
+
+def _grow_separate(job: _Growth, trained: dict[str, Any]) -> _Grown:
+    """The old single-head files copied byte for byte, plus one new model per new head."""
+    grown = _Grown([], [], [])
+    for h in job.old.head_names:
+        name = f"models/separate.{h}.keras"
+        (job.tmp / "models").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(job.run / name, job.tmp / name)  # untouched: byte for byte
+        m = load_model(job.run / name)
+        grown.files.append(name)
+        grown.models.append(m)
+        grown.layers_by_model.append({h: m.get_layer(h)})
+    for h in job.new_heads:
+        if len(job.new_heads) == 1 and h in trained:
+            # Alone, the multihead's new head had the same rows, initialiser and batches
+            # as a separate one would: the same weights, so it is reused, not retrained.
+            layer = trained[h]
+        else:
+            t0 = time.perf_counter()
+            layer = _train_heads(job.cfg, job.schema, (h,), job.feats, job.arrays, job.verbose)[h]
+            grown.train_s += time.perf_counter() - t0
+        m = _assemble(f"separate_{h}", job.backbone, {h: layer}, job.cfg.image_size)
+        _save(m, job.tmp / "models" / f"separate.{h}.keras")
+        grown.files.append(f"models/separate.{h}.keras")
+        grown.models.append(m)
+        grown.layers_by_model.append({h: layer})
+    return grown
+
+
+def _grow_joint(job: _Growth, data: str | Path) -> _Grown:
+    """The joint model retrained over the grown label combinations (on request only)."""
+    if not job.schema.num_combinations:
+        raise AddHeadError(f"{data}: no train row is labelled for every head; joint cannot be retrained")
+    t0 = time.perf_counter()
+    joint_layers = _train_heads(job.cfg, job.schema, (JOINT_OUTPUT,), job.feats, job.arrays, job.verbose)
+    train_s = time.perf_counter() - t0
+    m = _assemble("joint", job.backbone, joint_layers, job.cfg.image_size)
+    _save(m, job.tmp / "models" / "joint.keras")
+    return _Grown(["models/joint.keras"], [m], [joint_layers], train_s)
+
+
+def _approach_record(approach: str, grown: _Grown, job: _Growth, parent: dict[str, Any],
+                     started: float) -> dict[str, Any]:
+    """train.json's record of one grown approach, scored on the cached features of every split."""
     from train.macc import approach_costs
 
-    t_start = time.perf_counter()
-    run, out = Path(run), Path(out)
+    metrics = {}
+    for split in (s for s in EVAL_SPLITS if s in job.arrays):
+        outs: dict[str, np.ndarray] = {}
+        for layers in grown.layers_by_model:
+            outs.update(_probs_on_features(layers, job.feats[split]))
+        metrics[split] = split_metrics(job.schema, variant_probs(job.schema, outs), job.arrays[split])
+    outputs = [o for layers in grown.layers_by_model for o in layers]
+    return {
+        "approach": approach,
+        "train_n": {o: int(job.arrays["train"].labelled(o).sum()) for o in outputs},
+        "files": grown.files,
+        **approach_costs(grown.models),
+        "keras_bytes": sum((job.tmp / f).stat().st_size for f in grown.files),
+        # The parent's training plus this run's training of the added heads.
+        "train_wall_s": round(float(parent.get("train_wall_s", 0.0)) + grown.train_s, 3),
+        "feature_extract_s": round(float(parent.get("feature_extract_s", 0.0)), 3),
+        "epochs": job.cfg.epochs,
+        "metrics": metrics,
+        "added_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def _check_request(run: Path, heads: Sequence[str], out: Path,
+                   retrain_joint: bool) -> tuple[_RunInfo, tuple[str, ...], list[str]]:
+    """The run, the new heads and the approaches to grow, or one AddHeadError line saying why not."""
     if not run.is_dir():
         raise AddHeadError(f"{run}: run folder not found")
     info = _read_run(run)
@@ -288,18 +377,32 @@ def add_heads(
     if approaches == ["joint"] and not retrain_joint:
         raise AddHeadError(f"{run}: holds only the joint approach, which cannot grow a head without retraining "
                            "its output layer; pass --retrain-joint")
+    return info, new_heads, approaches
 
-    ds = grown_dataset(data, old, new_heads, cfg.allow_outside_paths)
-    schema = ds.schema
-    new_cfg = dataclasses.replace(cfg, data=str(data), out=str(out),
-                                  approaches=tuple(a for a in cfg.approaches
-                                                   if a in approaches and (a != "joint" or retrain_joint)))
 
-    # Every model of a frozen-base run has the same backbone weights: one feature per image, read
-    # from the run's feature store where the run saw the image, extracted now otherwise.
+def _write_run(tmp: Path, backbone: Any, arrays: dict[str, Any], cfg: Any, schema: LabelSchema,
+               record: dict[str, Any]) -> None:
+    """The new run's feature store, config.json, schema.json and train.json, into its temp folder."""
+    from train.features import image_key, save_features
+    from train.fit import weights_fingerprint
+
+    # The new run keeps a feature store too, so a later add-head on it needs no image either.
+    save_features(tmp, weights_fingerprint(backbone), [image_key(p) for a in arrays.values() for p in a.paths],
+                  np.concatenate([a.images for a in arrays.values()]))
+    atomic_write_json(tmp / CONFIG_FILE, cfg.to_dict())
+    schema.save(tmp / "schema.json")
+    atomic_write_json(tmp / TRAIN_JSON, record)
+
+
+def _features(run: Path, approaches: list[str], ds: Any, image_size: Any,
+              data: str | Path) -> tuple[Any, Any, dict[str, Any], int, int, float]:
+    """The run's first model, its frozen backbone and every split's features, with how many came
+    from the run's feature store and how many were extracted now, and the seconds that took."""
     from train.features import load_features
     from train.fit import weights_fingerprint
 
+    # Every model of a frozen-base run has the same backbone weights: one feature per image, read
+    # from the run's feature store where the run saw the image, extracted now otherwise.
     first_file = (run / "models" / "multihead.keras") if "multihead" in approaches else \
         next(iter(sorted((run / "models").glob("*.keras"))), None)
     if first_file is None:
@@ -308,11 +411,41 @@ def add_heads(
     backbone = first_model.get_layer(BACKBONE_LAYER)
     backbone.trainable = False
     t0 = time.perf_counter()
-    arrays, hits, extracted = split_features(ds, cfg.image_size, backbone,
+    arrays, hits, extracted = split_features(ds, image_size, backbone,
                                              load_features(run, weights_fingerprint(backbone)))
     extract_s = time.perf_counter() - t0
     if "train" not in arrays or arrays["train"].n == 0:
         raise AddHeadError(f"{data}: no train rows")
+    return first_model, backbone, arrays, hits, extracted, extract_s
+
+
+def add_heads(
+    run: str | Path,
+    data: str | Path,
+    heads: Sequence[str],
+    out: str | Path,
+    retrain_joint: bool = False,
+    verbose: int = 0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Write ``out``: the run ``run`` grown by ``heads`` (labels from dataset ``data``); return its train.json.
+
+    Raises AddHeadError (one line) on a head named twice or already present, a DATA without a
+    head's column, images that do not fit the run's input, a fine-tuned run or an occupied ``out``.
+    ``out`` appears complete or not at all; ``run`` is never modified.
+    """
+    t_start = time.perf_counter()
+    run, out = Path(run), Path(out)
+    info, new_heads, approaches = _check_request(run, heads, out, retrain_joint)
+    cfg, old = info.cfg, info.schema
+
+    ds = grown_dataset(data, old, new_heads, cfg.allow_outside_paths)
+    schema = ds.schema
+    new_cfg = dataclasses.replace(cfg, data=str(data), out=str(out),
+                                  approaches=tuple(a for a in cfg.approaches
+                                                   if a in approaches and (a != "joint" or retrain_joint)))
+
+    first_model, backbone, arrays, hits, extracted, extract_s = _features(run, approaches, ds, cfg.image_size, data)
     feats = {s: a.images for s, a in arrays.items()}
     log(f"features: {hits} images from the run's feature store, {extracted} extracted now")
 
@@ -324,80 +457,23 @@ def add_heads(
         train_s = 0.0
         for approach in approaches:
             t_a = time.perf_counter()
-            files: list[str] = []
-            models: list[Any] = []
-            layers_by_model: list[dict[str, Any]] = []
-            added_train_s = 0.0
+            if approach == "joint" and not retrain_joint:
+                notes.append("joint left out: one softmax over label combinations cannot grow a head "
+                             "without retraining its output layer (pass --retrain-joint to retrain it)")
+                continue
+            job = _Growth(cfg, schema, old, new_heads, feats, arrays, backbone, run, tmp, verbose)
             if approach == "multihead":
-                t0 = time.perf_counter()
-                trained = _train_heads(cfg, schema, new_heads, feats, arrays, verbose)
-                added_train_s = time.perf_counter() - t0
-                old_model = first_model  # models/multihead.keras
-                layers = {h: old_model.get_layer(h) for h in old.head_names}
-                layers.update({h: trained[h] for h in new_heads})
-                model = _assemble(old_model.name, old_model.get_layer(BACKBONE_LAYER), layers, cfg.image_size)
-                _save(model, tmp / "models" / "multihead.keras")
-                files, models, layers_by_model = ["models/multihead.keras"], [model], [layers]
+                grown = _grow_multihead(job, first_model)
+                trained = {h: grown.layers_by_model[0][h] for h in new_heads}
             elif approach == "separate":
-                for h in old.head_names:
-                    name = f"models/separate.{h}.keras"
-                    (tmp / "models").mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(run / name, tmp / name)  # untouched: byte for byte
-                    m = load_model(run / name)
-                    files.append(name)
-                    models.append(m)
-                    layers_by_model.append({h: m.get_layer(h)})
-                for h in new_heads:
-                    if len(new_heads) == 1 and h in trained:
-                        # Alone, the multihead's new head had the same rows, initialiser and batches
-                        # as a separate one would: the same weights, so it is reused, not retrained.
-                        layer = trained[h]
-                    else:
-                        t0 = time.perf_counter()
-                        layer = _train_heads(cfg, schema, (h,), feats, arrays, verbose)[h]
-                        added_train_s += time.perf_counter() - t0
-                    m = _assemble(f"separate_{h}", backbone, {h: layer}, cfg.image_size)
-                    _save(m, tmp / "models" / f"separate.{h}.keras")
-                    files.append(f"models/separate.{h}.keras")
-                    models.append(m)
-                    layers_by_model.append({h: layer})
-            elif approach == "joint":
-                if not retrain_joint:
-                    notes.append("joint left out: one softmax over label combinations cannot grow a head "
-                                 "without retraining its output layer (pass --retrain-joint to retrain it)")
-                    continue
-                if not schema.num_combinations:
-                    raise AddHeadError(f"{data}: no train row is labelled for every head; joint cannot be retrained")
-                t0 = time.perf_counter()
-                joint_layers = _train_heads(cfg, schema, (JOINT_OUTPUT,), feats, arrays, verbose)
-                added_train_s = time.perf_counter() - t0
-                m = _assemble("joint", backbone, joint_layers, cfg.image_size)
-                _save(m, tmp / "models" / "joint.keras")
-                files, models, layers_by_model = ["models/joint.keras"], [m], [joint_layers]
+                grown = _grow_separate(job, trained)
+            else:
+                grown = _grow_joint(job, data)
                 notes.append(f"joint retrained on {int(arrays['train'].labelled(JOINT_OUTPUT).sum())} train rows "
                              "labelled for every head")
-            metrics = {}
-            for split in (s for s in EVAL_SPLITS if s in arrays):
-                outs: dict[str, np.ndarray] = {}
-                for layers in layers_by_model:
-                    outs.update(_probs_on_features(layers, feats[split]))
-                metrics[split] = split_metrics(schema, variant_probs(schema, outs), arrays[split])
             parent = info.record.get("variants", {}).get(approach, {})
-            outputs = [o for layers in layers_by_model for o in layers]
-            variants[approach] = {
-                "approach": approach,
-                "train_n": {o: int(arrays["train"].labelled(o).sum()) for o in outputs},
-                "files": files,
-                **approach_costs(models),
-                "keras_bytes": sum((tmp / f).stat().st_size for f in files),
-                # The parent's training plus this run's training of the added heads.
-                "train_wall_s": round(float(parent.get("train_wall_s", 0.0)) + added_train_s, 3),
-                "feature_extract_s": round(float(parent.get("feature_extract_s", 0.0)), 3),
-                "epochs": cfg.epochs,
-                "metrics": metrics,
-                "added_s": round(time.perf_counter() - t_a, 3),
-            }
-            train_s += added_train_s
+            variants[approach] = _approach_record(approach, grown, job, parent, t_a)
+            train_s += grown.train_s
         wall = time.perf_counter() - t_start
         record = {
             **{k: v for k, v in info.record.items() if k not in ("variants", "dataset", "data", "versions")},
@@ -419,14 +495,7 @@ def add_heads(
                 "notes": notes,
             },
         }
-        # The new run keeps a feature store too, so a later add-head on it needs no image either.
-        from train.features import image_key, save_features
-
-        save_features(tmp, weights_fingerprint(backbone), [image_key(p) for a in arrays.values() for p in a.paths],
-                      np.concatenate([a.images for a in arrays.values()]))
-        atomic_write_json(tmp / CONFIG_FILE, new_cfg.to_dict())
-        schema.save(tmp / "schema.json")
-        atomic_write_json(tmp / TRAIN_JSON, record)
+        _write_run(tmp, backbone, arrays, new_cfg, schema, record)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
