@@ -133,6 +133,19 @@ def _image_root(root: Path, meta: dict[str, Any]) -> Path:
     return image_root
 
 
+def read_csv_rows(csv_path: Path) -> list[list[str]]:
+    """Every row of a labels.csv (a spreadsheet's BOM tolerated); a one-line DatasetError if it cannot
+    be read or is empty."""
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{csv_path}: cannot read: {e}") from None
+    if not rows:
+        raise DatasetError(f"{csv_path}: empty file (expected a header: image,split,<head>...)")
+    return rows
+
+
 def load_dataset(
     root: str | os.PathLike,
     allow_outside_paths: bool = False,
@@ -154,13 +167,7 @@ def load_dataset(
     meta = read_meta(root)
     image_root = _image_root(root, meta)
 
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{csv_path}: cannot read: {e}") from None
-    if not rows:
-        raise DatasetError(f"{csv_path}: empty file (expected a header: image,split,<head>...)")
+    rows = read_csv_rows(csv_path)
 
     header = [h.strip() for h in rows[0]]
     for column in (IMAGE_COLUMN, SPLIT_COLUMN):

@@ -19,7 +19,6 @@ only become one dataset whose rows carry the labels they have. Rules:
 
 from __future__ import annotations
 
-import csv
 import os
 import posixpath
 import shutil
@@ -40,6 +39,7 @@ from datasets.folder import (
     _image_root,
     _is_absolute,
     load_dataset,
+    read_csv_rows,
     read_meta,
     write_labels_csv,
 )
@@ -129,13 +129,7 @@ def _read_source(root: Path, allow_outside_paths: bool) -> tuple[list[str], list
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: not found (a dataset folder needs a {LABELS_FILE})")
     image_root = _image_root(root, read_meta(root))
-    try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            table = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{csv_path}: cannot read: {e}") from None
-    if not table:
-        raise DatasetError(f"{csv_path}: empty file (expected a header: image,split,<head>...)")
+    table = read_csv_rows(csv_path)
     header = [h.strip() for h in table[0]]
     if IMAGE_COLUMN not in header:
         raise DatasetError(f"{csv_path}: missing column '{IMAGE_COLUMN}'. Received columns: {header}")
