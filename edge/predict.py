@@ -16,7 +16,6 @@ from edge.model import Model
 from edge.modelcheck import DEFAULT_LIMITS, ModelLimits
 from edge.paths import regular_file_problem
 from edge.preprocess import ImageError, load_image
-from edge.schema import JOINT_OUTPUT
 from edge.text import printable
 from edge.variants import Variant
 
@@ -78,11 +77,7 @@ class Predictor:
         """Per-head class probabilities (K,) of one (H, W, 3) uint8 image."""
         probs: dict[str, np.ndarray] = {}
         for model in self.models:
-            out = model.run(pixels)
-            joint = out.pop(JOINT_OUTPUT, None)
-            if joint is not None:
-                out.update(self.schema.decode_joint(joint))
-            probs.update(out)
+            probs.update(self.schema.head_probs(model.run(pixels)))
         return probs
 
     def predict_array(self, batch: np.ndarray) -> dict[str, np.ndarray]:
