@@ -304,7 +304,11 @@ class ImportSummary:
         return "\n".join(lines)
 
 
-def _crop(args: tuple[Path, Path, tuple[int, int, int, int] | None]) -> str | None:
+_ImageJob = tuple[Path, Path, tuple[int, int, int, int] | None]
+"""(source image, destination, crop box or None): one image to write into the output folder."""
+
+
+def _crop(args: _ImageJob) -> str | None:
     from PIL import Image
 
     src, dst, bbox = args
@@ -323,6 +327,109 @@ def _crop(args: tuple[Path, Path, tuple[int, int, int, int] | None]) -> str | No
     except Exception as e:  # noqa: BLE001 - reported per file by the caller
         return f"{src}: {e}"
     return None
+
+
+def _read_checked(root: Path, crop_bbox: bool) -> tuple[str, list[Annotation], list[str]]:
+    """(layout, annotations, notes) of ROOT; no annotations, no boxes to crop by or a missing image
+    file is a DatasetError."""
+    layout = detect_layout(root)
+    annotations, notes = READERS[layout](root)
+    if not annotations:
+        raise DatasetError(f"{root}: the {layout} layout has no annotated images")
+    if crop_bbox and any(a.bbox is None for a in annotations):
+        raise DatasetError(f"{root}: --crop-bbox needs bounding boxes, and the {layout} layout has none")
+    missing = [a.rel for a in annotations if not (root / a.rel).is_file()]
+    if missing:
+        raise DatasetError(f"{root}: {len(missing)} annotated images are missing, first: {missing[0]}")
+    return layout, annotations, notes
+
+
+def _labels_by_class(annotations: Sequence[Annotation], merge: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Class name -> (make, type) for every class in the data, makes merged by ``merge``."""
+    parsed = {n: parse_class_name(n) for n in {a.class_name for a in annotations}}
+    known_makes = {m for m, _ in parsed.values()}
+    for src in merge:
+        if src not in known_makes:
+            raise DatasetError(f"--merge-makes: '{src}' is not a make in the data. Known makes: {sorted(known_makes)}")
+    return {n: (merge.get(m, m), t) for n, (m, t) in parsed.items()}
+
+
+def _split_of(annotations: Sequence[Annotation], val_fraction: float, seed: int) -> dict[str, str]:
+    """Image path -> split: val (and test, when unlabelled) drawn per class from the published train
+    images, seeded; published test images stay test."""
+    rng = np.random.default_rng([seed, 4_242])
+    has_test = any(a.source_split == "test" for a in annotations)
+    split_of: dict[str, str] = {}
+    by_class: dict[str, list[Annotation]] = defaultdict(list)
+    for a in annotations:
+        if a.source_split == "test":
+            split_of[a.rel] = "test"
+        else:
+            by_class[a.class_name].append(a)
+    for name in sorted(by_class):
+        items = by_class[name]
+        order = rng.permutation(len(items))
+        n_val = int(round(len(items) * val_fraction)) if len(items) > 2 else 0
+        n_val = max(n_val, 1) if len(items) >= 3 else n_val
+        n_test = 0 if has_test else n_val
+        for rank, j in enumerate(order):
+            split_of[items[j].rel] = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+    return split_of
+
+
+def _rows_and_jobs(
+    root: Path,
+    out: Path,
+    annotations: Sequence[Annotation],
+    split_of: Mapping[str, str],
+    labels: Mapping[str, tuple[str, str]],
+    write_images: bool,
+    crop_bbox: bool,
+) -> tuple[list[tuple[str, str, tuple[str, str]]], list[_ImageJob]]:
+    """The labels.csv rows, and the image writes they need when images go into ``out/images``."""
+    rows = []
+    jobs = []
+    for a in annotations:
+        rel = a.rel
+        if write_images:
+            dst_rel = "images/" + (rel if not crop_bbox else os.path.splitext(rel)[0] + ".jpg")
+            jobs.append((root / rel, out / dst_rel, a.bbox if crop_bbox else None))
+            rel = dst_rel
+        rows.append((rel, split_of[a.rel], labels[a.class_name]))
+    return rows, jobs
+
+
+def _write_images(jobs: Sequence[_ImageJob], crop_bbox: bool, workers: int | None) -> None:
+    """Crop each image to its box (``crop_bbox``, in threads) or copy it as it is."""
+    if crop_bbox:
+        with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
+            errors = [e for e in pool.map(_crop, jobs) if e]
+        if errors:
+            raise DatasetError(f"{len(errors)} images could not be cropped, first: {errors[0]}")
+    else:
+        for src, dst, _ in jobs:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+def _summarise(
+    out: Path, layout: str, rows: Sequence[tuple[str, str, tuple[str, str]]], notes: Sequence[str], in_place: bool
+) -> ImportSummary:
+    """The ImportSummary of the labels.csv ``rows`` just written."""
+    makes: dict[str, set[str]] = defaultdict(set)
+    for _, _, (m, t) in rows:
+        makes[m].add(t)
+    counts = Counter(s for _, s, _ in rows)
+    return ImportSummary(
+        out=out,
+        layout=layout,
+        split_sizes={s: counts[s] for s in ("train", "val", "test") if counts[s]},
+        makes={m: tuple(sorted(makes[m])) for m in sorted(makes, key=str.lower)},
+        types=tuple(sorted({t for _, _, (_, t) in rows})),
+        combinations=len({lab for _, _, lab in rows}),
+        notes=tuple(notes),
+        images_in_place=in_place,
+    )
 
 
 def import_stanford_cars(
@@ -345,65 +452,18 @@ def import_stanford_cars(
     out = Path(out)
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"--val-fraction must be between 0 and 1. Received: val_fraction={val_fraction}")
-    layout = detect_layout(root)
-    annotations, notes = READERS[layout](root)
-    if not annotations:
-        raise DatasetError(f"{root}: the {layout} layout has no annotated images")
-    if crop_bbox and any(a.bbox is None for a in annotations):
-        raise DatasetError(f"{root}: --crop-bbox needs bounding boxes, and the {layout} layout has none")
-    missing = [a.rel for a in annotations if not (root / a.rel).is_file()]
-    if missing:
-        raise DatasetError(f"{root}: {len(missing)} annotated images are missing, first: {missing[0]}")
+    layout, annotations, notes = _read_checked(root, crop_bbox)
     merge = dict(merge_makes or {})
-    parsed = {n: parse_class_name(n) for n in {a.class_name for a in annotations}}
-    known_makes = {m for m, _ in parsed.values()}
-    for src in merge:
-        if src not in known_makes:
-            raise DatasetError(f"--merge-makes: '{src}' is not a make in the data. Known makes: {sorted(known_makes)}")
-    labels = {n: (merge.get(m, m), t) for n, (m, t) in parsed.items()}
-
-    # Split: val (and test, when unlabelled) drawn per class from the published train images.
-    rng = np.random.default_rng([seed, 4_242])
-    has_test = any(a.source_split == "test" for a in annotations)
-    split_of: dict[str, str] = {}
-    by_class: dict[str, list[Annotation]] = defaultdict(list)
-    for a in annotations:
-        if a.source_split == "test":
-            split_of[a.rel] = "test"
-        else:
-            by_class[a.class_name].append(a)
-    for name in sorted(by_class):
-        items = by_class[name]
-        order = rng.permutation(len(items))
-        n_val = int(round(len(items) * val_fraction)) if len(items) > 2 else 0
-        n_val = max(n_val, 1) if len(items) >= 3 else n_val
-        n_test = 0 if has_test else n_val
-        for rank, j in enumerate(order):
-            split_of[items[j].rel] = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+    labels = _labels_by_class(annotations, merge)
+    split_of = _split_of(annotations, val_fraction, seed)
 
     if out.resolve() == root:
         raise DatasetError(f"--out {out} is ROOT itself; choose another folder")
     prepare_output(out, "stanford-cars", "a Stanford Cars import")
     write_images = copy or crop_bbox
-    rows = []
-    jobs = []
-    for a in annotations:
-        rel = a.rel
-        if write_images:
-            dst_rel = "images/" + (rel if not crop_bbox else os.path.splitext(rel)[0] + ".jpg")
-            jobs.append((root / rel, out / dst_rel, a.bbox if crop_bbox else None))
-            rel = dst_rel
-        rows.append((rel, split_of[a.rel], labels[a.class_name]))
+    rows, jobs = _rows_and_jobs(root, out, annotations, split_of, labels, write_images, crop_bbox)
     if write_images:
-        if crop_bbox:
-            with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 1))) as pool:
-                errors = [e for e in pool.map(_crop, jobs) if e]
-            if errors:
-                raise DatasetError(f"{len(errors)} images could not be cropped, first: {errors[0]}")
-        else:
-            for src, dst, _ in jobs:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
+        _write_images(jobs, crop_bbox, workers)
 
     meta = {
         "format_version": 1,
@@ -419,18 +479,4 @@ def import_stanford_cars(
         meta["image_root"] = str(root)
     atomic_write_json(out / META_FILE, meta)
     write_labels_csv(out, HEADS, rows)
-
-    makes: dict[str, set[str]] = defaultdict(set)
-    for _, _, (m, t) in rows:
-        makes[m].add(t)
-    counts = Counter(s for _, s, _ in rows)
-    return ImportSummary(
-        out=out,
-        layout=layout,
-        split_sizes={s: counts[s] for s in ("train", "val", "test") if counts[s]},
-        makes={m: tuple(sorted(makes[m])) for m in sorted(makes, key=str.lower)},
-        types=tuple(sorted({t for _, _, (_, t) in rows})),
-        combinations=len({lab for _, _, lab in rows}),
-        notes=tuple(notes),
-        images_in_place=not write_images,
-    )
+    return _summarise(out, layout, rows, notes, in_place=not write_images)
