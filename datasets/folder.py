@@ -23,7 +23,7 @@ import os
 import posixpath
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -146,6 +146,109 @@ def read_csv_rows(csv_path: Path) -> list[list[str]]:
     return rows
 
 
+def data_rows(
+    rows: Sequence[Sequence[str]], header: Sequence[str], csv_path: Path
+) -> Iterator[tuple[int, str, Sequence[str]]]:
+    """(line number, ``"FILE row N"``, cells) of every non-blank row after the header; a row whose
+    field count differs from the header's is a DatasetError."""
+    for line, cells in enumerate(rows[1:], start=2):
+        if not cells or all(not c.strip() for c in cells):
+            continue  # blank lines carry nothing
+        where = f"{csv_path} row {line}"
+        if len(cells) != len(header):
+            raise DatasetError(f"{where}: {len(cells)} fields, the header has {len(header)}")
+        yield line, where, cells
+
+
+def _heads_of(header: Sequence[str], csv_path: Path) -> tuple[str, ...]:
+    """The head columns of a labels.csv header, after checking its image and split columns and names."""
+    for column in (IMAGE_COLUMN, SPLIT_COLUMN):
+        if column not in header:
+            raise DatasetError(f"{csv_path}: missing column '{column}'. Received columns: {header}")
+    if any(not h for h in header):
+        raise DatasetError(f"{csv_path}: a column has a blank name. Received columns: {header}")
+    duplicates = sorted(h for h, n in Counter(header).items() if n > 1)
+    if duplicates:
+        raise DatasetError(f"{csv_path}: duplicate column {duplicates[0]!r}")
+    heads = tuple(h for h in header if h not in (IMAGE_COLUMN, SPLIT_COLUMN))
+    if not heads:
+        raise DatasetError(f"{csv_path}: no head columns after 'image' and 'split'")
+    return heads
+
+
+def _refuse_outside_path(where: str, image: str) -> None:
+    """Raise if ``image`` is absolute or climbs out of the image root."""
+    if _is_absolute(image):
+        raise DatasetError(
+            f"{where}: absolute image path '{image}' refused (use --allow-outside-paths to accept it)"
+        )
+    if _escapes(image):
+        raise DatasetError(
+            f"{where}: image path '{image}' leaves the dataset folder "
+            "(use --allow-outside-paths to accept it)"
+        )
+
+
+def _read_records(
+    rows: list[list[str]],
+    header: list[str],
+    heads: tuple[str, ...],
+    csv_path: Path,
+    image_root: Path,
+    allow_outside_paths: bool,
+    require_files: bool,
+) -> tuple[list[Record], int]:
+    """(records, rows with every head empty) of the rows after the header, each row checked."""
+    i_image, i_split = header.index(IMAGE_COLUMN), header.index(SPLIT_COLUMN)
+    i_heads = [header.index(h) for h in heads]
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    unlabelled = 0
+    for line, where, row in data_rows(rows, header, csv_path):
+        image = row[i_image].strip()
+        split = row[i_split].strip()
+        if not image:
+            raise DatasetError(f"{where}: blank image path")
+        if not split:
+            raise DatasetError(f"{where}: blank split")
+        if split not in SPLITS:
+            raise DatasetError(f"{where}: unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+        labels = tuple(row[i].strip() for i in i_heads)
+        if all(label == MISSING for label in labels):
+            unlabelled += 1  # nothing to learn or score; counted so the user sees it
+            continue
+        if not allow_outside_paths:
+            _refuse_outside_path(where, image)
+        key = posixpath.normpath(image.replace("\\", "/"))
+        if key in seen:
+            raise DatasetError(f"{where}: image '{image}' is already listed at row {seen[key]}")
+        seen[key] = line
+        path = Path(image) if _is_absolute(image) else image_root / key
+        if require_files and not path.is_file():
+            raise DatasetError(f"{where}: image file '{image}' not found ({path})")
+        records.append(Record(image=image, path=path, split=split, labels=labels))
+    return records, unlabelled
+
+
+def _check_records(csv_path: Path, heads: tuple[str, ...], records: Sequence[Record], unlabelled: int) -> None:
+    """Raise unless there are records, every required split has some and every head has 2+ classes."""
+    if not records:
+        raise DatasetError(f"{csv_path}: no rows after the header"
+                           + (f" with a label ({unlabelled} rows have every head empty)" if unlabelled else ""))
+    present = Counter(r.split for r in records)
+    for split in REQUIRED_SPLITS:
+        if not present[split]:
+            raise DatasetError(f"{csv_path}: split '{split}' is empty (every dataset needs train, val and test rows)")
+    for i, head in enumerate(heads):
+        classes = sorted({r.labels[i] for r in records} - {MISSING})
+        if not classes:
+            raise DatasetError(f"{csv_path}: head '{head}' has no labelled row; a head needs at least 2 classes")
+        if len(classes) < 2:
+            raise DatasetError(
+                f"{csv_path}: head '{head}' has only one class {classes[0]!r}; a head needs at least 2"
+            )
+
+
 def load_dataset(
     root: str | os.PathLike,
     allow_outside_paths: bool = False,
@@ -166,79 +269,12 @@ def load_dataset(
         raise DatasetError(f"{csv_path}: not found (a dataset folder needs a {LABELS_FILE})")
     meta = read_meta(root)
     image_root = _image_root(root, meta)
-
     rows = read_csv_rows(csv_path)
-
     header = [h.strip() for h in rows[0]]
-    for column in (IMAGE_COLUMN, SPLIT_COLUMN):
-        if column not in header:
-            raise DatasetError(f"{csv_path}: missing column '{column}'. Received columns: {header}")
-    if any(not h for h in header):
-        raise DatasetError(f"{csv_path}: a column has a blank name. Received columns: {header}")
-    duplicates = sorted(h for h, n in Counter(header).items() if n > 1)
-    if duplicates:
-        raise DatasetError(f"{csv_path}: duplicate column {duplicates[0]!r}")
-    heads = tuple(h for h in header if h not in (IMAGE_COLUMN, SPLIT_COLUMN))
-    if not heads:
-        raise DatasetError(f"{csv_path}: no head columns after 'image' and 'split'")
-    i_image, i_split = header.index(IMAGE_COLUMN), header.index(SPLIT_COLUMN)
-    i_heads = [header.index(h) for h in heads]
-
-    records: list[Record] = []
-    seen: dict[str, int] = {}
-    unlabelled = 0
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue  # blank lines carry nothing
-        where = f"{csv_path} row {line}"
-        if len(row) != len(header):
-            raise DatasetError(f"{where}: {len(row)} fields, the header has {len(header)}")
-        image = row[i_image].strip()
-        split = row[i_split].strip()
-        if not image:
-            raise DatasetError(f"{where}: blank image path")
-        if not split:
-            raise DatasetError(f"{where}: blank split")
-        if split not in SPLITS:
-            raise DatasetError(f"{where}: unknown split '{split}' (expected one of {', '.join(SPLITS)})")
-        labels = tuple(row[i].strip() for i in i_heads)
-        if all(label == MISSING for label in labels):
-            unlabelled += 1  # nothing to learn or score; counted so the user sees it
-            continue
-        if not allow_outside_paths:
-            if _is_absolute(image):
-                raise DatasetError(
-                    f"{where}: absolute image path '{image}' refused (use --allow-outside-paths to accept it)"
-                )
-            if _escapes(image):
-                raise DatasetError(
-                    f"{where}: image path '{image}' leaves the dataset folder "
-                    "(use --allow-outside-paths to accept it)"
-                )
-        key = posixpath.normpath(image.replace("\\", "/"))
-        if key in seen:
-            raise DatasetError(f"{where}: image '{image}' is already listed at row {seen[key]}")
-        seen[key] = line
-        path = Path(image) if _is_absolute(image) else image_root / key
-        if require_files and not path.is_file():
-            raise DatasetError(f"{where}: image file '{image}' not found ({path})")
-        records.append(Record(image=image, path=path, split=split, labels=labels))
-
-    if not records:
-        raise DatasetError(f"{csv_path}: no rows after the header"
-                           + (f" with a label ({unlabelled} rows have every head empty)" if unlabelled else ""))
-    present = Counter(r.split for r in records)
-    for split in REQUIRED_SPLITS:
-        if not present[split]:
-            raise DatasetError(f"{csv_path}: split '{split}' is empty (every dataset needs train, val and test rows)")
-    for i, head in enumerate(heads):
-        classes = sorted({r.labels[i] for r in records} - {MISSING})
-        if not classes:
-            raise DatasetError(f"{csv_path}: head '{head}' has no labelled row; a head needs at least 2 classes")
-        if len(classes) < 2:
-            raise DatasetError(
-                f"{csv_path}: head '{head}' has only one class {classes[0]!r}; a head needs at least 2"
-            )
+    heads = _heads_of(header, csv_path)
+    records, unlabelled = _read_records(rows, header, heads, csv_path, image_root, allow_outside_paths,
+                                        require_files)
+    _check_records(csv_path, heads, records, unlabelled)
     try:
         schema = schema_from_records(heads, records)
     except SchemaError as e:

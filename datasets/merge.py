@@ -38,6 +38,7 @@ from datasets.folder import (
     _escapes,
     _image_root,
     _is_absolute,
+    data_rows,
     load_dataset,
     read_csv_rows,
     read_meta,
@@ -140,12 +141,7 @@ def _read_source(root: Path, allow_outside_paths: bool) -> tuple[list[str], list
         raise DatasetError(f"{csv_path}: no head columns after 'image' and 'split'")
     rows: list[_Row] = []
     unlabelled = 0
-    for line, cells in enumerate(table[1:], start=2):
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        where = f"{csv_path} row {line}"
-        if len(cells) != len(header):
-            raise DatasetError(f"{where}: {len(cells)} fields, the header has {len(header)}")
+    for _, where, cells in data_rows(table, header, csv_path):
         cell = dict(zip(header, (c.strip() for c in cells), strict=True))
         image, split = cell[IMAGE_COLUMN], cell.get(SPLIT_COLUMN, "")
         if not image:
