@@ -44,7 +44,7 @@ from datasets.folder import (
     read_meta,
     write_labels_csv,
 )
-from edge.io import file_sha256
+from edge.io import atomic_write_json, file_sha256
 
 SOURCE = "merge"
 DEFAULT_SPLIT_POLICY = "hash:80/10/10"
@@ -162,6 +162,77 @@ def _read_source(root: Path, allow_outside_paths: bool) -> tuple[list[str], list
     return heads, rows, unlabelled
 
 
+def _check_folders(roots: Sequence[Path], out: Path) -> None:
+    """Raise unless every source is a folder and ``out`` is neither a source nor someone else's folder."""
+    if len(roots) < 1:
+        raise DatasetError("merge needs at least one source folder")
+    for r in roots:
+        if not r.is_dir():
+            raise DatasetError(f"{r}: not a folder")
+        if out.resolve() == r.resolve():
+            raise DatasetError(f"{out}: --out is one of the sources; choose another folder")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and read_meta(out).get("source") != SOURCE)):
+        raise DatasetError(f"{out}: exists and is not an empty folder or an earlier merge; choose another --out")
+
+
+def _merge_pair(prev: _Row, row: _Row) -> _Row:
+    """One row for a picture listed twice: labels and split united; a conflict is a DatasetError."""
+    labels = dict(prev.labels)
+    for h, v in row.labels.items():
+        if v == MISSING:
+            continue
+        if labels.get(h, MISSING) not in (MISSING, v):
+            raise DatasetError(
+                f"conflicting labels for one image: {prev.where} says {h}={labels[h]!r}, "
+                f"{row.where} says {h}={v!r}"
+            )
+        labels[h] = v
+    if prev.split and row.split and prev.split != row.split:
+        raise DatasetError(
+            f"conflicting splits for one image: {prev.where} puts it in {prev.split}, "
+            f"{row.where} in {row.split}"
+        )
+    return _Row(prev.where, prev.path, prev.split or row.split, labels)
+
+
+def _union(roots: Sequence[Path], allow_outside_paths: bool) -> tuple[list[str], dict[str, _Row], int, int]:
+    """(heads, rows by image sha256 in first-seen order, duplicates merged, unlabelled rows skipped)
+    of every source."""
+    heads: list[str] = []
+    merged: dict[str, _Row] = {}  # sha256 -> merged row (labels/split filled from every source)
+    duplicates = unlabelled = 0
+    for root in roots:
+        src_heads, rows, skipped = _read_source(root, allow_outside_paths)
+        unlabelled += skipped
+        heads += [h for h in src_heads if h not in heads]
+        for row in rows:
+            digest = file_sha256(row.path)
+            prev = merged.get(digest)
+            if prev is not None:
+                duplicates += 1
+                row = _merge_pair(prev, row)
+            merged[digest] = row
+    return heads, merged, duplicates, unlabelled
+
+
+def _copy_images(tmp: Path, merged: dict[str, _Row]) -> dict[str, str]:
+    """Copy every image into ``tmp/images``, named by its hash; sha256 -> path in labels.csv."""
+    (tmp / "images").mkdir()
+    names: dict[str, str] = {}
+    for d, row in merged.items():
+        name = f"images/{d[:24]}{row.path.suffix.lower()}"
+        shutil.copyfile(row.path, tmp / name)
+        names[d] = name
+    return names
+
+
+def _images_in_place(merged: dict[str, _Row], fallback: Path) -> tuple[Path, dict[str, str]]:
+    """(image_root, sha256 -> path in labels.csv): one image_root above every image keeps paths
+    relative and inside it (``fallback`` when there are no images)."""
+    resolved = {d: row.path.resolve() for d, row in merged.items()}
+    image_root = Path(os.path.commonpath([str(p.parent) for p in resolved.values()])) if merged else fallback
+    return image_root, {d: p.relative_to(image_root).as_posix() for d, p in resolved.items()}
+
 
 def merge_datasets(
     sources: Sequence[str | os.PathLike],
@@ -178,75 +249,24 @@ def merge_datasets(
     policy = SplitPolicy.parse(split_policy)
     out = Path(out)
     roots = [Path(s) for s in sources]
-    if len(roots) < 1:
-        raise DatasetError("merge needs at least one source folder")
-    for r in roots:
-        if not r.is_dir():
-            raise DatasetError(f"{r}: not a folder")
-        if out.resolve() == r.resolve():
-            raise DatasetError(f"{out}: --out is one of the sources; choose another folder")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and read_meta(out).get("source") != SOURCE)):
-        raise DatasetError(f"{out}: exists and is not an empty folder or an earlier merge; choose another --out")
-
-    heads: list[str] = []
-    merged: dict[str, _Row] = {}  # sha256 -> merged row (labels/split filled from every source)
-    order: list[str] = []
-    duplicates = unlabelled = 0
-    for root in roots:
-        src_heads, rows, skipped = _read_source(root, allow_outside_paths)
-        unlabelled += skipped
-        heads += [h for h in src_heads if h not in heads]
-        for row in rows:
-            digest = file_sha256(row.path)
-            prev = merged.get(digest)
-            if prev is None:
-                merged[digest] = row
-                order.append(digest)
-                continue
-            duplicates += 1
-            labels = dict(prev.labels)
-            for h, v in row.labels.items():
-                if v == MISSING:
-                    continue
-                if labels.get(h, MISSING) not in (MISSING, v):
-                    raise DatasetError(
-                        f"conflicting labels for one image: {prev.where} says {h}={labels[h]!r}, "
-                        f"{row.where} says {h}={v!r}"
-                    )
-                labels[h] = v
-            if prev.split and row.split and prev.split != row.split:
-                raise DatasetError(
-                    f"conflicting splits for one image: {prev.where} puts it in {prev.split}, "
-                    f"{row.where} in {row.split}"
-                )
-            merged[digest] = _Row(prev.where, prev.path, prev.split or row.split, labels)
-
-    assigned = sum(1 for d in order if not merged[d].split)
-    final_split = {d: merged[d].split or policy.split_for(d) for d in order}
+    _check_folders(roots, out)
+    heads, merged, duplicates, unlabelled = _union(roots, allow_outside_paths)
+    assigned = sum(1 for row in merged.values() if not row.split)
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
         meta: dict[str, object] = {"source": SOURCE, "sources": [str(r) for r in roots],
                                    "split_policy": split_policy, "copied": copy}
-        names: dict[str, str] = {}
         if copy:
-            (tmp / "images").mkdir()
-            for d in order:
-                name = f"images/{d[:24]}{merged[d].path.suffix.lower()}"
-                shutil.copyfile(merged[d].path, tmp / name)
-                names[d] = name
+            names = _copy_images(tmp, merged)
         else:
-            # Reference in place: one image_root above every image keeps paths relative and inside it.
-            resolved = {d: merged[d].path.resolve() for d in order}
-            image_root = Path(os.path.commonpath([str(p.parent) for p in resolved.values()])) if order else parent
+            image_root, names = _images_in_place(merged, parent)
             meta["image_root"] = str(image_root)
-            names = {d: resolved[d].relative_to(image_root).as_posix() for d in order}
         write_labels_csv(tmp, heads, [
-            (names[d], final_split[d], [merged[d].labels.get(h, MISSING) for h in heads]) for d in order
+            (names[d], row.split or policy.split_for(d), [row.labels.get(h, MISSING) for h in heads])
+            for d, row in merged.items()
         ])
-        from edge.io import atomic_write_json
-
         atomic_write_json(tmp / "dataset.json", meta)
         ds = load_dataset(tmp, allow_outside_paths=allow_outside_paths)  # the output must load
         _replace_folder(tmp, out)
