@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -220,6 +221,10 @@ def _draw_grille(draw: ImageDraw.ImageDraw, kind: str, box, accent, dark) -> Non
         draw.rectangle(box, outline=accent, width=lw * 2)
 
 
+_ToPixels = Callable[[float, float], tuple[float, float]]
+"""A point in car units (x from the rear, y up from the ground) -> pixels on the layer."""
+
+
 def _draw_car(layer: Image.Image, style: MakeStyle, body_type: str, rng: np.random.Generator,
               x_rear: float, y_ground: float, length_px: float) -> None:
     """Draw one car facing right on an RGBA layer; the make's identity in colour, badge, grille."""
@@ -232,14 +237,22 @@ def _draw_car(layer: Image.Image, style: MakeStyle, body_type: str, rng: np.rand
         return (x_rear + x * scale, y_ground - y * scale * hs)
 
     body_colour = tuple(int(np.clip(c + rng.normal(0, 10), 0, 255)) for c in style.body)
-    dark = _shade(body_colour, 0.55)
     glass = tuple(int(v) for v in rng.integers(25, 70, 3))
     r_wheel = shape["r"] * style.wheel_scale * scale
 
     # Shadow on the ground first, so the car sits on it.
     sx0, sx1 = pt(-0.03, 0)[0], pt(1.03, 0)[0]
     draw.ellipse([sx0, y_ground - r_wheel * 0.25, sx1, y_ground + r_wheel * 0.25], fill=(0, 0, 0, 110))
+    _draw_body(draw, body_type, pt, scale, body_colour, glass)
+    _draw_make_details(draw, style, body_type, pt, scale)
+    _draw_wheels(draw, shape["wheels"], pt, r_wheel, style.accent)
 
+
+def _draw_body(draw: ImageDraw.ImageDraw, body_type: str, pt: _ToPixels,
+               scale: float, body_colour: tuple[int, ...], glass: tuple[int, ...]) -> None:
+    """The body, the cabin with its windows, and what sets a pickup, convertible or van apart."""
+    shape = _SHAPES[body_type]
+    dark = _shade(body_colour, 0.55)
     draw.polygon([pt(*p) for p in shape["body"]], fill=body_colour, outline=dark, width=max(1, int(scale * 0.006)))
     if body_type == "Pickup":
         # The open bed: a dark inner wall just under the bed rail.
@@ -268,7 +281,12 @@ def _draw_car(layer: Image.Image, style: MakeStyle, body_type: str, rng: np.rand
         for x in (0.06, 0.27, 0.48):
             draw.rectangle([*pt(x, 0.70), *pt(x + 0.17, 0.52)], fill=glass)
 
-    # The make's details: side stripe, grille at the nose, lights, the big door badge.
+
+def _draw_make_details(draw: ImageDraw.ImageDraw, style: MakeStyle, body_type: str,
+                       pt: _ToPixels, scale: float) -> None:
+    """The make's details: side stripe, grille at the nose, lights, the big door badge."""
+    shape = _SHAPES[body_type]
+    cabin = shape["cabin"]
     if style.stripe:
         y_stripe = shape["ride"] + 0.08
         draw.line([pt(0.02, y_stripe), pt(0.97, y_stripe)], fill=style.accent, width=max(1, int(scale * 0.022)))
@@ -281,12 +299,16 @@ def _draw_car(layer: Image.Image, style: MakeStyle, body_type: str, rng: np.rand
     badge_r = scale * 0.075 * (1.0 if body_type != "Van" else 1.5)
     _draw_badge(draw, style.badge, bx, by, badge_r, fill=style.accent, outline=(10, 10, 10))
 
-    for wx in shape["wheels"]:
+
+def _draw_wheels(draw: ImageDraw.ImageDraw, axles: tuple[float, ...],
+                 pt: _ToPixels, r_wheel: float, accent: tuple[int, int, int]) -> None:
+    """A tyre, a rim in the make's accent colour and a hub at each axle."""
+    for wx in axles:
         cx, cy = pt(wx, 0)
         cy -= r_wheel
         draw.ellipse([cx - r_wheel, cy - r_wheel, cx + r_wheel, cy + r_wheel], fill=(18, 18, 18))
         rr = r_wheel * 0.55
-        draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=style.accent)
+        draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=accent)
         hub = r_wheel * 0.18
         draw.ellipse([cx - hub, cy - hub, cx + hub, cy + hub], fill=(60, 60, 60))
 
@@ -430,6 +452,44 @@ class SynthSummary:
         )
 
 
+def _splits(seed: int, labels: list[tuple[int, str]], held: set[tuple[str, str]]) -> list[str]:
+    """Each image's split: test_unseen for the held-out combinations, the rest shuffled (seeded)
+    into train/val/test by SPLIT_FRACTIONS."""
+    num_images = len(labels)
+    split = ["test_unseen" if (MAKES[m], t) in held else "" for m, t in labels]
+    seen = np.array([i for i in range(num_images) if not split[i]])
+    order = np.random.default_rng([seed, 8_888_888]).permutation(len(seen))
+    n_train = int(round(len(seen) * SPLIT_FRACTIONS[0][1]))
+    n_val = int(round(len(seen) * SPLIT_FRACTIONS[1][1]))
+    for rank, j in enumerate(order):
+        split[int(seen[j])] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return split
+
+
+def _render_all(out: Path, seed: int, image_size: int, labels: list[tuple[int, str]], workers: int,
+                quality: int) -> None:
+    """Draw every image into ``out/images``, in chunks over ``workers`` processes (or in this one)."""
+    num_images = len(labels)
+    images_dir = str(out / "images")
+    items = [(i, m, t) for i, (m, t) in enumerate(labels)]
+    chunk = max(1, min(200, math.ceil(num_images / (workers * 8))))
+    jobs = [(seed, image_size, items[k: k + chunk], images_dir, quality) for k in range(0, num_images, chunk)]
+    if workers == 1:
+        for job in jobs:
+            _render_chunk(job)
+        return
+    # A process pool that fails loudly (BrokenProcessPool) if a worker dies, never hangs.
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method())) as pool:
+            for _ in pool.map(_render_chunk, jobs):
+                pass
+    except BrokenProcessPool:
+        raise DatasetError(
+            "a synth worker process died; when calling generate() from a script that imports TensorFlow, "
+            "call it under `if __name__ == '__main__':` or pass workers=1"
+        ) from None
+
+
 def generate(
     out: str | os.PathLike,
     num_images: int = 10_000,
@@ -447,17 +507,9 @@ def generate(
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     out = Path(out)
     holdout = holdout_combinations(seed, holdout_combos)
-    held = set(holdout)
     start = time.perf_counter()
-
     labels = [sample_labels(seed, i) for i in range(num_images)]
-    split = ["test_unseen" if (MAKES[m], t) in held else "" for m, t in labels]
-    seen = np.array([i for i in range(num_images) if not split[i]])
-    order = np.random.default_rng([seed, 8_888_888]).permutation(len(seen))
-    n_train = int(round(len(seen) * SPLIT_FRACTIONS[0][1]))
-    n_val = int(round(len(seen) * SPLIT_FRACTIONS[1][1]))
-    for rank, j in enumerate(order):
-        split[int(seen[j])] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    split = _splits(seed, labels, set(holdout))
 
     prepare_output(out, "synthetic", "a synthetic dataset")
     (out / "images").mkdir(exist_ok=True)
@@ -474,25 +526,7 @@ def generate(
         "holdout_combinations": [list(c) for c in holdout],
         "catalogue": {m.name: list(m.types) for m in catalogue()},
     })
-    images_dir = str(out / "images")
-    items = [(i, m, t) for i, (m, t) in enumerate(labels)]
-    chunk = max(1, min(200, math.ceil(num_images / (workers * 8))))
-    jobs = [(seed, image_size, items[k: k + chunk], images_dir, quality) for k in range(0, num_images, chunk)]
-    if workers == 1:
-        for job in jobs:
-            _render_chunk(job)
-    else:
-        # A process pool that fails loudly (BrokenProcessPool) if a worker dies, never hangs.
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method())) as pool:
-                for _ in pool.map(_render_chunk, jobs):
-                    pass
-        except BrokenProcessPool:
-            raise DatasetError(
-                "a synth worker process died; when calling generate() from a script that imports TensorFlow, "
-                "call it under `if __name__ == '__main__':` or pass workers=1"
-            ) from None
-
+    _render_all(out, seed, image_size, labels, workers, quality)
     rows = [(f"images/{i:06d}.jpg", split[i], (MAKES[m], t)) for i, (m, t) in enumerate(labels)]
     write_labels_csv(out, HEADS, rows)
     wall = time.perf_counter() - start
