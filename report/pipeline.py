@@ -30,11 +30,12 @@ from typing import Any
 import click
 
 from edge.card import APPROACHES
+from edge.errors import PolyheadError
 from edge.io import atomic_write_bytes, atomic_write_json
 from train.defaults import DEFAULTS, PROTOCOLS, as_text
 
 
-class PipelineError(RuntimeError):
+class PipelineError(PolyheadError):
     """A stage failed; the message names the stage, its exit status and its command."""
 
 

@@ -16,13 +16,14 @@ from typing import Any
 import click
 import numpy as np
 
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json
 
 GRID_IMAGES = 12
 GRID_FILE = "plots/predictions_grid.png"
 
 
-class PredictionsError(ValueError):
+class PredictionsError(PolyheadError):
     """No multihead model or no labelled test images to predict."""
 
 

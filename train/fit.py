@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from edge.schema import JOINT_OUTPUT, LabelSchema
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
@@ -52,7 +53,7 @@ CONFIG_FILE = "config.json"
 TRAIN_JSON = "train.json"
 
 
-class TrainError(ValueError):
+class TrainError(PolyheadError):
     """A training setting or run folder is unusable (one line)."""
 
 
