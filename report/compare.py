@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from edge.card import APPROACHES
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from report.pipeline import PipelineError, PipelineSettings, data_ready, run_command, synth_command
 from train.defaults import DEFAULTS, PROTOCOLS
@@ -160,7 +161,7 @@ def main(out: Path, data: Path | None, backbone: str, image_size: int, epochs: i
     names = tuple(p.strip() for p in protocols.split(",") if p.strip())
     try:
         path = run_compare(out, data, backbone, image_size, epochs, num_images, seed, weights, names)
-    except (PipelineError, OSError, ValueError) as e:
+    except (PolyheadError, OSError, json.JSONDecodeError) as e:
         raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     click.echo(str(path))
 

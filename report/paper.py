@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from report.pipeline import PipelineError, PipelineSettings, run_pipeline
 from train.defaults import DEFAULTS
@@ -192,7 +193,7 @@ def main(data: Path, out: Path, weights: str, backbones: str, image_size: int, e
     try:
         path = run_paper(data, out, weights, names, image_size, epochs, num_images, threads, seed,
                          bench_runs, bench_images, protocol, transfer_backbone or None)
-    except PipelineError as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(path))
 

@@ -495,7 +495,7 @@ def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, bat
             protocol=protocol,
         )
         path = run_pipeline(settings)
-    except PipelineError as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(path))
 

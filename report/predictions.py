@@ -168,12 +168,9 @@ def write_predictions(run: Path, data: Path, threads: int = 1, limit: int | None
 @click.option("--variant", default=None, help="Default: multihead.float32, else another multihead precision.")
 def main(run: Path, data: Path, threads: int, limit: int, variant: str | None) -> None:
     """Predict the test split with RUN's multihead model into RUN/predictions.json."""
-    from edge.card import CardError
-    from edge.errors import ModelError
-
     try:
         path = write_predictions(run, data, threads, limit, variant)
-    except (PredictionsError, CardError, ModelError) as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(path))
 

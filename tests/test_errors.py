@@ -1,10 +1,15 @@
-"""The one error contract: every known failure is an ``edge.errors.PolyheadError``."""
+"""The one error contract: every known failure is an ``edge.errors.PolyheadError`` and every CLI
+prints it as exactly one line."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
+import sys
+
+import pytest
+from click.testing import CliRunner
 
 from edge.errors import PolyheadError
 
@@ -29,3 +34,44 @@ def test_every_known_error_class_is_a_polyhead_error():
     assert {"edge.preprocess.ImageError", "train.fit.TrainError", "report.pipeline.PipelineError"} <= set(found)
     assert [name for name, cls in found.items()
             if name not in NOT_FAILURES and not issubclass(cls, PolyheadError)] == []
+
+
+# (module of the CLI, its arguments, the library function it calls: patched to fail)
+CLIS = [
+    ("edge.cli", ["info", "{tmp}"], "edge.describe.describe"),
+    ("datasets.__main__", ["check", "{tmp}"], "datasets.folder.check"),
+    ("train.__main__", ["--data", "{tmp}", "--out", "{tmp}"], "train.__main__.resolve_config"),
+    ("convert.cli", ["{tmp}"], "convert.run.convert_run"),
+    ("report.__main__", ["{tmp}"], "report.build.write_report"),
+    ("report.predictions", ["{tmp}", "--data", "{tmp}"], "report.predictions.write_predictions"),
+    ("report.pipeline", [], "report.pipeline.run_pipeline"),
+    ("report.paper", [], "report.paper.run_paper"),
+    ("report.compare", [], "report.compare.run_compare"),
+    ("report.bench_suite", [], "report.bench_suite.run_suite"),
+]
+
+
+def _fail(*args, **kwargs):
+    raise PolyheadError("first line\nsecond line")
+
+
+@pytest.mark.parametrize("cli, args, target", CLIS, ids=[c[0] for c in CLIS])
+def test_a_cli_failure_prints_exactly_one_line(cli, args, target, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")  # convert's CLI sets it when absent
+    module, _, name = target.rpartition(".")
+    monkeypatch.setattr(importlib.import_module(module), name, _fail)
+    main = importlib.import_module(cli).main
+    result = CliRunner().invoke(main, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 1, result.output
+    assert result.output == "Error: first line second line\n"
+
+
+def test_train_bench_failure_prints_exactly_one_line(monkeypatch, capsys):
+    import train.bench
+
+    monkeypatch.setattr(train.bench, "feature_cache_speedup", _fail)
+    monkeypatch.setattr(sys, "argv", ["train.bench"])
+    with pytest.raises(SystemExit) as e:
+        train.bench.main()
+    assert e.value.code == 1
+    assert capsys.readouterr().err == "Error: first line second line\n"
