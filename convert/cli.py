@@ -9,6 +9,7 @@ import click
 
 from edge.card import PRECISIONS
 from edge.errors import PolyheadError
+from edge.log import configure_logging
 
 
 def _precisions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -53,6 +54,7 @@ def main(run_dir: Path, precisions: tuple[str, ...], calibration: int, force: bo
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from convert.run import convert_run
 
+    configure_logging()
     try:
         doc = convert_run(run_dir, precisions, calibration, force, threads, check_images, seed,
                           legacy=not no_legacy, log=click.echo, data=data,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edge.errors import PolyheadError
+from edge.log import configure_logging
 
 
 class _KnownErrors(click.Group):
@@ -22,6 +23,7 @@ class _KnownErrors(click.Group):
 @click.group(cls=_KnownErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Make and check polyhead dataset folders (images + labels.csv)."""
+    configure_logging()
 
 
 @main.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edge.errors import PolyheadError
+from edge.log import configure_logging
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,7 @@ def main(runs: tuple[str, ...], out_dir: str | None, no_plots: bool) -> None:
     """Render the paper-style report of RUN (a run folder, or a folder of runs, one per backbone)."""
     from report.build import write_report
 
+    configure_logging()
     try:
         path = write_report(runs, out_dir, plots=not no_plots)
     except PolyheadError as e:

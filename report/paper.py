@@ -26,6 +26,7 @@ import click
 
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
+from edge.log import configure_logging
 from report.pipeline import PipelineError, PipelineSettings, run_pipeline
 from train.defaults import DEFAULTS
 
@@ -190,6 +191,7 @@ def main(data: Path, out: Path, weights: str, backbones: str, image_size: int, e
          threads: int, seed: int, bench_runs: int, bench_images: int, protocol: str, transfer_backbone: str) -> None:
     """alexnet, googlenet, squeezenet (structure, latency) and efficientnet_lite0 (real transfer learning)."""
     names = tuple(b.strip() for b in backbones.split(",") if b.strip())
+    configure_logging()
     try:
         path = run_paper(data, out, weights, names, image_size, epochs, num_images, threads, seed,
                          bench_runs, bench_images, protocol, transfer_backbone or None)

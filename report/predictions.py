@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json
+from edge.log import configure_logging
 
 GRID_IMAGES = 12
 GRID_FILE = "plots/predictions_grid.png"
@@ -168,6 +169,7 @@ def write_predictions(run: Path, data: Path, threads: int = 1, limit: int | None
 @click.option("--variant", default=None, help="Default: multihead.float32, else another multihead precision.")
 def main(run: Path, data: Path, threads: int, limit: int, variant: str | None) -> None:
     """Predict the test split with RUN's multihead model into RUN/predictions.json."""
+    configure_logging()
     try:
         path = write_predictions(run, data, threads, limit, variant)
     except PolyheadError as e:

@@ -1,10 +1,11 @@
-"""The one error contract: every known failure is an ``edge.errors.PolyheadError`` and every CLI
-prints it as exactly one line."""
+"""The one error contract: every known failure is an ``edge.errors.PolyheadError``, every CLI prints
+it as exactly one line, and library progress goes through ``logging`` that the CLIs configure."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import pkgutil
 import sys
 
@@ -12,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge.errors import PolyheadError
+from edge.log import PACKAGES, configure_logging
 
-PACKAGES = ("edge", "datasets", "train", "convert", "report")
 NOT_FAILURES = {"train.fit.TrainingInterrupted"}
 """Exceptions that are no failure: Ctrl-C during training (saved; the CLI exits 130)."""
 
@@ -75,3 +76,12 @@ def test_train_bench_failure_prints_exactly_one_line(monkeypatch, capsys):
         train.bench.main()
     assert e.value.code == 1
     assert capsys.readouterr().err == "Error: first line second line\n"
+
+
+def test_configured_logging_prints_the_bare_message_to_stderr_once(capsys):
+    configure_logging()
+    configure_logging()
+    logging.getLogger("train.fit").info("[multihead] trains on 3 of 4 train rows")
+    logging.getLogger("datasets.pipeline").debug("not shown")
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == "[multihead] trains on 3 of 4 train rows\n"

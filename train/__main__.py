@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from edge.errors import PolyheadError
+from edge.log import configure_logging
 from train.defaults import DEFAULTS as _D
 from train.defaults import PROTOCOLS as _P
 
@@ -114,6 +115,7 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
     python -m train --data data/cars --backbone squeezenet --weights imagenet --freeze-base --out runs/sq
     python -m train --out runs/mnv2 --resume        # continue, settings from runs/mnv2/config.json
     """
+    configure_logging()
     if ctx.invoked_subcommand is not None:
         return
     try:
