@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from edge.card import PRECISIONS
+from edge.errors import PolyheadError
+from edge.log import configure_logging
 
 
 def _precisions(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -50,15 +52,14 @@ def main(run_dir: Path, precisions: tuple[str, ...], calibration: int, force: bo
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from convert.errors import ConvertError
     from convert.run import convert_run
-    from edge.card import CardError
 
+    configure_logging()
     try:
         doc = convert_run(run_dir, precisions, calibration, force, threads, check_images, seed,
                           legacy=not no_legacy, log=click.echo, data=data,
                           allow_outside_paths=allow_outside_paths)
-    except (ConvertError, CardError) as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     for w in doc["warnings"]:
         click.secho(f"WARNING: {w}", fg="yellow", bold=True, err=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from edge.errors import PolyheadError
 
-class ConvertError(ValueError):
+
+class ConvertError(PolyheadError):
     """A run cannot be converted (no models, unknown approach, no calibration images, ...)."""
 
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import click
 
+from edge.errors import PolyheadError
+from edge.log import configure_logging
+
 
 class _KnownErrors(click.Group):
     """Turn the package's known errors into one-line click errors, never tracebacks."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
-        from datasets.folder import DatasetError
-        from edge.preprocess import ImageError
-        from edge.schema import SchemaError
-
         try:
             return super().invoke(ctx)
-        except (DatasetError, SchemaError, ImageError) as e:
+        except PolyheadError as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:
             raise click.ClickException(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}".lstrip(": ")) from None
@@ -24,6 +23,7 @@ class _KnownErrors(click.Group):
 @click.group(cls=_KnownErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Make and check polyhead dataset folders (images + labels.csv)."""
+    configure_logging()
 
 
 @main.command()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from edge.errors import PolyheadError
 from edge.schema import LabelSchema, SchemaError
 
 LABELS_FILE = "labels.csv"
@@ -43,7 +44,7 @@ MISSING = ""
 """A head's label in a row not labelled for that head (an empty labels.csv cell)."""
 
 
-class DatasetError(ValueError):
+class DatasetError(PolyheadError):
     """A dataset folder or its labels.csv is malformed; the message names the file, row or value."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from edge.errors import PolyheadError
+from edge.log import configure_logging
 from edge.text import encodable, printable
 
 
@@ -56,6 +57,7 @@ def _trusted(given: str | None):
 @click.version_option(package_name="polyhead", prog_name="polyhead-edge")
 def main() -> None:
     """Run polyhead multi-head image classifiers (.tflite with an embedded model card)."""
+    configure_logging()
 
 
 # -- info -----------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import struct
 
+from edge.errors import PolyheadError
+
 _U8 = struct.Struct("<B")
 _I8 = struct.Struct("<b")
 _U16 = struct.Struct("<H")
@@ -21,7 +23,7 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
-class FlatbufferError(ValueError):
+class FlatbufferError(PolyheadError):
     """An offset or length points outside the buffer."""
 
 

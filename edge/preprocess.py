@@ -16,6 +16,8 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from edge.errors import PolyheadError
+
 MAX_IMAGE_PIXELS = 64_000_000
 """Images with more pixels than this are refused as possible decompression bombs."""
 
@@ -29,7 +31,7 @@ identify as."""
 _RESAMPLE = Image.Resampling.BILINEAR
 
 
-class ImageError(ValueError):
+class ImageError(PolyheadError):
     """An image could not be loaded; the message names the file and the problem."""
 
 

@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 
 from edge import flatbuf
+from edge.errors import PolyheadError
 
 _U32 = struct.Struct("<I")
 
@@ -36,7 +37,7 @@ _NO_MEAN, _NO_STD = 0, 1  # NormalizationOptions
 _AF_NAME = 0  # AssociatedFile
 
 
-class MetadataReadError(ValueError):
+class MetadataReadError(PolyheadError):
     """A model's TFLite Metadata is present but malformed."""
 
 

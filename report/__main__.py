@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from edge.errors import PolyheadError
+from edge.log import configure_logging
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
@@ -13,11 +16,11 @@ import click
 def main(runs: tuple[str, ...], out_dir: str | None, no_plots: bool) -> None:
     """Render the paper-style report of RUN (a run folder, or a folder of runs, one per backbone)."""
     from report.build import write_report
-    from report.render import ReportError
 
+    configure_logging()
     try:
         path = write_report(runs, out_dir, plots=not no_plots)
-    except ReportError as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(path))
 

@@ -31,7 +31,9 @@ import click
 
 from edge.bench import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
 from edge.bench_stats import Interval, bench_ratios
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json
+from edge.log import configure_logging
 
 # Peak RSS of a Python process running one .tflite, with or without TensorFlow imported first.
 # ``ru_maxrss`` is the kernel's high-water mark of the process's resident set (KiB on Linux).
@@ -367,7 +369,11 @@ def ratio_table(results: Mapping[str, Any]) -> str:
 def main(out: Path, run: Path, threads: int, runs: int, rounds: int, min_time_s: float, images: int,
          fma_units: int | None, no_feature_cache: bool) -> None:
     """Measure the suite's ratios in one run; write OUT and print the table."""
-    results = run_suite(out, run, threads, runs, images, fma_units, not no_feature_cache, rounds, min_time_s)
+    configure_logging()
+    try:
+        results = run_suite(out, run, threads, runs, images, fma_units, not no_feature_cache, rounds, min_time_s)
+    except PolyheadError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(ratio_table(results))
     click.echo(f"\n{out}")
     if "ratios" not in results or not results["ratios"]:

@@ -25,7 +25,9 @@ from typing import Any
 import click
 
 from edge.card import APPROACHES
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
+from edge.log import configure_logging
 from report.pipeline import PipelineError, PipelineSettings, data_ready, run_command, synth_command
 from train.defaults import DEFAULTS, PROTOCOLS
 
@@ -158,9 +160,10 @@ def main(out: Path, data: Path | None, backbone: str, image_size: int, epochs: i
          weights: str, protocols: str) -> None:
     """Train scratch, frozen and fine-tuned runs; compare every approach in compare.md."""
     names = tuple(p.strip() for p in protocols.split(",") if p.strip())
+    configure_logging()
     try:
         path = run_compare(out, data, backbone, image_size, epochs, num_images, seed, weights, names)
-    except (PipelineError, OSError, ValueError) as e:
+    except (PolyheadError, OSError, json.JSONDecodeError) as e:
         raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     click.echo(str(path))
 

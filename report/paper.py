@@ -24,7 +24,9 @@ from pathlib import Path
 
 import click
 
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
+from edge.log import configure_logging
 from report.pipeline import PipelineError, PipelineSettings, run_pipeline
 from train.defaults import DEFAULTS
 
@@ -189,10 +191,11 @@ def main(data: Path, out: Path, weights: str, backbones: str, image_size: int, e
          threads: int, seed: int, bench_runs: int, bench_images: int, protocol: str, transfer_backbone: str) -> None:
     """alexnet, googlenet, squeezenet (structure, latency) and efficientnet_lite0 (real transfer learning)."""
     names = tuple(b.strip() for b in backbones.split(",") if b.strip())
+    configure_logging()
     try:
         path = run_paper(data, out, weights, names, image_size, epochs, num_images, threads, seed,
                          bench_runs, bench_images, protocol, transfer_backbone or None)
-    except PipelineError as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(path))
 

@@ -30,11 +30,13 @@ from typing import Any
 import click
 
 from edge.card import APPROACHES
+from edge.errors import PolyheadError
 from edge.io import atomic_write_bytes, atomic_write_json
+from edge.log import configure_logging
 from train.defaults import DEFAULTS, PROTOCOLS, as_text
 
 
-class PipelineError(RuntimeError):
+class PipelineError(PolyheadError):
     """A stage failed; the message names the stage, its exit status and its command."""
 
 
@@ -485,6 +487,7 @@ def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, bat
          num_images: int, synth_size: int, holdout_combos: int, precision: str, threads: int, seed: int,
          weights: str, protocol: str, bench_runs: int, bench_images: int) -> None:
     """Build the synthetic set if absent, train, convert, benchmark, and write the report."""
+    configure_logging()
     try:
         settings = PipelineSettings(
             data=data, run=run, backbone=backbone, image_size=image_size, epochs=epochs, num_images=num_images,
@@ -494,7 +497,7 @@ def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, bat
             protocol=protocol,
         )
         path = run_pipeline(settings)
-    except PipelineError as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(path))
 

@@ -16,13 +16,15 @@ from typing import Any
 import click
 import numpy as np
 
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json
+from edge.log import configure_logging
 
 GRID_IMAGES = 12
 GRID_FILE = "plots/predictions_grid.png"
 
 
-class PredictionsError(ValueError):
+class PredictionsError(PolyheadError):
     """No multihead model or no labelled test images to predict."""
 
 
@@ -167,12 +169,10 @@ def write_predictions(run: Path, data: Path, threads: int = 1, limit: int | None
 @click.option("--variant", default=None, help="Default: multihead.float32, else another multihead precision.")
 def main(run: Path, data: Path, threads: int, limit: int, variant: str | None) -> None:
     """Predict the test split with RUN's multihead model into RUN/predictions.json."""
-    from edge.card import CardError
-    from edge.errors import ModelError
-
+    configure_logging()
     try:
         path = write_predictions(run, data, threads, limit, variant)
-    except (PredictionsError, CardError, ModelError) as e:
+    except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(path))
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.bench_stats import Interval
 from edge.bench_stats import ratio as bench_ratio
+from edge.errors import PolyheadError
 from report.paper_data import PAPER_CITATION, PAPER_TABLES
 
 APPROACHES = ("multihead", "separate", "joint")
@@ -26,7 +27,7 @@ NOT_MEASURED = "not measured"
 JSON_FILES = ("config.json", "train.json", "convert.json", "bench.json", "predictions.json", "pipeline.json")
 
 
-class ReportError(ValueError):
+class ReportError(PolyheadError):
     """A run folder cannot be reported on (missing folder, nothing in it)."""
 
 

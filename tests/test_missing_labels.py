@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from click.testing import CliRunner
 from datasets_fixtures import small_rows, write_folder
@@ -144,7 +146,7 @@ def test_multihead_masks_a_heads_loss_to_its_labelled_rows(tmp_path, path):
 
 
 @pytest.mark.slow
-def test_joint_and_separate_train_only_on_their_rows_even_fine_tuned(tmp_path, capsys):
+def test_joint_and_separate_train_only_on_their_rows_even_fine_tuned(tmp_path, caplog):
     """joint: rows labelled for every head; separate.<h>: rows labelled for h. The other rows are not
     in their training at all: noise there leaves those models bit-identical, every layer training."""
     from train.fit import run_training
@@ -154,8 +156,9 @@ def test_joint_and_separate_train_only_on_their_rows_even_fine_tuned(tmp_path, c
     partial = _drop_labels(data, "make", rows)
     noisy = _noise_images(partial, "train", rows["train"])
     kw = dict(approaches=("joint", "separate"), epochs=1)
-    rec = run_training(_cfg(tmp_path / "a", **kw), partial, schema)
-    assert f"[joint] trains on {data['train'].n - int(rows['train'].sum())} of {data['train'].n}" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="train.fit"):
+        rec = run_training(_cfg(tmp_path / "a", **kw), partial, schema)
+    assert f"[joint] trains on {data['train'].n - int(rows['train'].sum())} of {data['train'].n}" in caplog.text
     run_training(_cfg(tmp_path / "b", **kw), noisy, schema)
     a, b = tmp_path / "a", tmp_path / "b"
     assert _same(_weights(a, "joint", "joint"), _weights(b, "joint", "joint"))

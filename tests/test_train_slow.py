@@ -116,7 +116,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
 
     r = subprocess.run(_cli(out, data, "--resume"), env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "resuming after epoch" in r.stdout
+    assert "resuming after epoch" in r.stderr
     rows = (out / "logs" / "multihead.csv").read_text().strip().splitlines()
     assert [line.split(",")[0] for line in rows[1:]] == [str(e) for e in range(1, int(epochs) + 1)]
     # Same seed, same batches per epoch, op determinism on: resuming is not an approximation of the

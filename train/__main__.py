@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from edge.errors import PolyheadError
+from edge.log import configure_logging
 from train.defaults import DEFAULTS as _D
 from train.defaults import PROTOCOLS as _P
 
@@ -63,14 +65,9 @@ def _parse_size(text: Any) -> list[int] | None:
     return vals
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from datasets.folder import DatasetError
-    from edge.schema import SchemaError
-    from train.backbones import BackboneError, WeightsError
-    from train.fit import TrainError
-    from train.models import KerasModelError
-
-    return TrainError, BackboneError, WeightsError, KerasModelError, SchemaError, DatasetError, OSError
+def _fail(e: PolyheadError | OSError) -> click.ClickException:
+    """A known error as click's one-line ``Error: ...`` (the message's first line, else its type)."""
+    return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,6 +115,7 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
     python -m train --data data/cars --backbone squeezenet --weights imagenet --freeze-base --out runs/sq
     python -m train --out runs/mnv2 --resume        # continue, settings from runs/mnv2/config.json
     """
+    configure_logging()
     if ctx.invoked_subcommand is not None:
         return
     try:
@@ -129,8 +127,8 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
         except TrainingInterrupted as e:
             click.echo(str(e), err=True)
             sys.exit(130)
-    except _known_errors() as e:
-        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    except (PolyheadError, OSError) as e:
+        raise _fail(e) from None
     if record:
         click.echo(summary_table(record))
         if any("test_unseen" in v["metrics"] for v in record["variants"].values()):
@@ -199,8 +197,8 @@ def profile_cmd(backbone: str, data: str, image_size: str | None, approaches: st
         size = _parse_size(image_size)
         rows = profile(backbone, schema, size, approaches.split(","), freeze_base,
                        {"alpha": alpha} if alpha is not None else {})
-    except _known_errors() as e:
-        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    except (PolyheadError, OSError) as e:
+        raise _fail(e) from None
     if as_json:
         for r in rows:
             click.echo(json.dumps(r))
@@ -231,8 +229,8 @@ def add_head_cmd(run: str, data: str, heads: tuple[str, ...], out: str, retrain_
 
         record = add_heads(run, data, heads, out, retrain_joint=retrain_joint, verbose=verbose,
                            log=lambda s: click.echo(s))
-    except _known_errors() as e:
-        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    except (PolyheadError, OSError) as e:
+        raise _fail(e) from None
     click.echo(summary_table(record))
     a = record["add_head"]
     click.echo(f"added {', '.join(a['heads'])} in {a['wall_s']:.1f} s "

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.errors import PolyheadError
 from edge.io import file_sha256
 
 WEIGHTS_NONE = "none"
@@ -84,11 +85,11 @@ class PackagedWeights:
         return path
 
 
-class BackboneError(ValueError):
+class BackboneError(PolyheadError):
     """Unknown backbone, or an input size/argument the backbone cannot take."""
 
 
-class WeightsError(ValueError):
+class WeightsError(PolyheadError):
     """Weights cannot be found or loaded (one line naming the file)."""
 
 

@@ -80,6 +80,9 @@ def feature_cache_speedup(
 def main() -> None:
     import click
 
+    from edge.errors import PolyheadError
+    from edge.log import configure_logging
+
     @click.command()
     @click.option("--backbone", default="mobilenet_v2")
     @click.option("--image-size", default=96, type=int)
@@ -90,8 +93,12 @@ def main() -> None:
     def cli(backbone: str, image_size: int, n_images: int, epochs: int, batch_size: int, alpha: float | None) -> None:
         """Print one JSON record: feature-cached vs frozen-full-model head training."""
         kw = {"alpha": alpha} if alpha is not None else {}
-        click.echo(json.dumps(feature_cache_speedup(backbone, image_size, n_images, epochs, batch_size,
-                                                    backbone_kwargs=kw)))
+        configure_logging()
+        try:
+            record = feature_cache_speedup(backbone, image_size, n_images, epochs, batch_size, backbone_kwargs=kw)
+        except PolyheadError as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(json.dumps(record))
 
     cli()
 

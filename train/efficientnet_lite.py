@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.errors import PolyheadError
+
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
 BN_EPSILON = 1e-3
@@ -209,7 +211,7 @@ def _torch_weights(layer: Any, module: str, state: dict[str, Any]) -> list[tuple
     raise TypeError(f"no checkpoint mapping for layer {layer.name} ({type(layer).__name__})")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(PolyheadError):
     """The checkpoint's tensors do not map one to one onto the model (one line naming the file)."""
 
 

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import shutil
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from edge.schema import JOINT_OUTPUT, LabelSchema
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
@@ -50,9 +52,10 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 _PROTOCOL = PROTOCOLS[DEFAULTS.protocol]
 CONFIG_FILE = "config.json"
 TRAIN_JSON = "train.json"
+log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(PolyheadError):
     """A training setting or run folder is unusable (one line)."""
 
 
@@ -297,7 +300,7 @@ class _Interrupt:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.flag = True
-        print("\ninterrupt: stopping after this batch (Ctrl-C again to kill)", file=sys.stderr, flush=True)
+        log.warning("\ninterrupt: stopping after this batch (Ctrl-C again to kill)")
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: Any) -> None:
@@ -720,12 +723,12 @@ def train_unit(
         what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
         if n_used == 0:
             raise TrainError(f"{cfg.data}: {unit.name} has no train row {what}")
-        print(f"[{unit.name}] trains on {n_used} of {data['train'].n} train rows ({what})", flush=True)
+        log.info(f"[{unit.name}] trains on {n_used} of {data['train'].n} train rows ({what})")
     t0 = time.perf_counter()
     use_cache = cfg.uses_feature_cache
-    print(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
-          f"{'frozen base, feature cache' if use_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
-          f"{f', resuming after epoch {done_epochs}' if ckpt else ''}", flush=True)
+    log.info(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
+             f"{'frozen base, feature cache' if use_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
+             f"{f', resuming after epoch {done_epochs}' if ckpt else ''}")
 
     with strategy.scope():
         model = build_unit(unit, cfg.backbone, schema, cfg.image_size, cfg.weights, cfg.seed,

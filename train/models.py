@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.card import APPROACHES, model_stem
+from edge.errors import PolyheadError
 from edge.schema import JOINT_OUTPUT, LabelSchema
 
 BACKBONE_LAYER = "backbone"
 
 
-class KerasModelError(ValueError):
+class KerasModelError(PolyheadError):
     """A model cannot be built or loaded (one line naming the value or file)."""
 
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import PolyheadError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 MAX_CHECKPOINT_BYTES = 1 << 30
@@ -47,7 +49,7 @@ STORAGE_DTYPES: dict[str, str] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PolyheadError):
     """The checkpoint is unreadable, tampered with or not what it claims (one line naming the file)."""
 
 
