@@ -85,7 +85,7 @@ def test_check_runtime_compat(edge_fx, tmp_path):
     flatbuffers = pytest.importorskip("flatbuffers")
     from ai_edge_litert import schema_py_generated as schema
 
-    from edge.card import read_card, strip_card, write_model
+    from edge.card_archive import read_card, strip_card, write_model
 
     src = edge_fx / "models" / "multihead.float32.tflite"
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(strip_card(src.read_bytes()), 0))
