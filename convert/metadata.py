@@ -5,7 +5,7 @@ labels and normalisation from TFLite Metadata: a ``ModelMetadata`` flatbuffer (s
 ``metadata_schema.fbs`` of tensorflow/tflite-support, file identifier ``M001``) stored in one of the
 model's buffers and named ``TFLITE_METADATA`` in the model's ``metadata`` vector, plus label files
 packed as *stored* (uncompressed) members of a zip appended to the model. polyhead already appends
-such a zip for its card (``metadata.json``); the label files join it (``edge.card``).
+such a zip for its card (``metadata.json``); the label files join it (``edge.card_archive``).
 
 What is written, per file:
 
@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import ConvertError
-from edge.card import ModelCard, strip_card, write_model
+from edge.card import ModelCard
+from edge.card_archive import strip_card, write_model
 from edge.schema import JOINT_OUTPUT
 
 METADATA_NAME = "TFLITE_METADATA"

@@ -365,7 +365,7 @@ these flat fields (``edge.cardcheck``); the checks against Keras stay in convert
 
 def _embed_compat(path: Path, entry: ConvertFile) -> None:
     """Re-embed the card with the measured runtime compatibility (atomic), and refresh the entry."""
-    from edge.card import read_card
+    from edge.card_archive import read_card
 
     card_compat = {rt: {k: c[k] for k in CARD_COMPAT_KEYS if k in c} for rt, c in entry["runtime_compat"].items()}
     card = read_card(path)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard, read_card
+from edge.card import ModelCard
+from edge.card_archive import read_card
 
 
 def predict_outputs(

@@ -28,7 +28,7 @@ def _card_entry(card) -> dict[str, Any]:
 def describe_file(f: Path, limits: ModelLimits = DEFAULT_LIMITS, probe: ProbeLimits = DEFAULT_PROBE,
                   trusted_key: Any = None) -> dict[str, Any]:
     """One file's entry: its card, the model check, and the verdict of a limited child on loading it."""
-    from edge.card import read_card
+    from edge.card_archive import read_card
     from edge.modelcheck import check_model_file
     from edge.probe import probe_in_child
 

@@ -56,7 +56,7 @@ def write_mutants(src: Path, out: Path, n: int, seed: int = 0) -> list[Path]:
     """``n`` mutants of ``src`` in ``out``, each with its card re-embedded and re-hashed."""
     import numpy as np
 
-    from edge.card import embed_card, read_card, strip_card
+    from edge.card_archive import embed_card, read_card, strip_card
 
     card = read_card(src).with_updates(model_sha256="")
     flat = strip_card(src.read_bytes())

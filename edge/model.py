@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.card import CardError, ModelCard, read_card
+from edge.card import CardError, ModelCard
+from edge.card_archive import read_card
 from edge.errors import ModelError, first_line
 from edge.interpreter import load_interpreter_class
 from edge.modelcheck import DEFAULT_LIMITS, ModelLimits, check_model_file

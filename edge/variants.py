@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.card import CardError, ModelCard, read_card
+from edge.card import CardError, ModelCard
+from edge.card_archive import read_card
 from edge.errors import PolyheadError
 from edge.schema import LabelSchema
 from edge.text import printable

@@ -3,8 +3,8 @@
 ``python tests/converter_ops.py [BACKBONE...]`` builds every registered backbone (random weights,
 its smallest size) for each approach, converts it at every precision with ``convert.tflite`` and
 prints one JSON line per file with its operator names (and any file the edge's model check would
-refuse), then the union. The allow-list in
-``edge/modelcheck.py`` is derived from this union; tests/test_edge_modelcheck.py checks it covers it.
+refuse), then the union. The allow-list ``ALLOWED_OPERATORS`` in ``edge/modelcheck_graph.py`` is
+derived from this union (no test reruns it: run this script when a backbone or precision is added).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.card import InputSpec, ModelCard, write_model  # noqa: E402
+from edge.card import InputSpec, ModelCard  # noqa: E402
+from edge.card_archive import write_model  # noqa: E402
 from edge.schema import LabelSchema  # noqa: E402
 
 FIXTURES_ENV = "POLYHEAD_EDGE_FIXTURES"

@@ -17,7 +17,7 @@ class EnvironmentGap(UserWarning):
 
 def legacy_missing_reason() -> str | None:
     """Why tflite-runtime 2.14 cannot be checked here (None: it can)."""
-    from edge.compat import legacy_python
+    from convert.compat import legacy_python
 
     if legacy_python() is None:
         return "no .venv-legacy (make setup-legacy) and POLYHEAD_LEGACY_PYTHON unset"

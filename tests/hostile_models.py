@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard, embed_card, read_card, strip_card
+from edge.card import ModelCard
+from edge.card_archive import embed_card, read_card, strip_card
 
 
 def _schema():

@@ -16,7 +16,7 @@ def classify(models: list[str], images: list[str], max_results: int) -> dict:
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from edge.card import read_card
+    from edge.card_archive import read_card
     from edge.preprocess import load_image
 
     out: dict = {"mediapipe": mp.__version__, "models": {}}

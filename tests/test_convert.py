@@ -168,7 +168,7 @@ def test_no_calibration_images_is_an_error(tmp_path, dataset):
 def test_all_precisions_all_approaches_with_cards_and_checks(tmp_path, dataset):
     from convert.compat import legacy_python
     from convert.run import convert_run
-    from edge.card import read_card
+    from edge.card_archive import read_card
     from edge.predict import Predictor
     from edge.records import convert_key_errors
     from edge.variants import discover
@@ -279,7 +279,7 @@ main([sys.argv[1], "--precision", "float32", "--no-legacy"], standalone_mode=Tru
 @pytest.mark.slow
 def test_sigkill_mid_write_leaves_no_partial_artifact(tmp_path, dataset):
     from convert.run import convert_run
-    from edge.card import read_card
+    from edge.card_archive import read_card
 
     run = _run(tmp_path, dataset)
     convert_run(run, ["int8"], calibration=4, legacy=False)  # an earlier, complete state

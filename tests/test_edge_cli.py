@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from edge_fixtures import HEADS, edge_fx_fixture  # noqa: F401
 
-from edge.card import read_card, write_model
+from edge.card_archive import read_card, write_model
 
 BLOCKED = ("tensorflow", "keras", "tf_keras", "scipy", "matplotlib", "datasets", "train", "convert", "report")
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge.card import CARD_MEMBER, CardError, InputSpec, ModelCard, embed_card, read_card_bytes  # noqa: E402
+from edge.card import CardError, InputSpec, ModelCard  # noqa: E402
+from edge.card_archive import CARD_MEMBER, embed_card, read_card_bytes  # noqa: E402
 from edge.preprocess import ImageError, load_image  # noqa: E402
 
 SETTINGS = settings(max_examples=100, deadline=2000, derandomize=True,
@@ -114,7 +115,7 @@ def test_card_reader_never_crashes(data):
 @given(st.data())
 def test_model_check_never_crashes_on_mutated_flatbuffers(edge_fx, data):
     """Any mutation of a real flatbuffer: the check passes or refuses with one line, nothing else."""
-    from edge.card import strip_card
+    from edge.card_archive import strip_card
     from edge.fuzz import mutate
     from edge.modelcheck import ModelCheckError, check_model
 

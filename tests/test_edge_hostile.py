@@ -148,7 +148,8 @@ CARD_EDITS = {
 
 @pytest.mark.parametrize("name", sorted(CARD_EDITS))
 def test_hostile_cards_are_refused_in_one_line(name, src, tmp_path):
-    from edge.card import CardError, read_card
+    from edge.card import CardError
+    from edge.card_archive import read_card
 
     f = hm.rewrite(src, tmp_path / f"{name}.tflite", None, CARD_EDITS[name])
     with pytest.raises(CardError, match="malformed card") as e:

@@ -1,6 +1,6 @@
 """The older runtime: the edge tests again under tflite-runtime 2.14 + numpy<2 (``.venv-legacy``) on the
 .tflite files this env's TF 2.21 made, predictions that agree with ai-edge-litert, and the runtime
-compatibility check (``edge.compat.check_runtime_compat``) that tells when an op does not load there."""
+compatibility check convert runs (``convert.compat.run_legacy``) that tells when an op does not load there."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from edge_fixtures import edge_fx_fixture  # noqa: F401
 
-from edge.compat import check_runtime_compat, legacy_python
+from convert.compat import LEGACY_ENV, legacy_python, run_legacy
 
 REPO = Path(__file__).resolve().parents[1]
 LEGACY = legacy_python()
@@ -77,15 +77,13 @@ def test_predictions_agree_across_runtimes(edge_fx):
             np.testing.assert_allclose(a, b, atol=1e-5 if "float32" in vid else 0.0040, err_msg=f"{vid} {head}")
 
 
-def test_check_runtime_compat(edge_fx, tmp_path):
-    ok = check_runtime_compat(edge_fx / "models" / "multihead.int8.tflite")
-    assert list(ok) == ["tflite-runtime 2.14.0"]
-    assert ok["tflite-runtime 2.14.0"] == {"loads": True, "missing_ops": [], "error": None}
+def test_run_legacy_reports_what_loads(edge_fx, tmp_path, monkeypatch):
+    from edge.card_archive import read_card, strip_card, write_model
+
+    good = edge_fx / "models" / "multihead.int8.tflite"
     # A model asking for an op version 2.14 lacks (CONV_2D v99, patched into the flatbuffer).
     flatbuffers = pytest.importorskip("flatbuffers")
     from ai_edge_litert import schema_py_generated as schema
-
-    from edge.card import read_card, strip_card, write_model
 
     src = edge_fx / "models" / "multihead.float32.tflite"
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(strip_card(src.read_bytes()), 0))
@@ -94,8 +92,14 @@ def test_check_runtime_compat(edge_fx, tmp_path):
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     patched = write_model(tmp_path / "v99.tflite", bytes(builder.Output()), read_card(src))
-    bad = check_runtime_compat(patched)["tflite-runtime 2.14.0"]
-    assert bad["loads"] is False and bad["missing_ops"] == ["CONV_2D v99"]
+    spec = read_card(good).input  # the float32 and int8 fixtures share one input size
+    images = np.zeros((2, spec.height, spec.width, 3), np.uint8)
+    results = run_legacy([good, patched], images)
+    ok, bad = results[good], results[patched]
+    assert ok["runtime"] == "tflite-runtime 2.14.0" and ok["loads"] is True
+    assert ok["missing_ops"] == [] and ok["error"] is None and ok["outputs"]
+    assert bad["loads"] is False and bad["missing_ops"] == ["CONV_2D v99"] and bad["status"] == "fails"
     # No legacy Python: the answer says the check did not run.
-    missing = check_runtime_compat(patched, python=str(tmp_path / "no-python"))
-    assert next(iter(missing.values()))["loads"] is None
+    monkeypatch.setenv(LEGACY_ENV, str(tmp_path / "no-python"))
+    missing = run_legacy([patched], images)[patched]
+    assert missing["loads"] is None and missing["status"] == "unchecked"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from edge_fixtures import HEADS, MAKES, SCHEMA, TYPES, edge_fx_fixture  # noqa: F401
 
-from edge.card import CardError, read_card, strip_card, write_model
+from edge.card import CardError
+from edge.card_archive import read_card, strip_card, write_model
 from edge.errors import ModelError
 from edge.interpreter import load_interpreter_class
 from edge.labels import read_labels_csv

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from edge_fixtures import card_for, input_spec
 
-from edge.card import write_model
+from edge.card_archive import write_model
 from edge.predict import Predictor
 from edge.variants import discover
 from tests import train_fixtures

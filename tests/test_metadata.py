@@ -26,7 +26,8 @@ from convert.metadata import (
     raw_pixels_input,
     write_model_with_metadata,
 )
-from edge.card import CARD_MEMBER, InputSpec, check_member_name, read_card, read_members, strip_card
+from edge.card import InputSpec
+from edge.card_archive import CARD_MEMBER, check_member_name, read_card, read_members, strip_card
 from edge.schema import Head, LabelSchema
 from edge.tflite_metadata import MetadataReadError, format_summary, read_standard_metadata, summary
 
@@ -186,7 +187,7 @@ def test_hostile_head_names_give_valid_label_members(edge_fx, tmp_path):
                       variant="multihead")
     model = populate(strip_card((edge_fx / "models" / "multihead.float32.tflite").read_bytes()),
                      build_metadata(card, heads, names))
-    from edge.card import write_model
+    from edge.card_archive import write_model
 
     out = write_model(tmp_path / "m.tflite", model, card,
                       files={names[h]: label_file_bytes(schema.head(h).classes) for h in heads})

@@ -14,14 +14,11 @@ from dataclasses import replace
 import pytest
 from edge_fixtures import HEADS, SCHEMA
 
-from edge.card import (
+from edge.card import MAX_CARD_BYTES, CardError, InputSpec, ModelCard
+from edge.card_archive import (
     CARD_MEMBER,
-    MAX_CARD_BYTES,
     MAX_MEMBER_BYTES,
     MAX_MEMBERS,
-    CardError,
-    InputSpec,
-    ModelCard,
     embed_card,
     read_card,
     read_card_bytes,

@@ -77,7 +77,7 @@ def _polyhead_scores(model_path: Path, images: list[Path]) -> dict[str, dict[str
 
 @pytest.mark.slow
 def test_mediapipe_image_classifier_reads_every_file_as_polyhead_does(converted):
-    from edge.card import read_card
+    from edge.card_archive import read_card
 
     run, images = converted
     files = sorted((run / "edge").glob("*.tflite"))

@@ -136,7 +136,7 @@ def _probe_on_host(python: str, files: PiFiles, reference: bool = False) -> dict
 def host(pi_files) -> dict[str, dict]:
     """The host's probe: ai-edge-litert x86 (optimised) and, from .venv-legacy, tflite-runtime 2.14's
     reference kernels (the baseline ARM tflite-runtime matches bit for bit)."""
-    from edge.compat import legacy_python
+    from convert.compat import legacy_python
 
     out = {"ai-edge-litert": _probe_on_host(sys.executable, pi_files)}
     legacy = legacy_python()
