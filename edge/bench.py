@@ -25,7 +25,18 @@ from typing import Any
 import numpy as np
 
 from edge.bench_machine import busy_warning, list_images, load_average, system_info
-from edge.bench_stats import KINDS, bench_ratios, histogram, latency_stats, ratio_lines
+from edge.bench_stats import bench_ratios, histogram, latency_stats, ratio_lines
+from edge.records_bench import (
+    KINDS,
+    BenchRecord,
+    BenchRound,
+    BenchVariant,
+    FailedRound,
+    FailedVariant,
+    FileError,
+    MeasuredVariant,
+    RoundLatency,
+)
 
 __all__ = ["list_images", "round_order", "run_bench", "summarise_variant", "to_csv", "format_table"]
 
@@ -84,19 +95,19 @@ def run_worker(job: dict[str, Any], python: str | None, timeout_s: float,
         return {"error": f"worker exited with status {proc.returncode} {last}".strip()[:300]}
 
 
-def _round_entry(index: int, load1: float | None, raw: dict[str, Any]) -> dict[str, Any]:
+def _round_entry(index: int, load1: float | None, raw: dict[str, Any]) -> BenchRound | FailedRound:
     """What bench.json keeps of one round: scalars, and per kind its statistics and histogram."""
-    entry: dict[str, Any] = {"round": index, "load1": load1}
     if "error" in raw:
-        entry["error"] = raw["error"]
-        return entry
-    for key in ("load_ms", "first_inference_ms", "peak_rss_mb", "decode_failures", "stream_errors"):
-        entry[key] = raw.get(key)
+        return FailedRound(round=index, load1=load1, error=raw["error"])
+    latencies: dict[str, Any] = {}
     for kind in KINDS:
         samples = raw.get(f"{kind}_samples") or []
         stats = latency_stats(samples)
-        entry[f"{kind}_ms"] = None if stats is None else {**stats, "n": len(samples), "histogram": histogram(samples)}
-    return entry
+        latencies[f"{kind}_ms"] = None if stats is None else RoundLatency(**stats, n=len(samples),
+                                                                           histogram=histogram(samples))
+    return BenchRound(round=index, load1=load1, load_ms=raw.get("load_ms"),
+                      first_inference_ms=raw.get("first_inference_ms"), peak_rss_mb=raw.get("peak_rss_mb"),
+                      decode_failures=raw.get("decode_failures"), stream_errors=raw.get("stream_errors"), **latencies)
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -104,35 +115,39 @@ def _median(values: Sequence[float | None]) -> float | None:
     return round(float(np.median(kept)), 3) if kept else None
 
 
-def summarise_variant(variant: Any, raws: Sequence[tuple[int, float | None, dict[str, Any]]]) -> dict[str, Any]:
+def summarise_variant(variant: Any, raws: Sequence[tuple[int, float | None, dict[str, Any]]]) -> BenchVariant:
     """One variant's bench.json record from its rounds ``(round, load1, worker record)``."""
     good = [raw for _, _, raw in raws if "error" not in raw]
     failed = [raw["error"] for _, _, raw in raws if "error" in raw]
-    rec: dict[str, Any] = {"variant": variant.variant, "precision": variant.precision, "approach": variant.approach,
-                           "files": [f.name for f in variant.files], "bytes": variant.bytes}
-    if good:
-        first = good[0]
-        rec.update({k: first.get(k) for k in ("heads", "runtime", "runtime_version", "threads")})
-    rec["load_ms"] = _median([r.get("load_ms") for r in good])
-    rec["first_inference_ms"] = _median([r.get("first_inference_ms") for r in good])
-    for kind in KINDS:
-        rec[f"{kind}_ms"] = latency_stats([x for r in good for x in r.get(f"{kind}_samples") or []])
-    rec.update(_overhead(good))
-    f2l = rec["file_to_labels_ms"] or rec["interpreter_ms"]
-    rec["images_per_s"] = round(1e3 / f2l["mean"], 2) if f2l and f2l["mean"] > 0 else None
-    rec["peak_rss_mb"] = max((r["peak_rss_mb"] for r in good), default=None)
-    rec["accuracy"] = next((r["accuracy"] for r in good if "accuracy" in r), None)
-    for r in good:  # the soak ran in one round (the last)
-        rec.update({k: v for k, v in r.items() if k.startswith(("duration_", "rss_"))})
-    rec["decode_failures"] = sum(r.get("decode_failures", 0) for r in good)
+    identity = {"variant": variant.variant, "precision": variant.precision, "approach": variant.approach,
+                "files": [f.name for f in variant.files], "bytes": variant.bytes}
+    figures = _pooled_figures(good)
+    rounds = [_round_entry(i, load1, raw) for i, load1, raw in raws]
+    if not good:  # no measurement at all; a round that failed among good ones is in ``rounds``
+        return FailedVariant(**identity, **figures, decode_failures=0, failed_rounds=len(failed),
+                             errors=len(failed), error=failed[0], rounds=rounds)
+    first = good[0]
+    # The soak ran in one round (the last).
+    soak = {k: v for r in good for k, v in r.items() if k.startswith(("duration_", "rss_"))}
     image_errors = sum(r.get("stream_errors", 0) + r.get("accuracy_errors", 0) + r.get("duration_errors", 0)
                        for r in good)
-    rec["failed_rounds"] = len(failed)
-    rec["errors"] = image_errors + len(failed)
-    if not good:  # no measurement at all; a round that failed among good ones is in ``rounds``
-        rec["error"] = failed[0]
-    rec["rounds"] = [_round_entry(i, load1, raw) for i, load1, raw in raws]
-    return rec
+    return MeasuredVariant(**identity, heads=first.get("heads"), runtime=first.get("runtime"),
+                           runtime_version=first.get("runtime_version"), threads=first.get("threads"),
+                           **figures, **soak, decode_failures=sum(r.get("decode_failures", 0) for r in good),
+                           failed_rounds=len(failed), errors=image_errors + len(failed), rounds=rounds)
+
+
+def _pooled_figures(good: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A variant's figures over its good rounds: medians, pooled latencies, overhead, throughput, memory."""
+    pooled = {kind: latency_stats([x for r in good for x in r.get(f"{kind}_samples") or []]) for kind in KINDS}
+    f2l = pooled["file_to_labels"] or pooled["interpreter"]
+    return {"load_ms": _median([r.get("load_ms") for r in good]),
+            "first_inference_ms": _median([r.get("first_inference_ms") for r in good]),
+            **{f"{kind}_ms": stats for kind, stats in pooled.items()},
+            **_overhead(good),
+            "images_per_s": round(1e3 / f2l["mean"], 2) if f2l and f2l["mean"] > 0 else None,
+            "peak_rss_mb": max((r["peak_rss_mb"] for r in good), default=None),
+            "accuracy": next((r["accuracy"] for r in good if "accuracy" in r), None)}
 
 
 def _overhead(good: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -162,7 +177,7 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
               warmup: int = 5, threads: int = 1, duration_s: float | None = None,
               progress: Callable[[str], None] = lambda s: None, python: str | None = None,
               timeout_s: float | None = None, rounds: int = DEFAULT_ROUNDS,
-              min_time_s: float = DEFAULT_MIN_TIME_S) -> dict[str, Any]:
+              min_time_s: float = DEFAULT_MIN_TIME_S) -> BenchRecord:
     """Benchmark every variant at ``path`` in interleaved rounds of fresh subprocesses; the bench.json dict."""
     from edge.interpreter import load_interpreter_class
     from edge.variants import discover
@@ -170,12 +185,12 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
     problems: list[tuple[str, str]] = []
     variants = discover(path, problems)
     _, runtime, version = load_interpreter_class()
-    result: dict[str, Any] = {**system_info(), "runtime": runtime, "runtime_version": version,
-                              "threads": threads, "path": str(path), "images": str(images) if images else None,
-                              "n_images": len(list_images(images)) if images else 0, "runs": runs,
-                              "warmup": warmup, "rounds": rounds, "min_time_s": min_time_s,
-                              "duration_s": duration_s, "variants": {},
-                              "file_errors": [{"file": f, "error": e} for f, e in problems]}
+    # load_average_end, load1_max, busy and ratios are added once the rounds have run.
+    result = BenchRecord(**system_info(), runtime=runtime, runtime_version=version, threads=threads, path=str(path),
+                         images=str(images) if images else None,
+                         n_images=len(list_images(images)) if images else 0, runs=runs, warmup=warmup,
+                         rounds=rounds, min_time_s=min_time_s, duration_s=duration_s, variants={},
+                         file_errors=[FileError(file=f, error=e) for f, e in problems])
     timeout = timeout_s or 600 + 2 * (duration_s or 0)
     raws: dict[str, list[tuple[int, float | None, dict[str, Any]]]] = {vid: [] for vid in variants}
     ids = list(variants)
@@ -200,7 +215,7 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
     return result
 
 
-def _machine_load(result: dict[str, Any], raws: dict[str, list[tuple[int, float | None, dict[str, Any]]]]) -> None:
+def _machine_load(result: BenchRecord, raws: dict[str, list[tuple[int, float | None, dict[str, Any]]]]) -> None:
     """The load average over the bench, and the busy flag and warning when it was above the cores."""
     loads = [load1 for rounds in raws.values() for _, load1, _ in rounds if load1 is not None]
     result["load_average_end"] = load_average()

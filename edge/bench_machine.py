@@ -6,7 +6,8 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+
+from edge.records_bench import MachineInfo
 
 
 def _read(path: str) -> str | None:
@@ -60,7 +61,7 @@ def busy_warning(load1: float | None, cpu_count: int | None) -> str | None:
             "processes shared the CPUs, so latencies are noisy (ratios between interleaved rounds less so)")
 
 
-def system_info() -> dict[str, Any]:
+def system_info() -> MachineInfo:
     """Board, CPU, architecture, governor, load average and the warnings a reader of latencies needs."""
     governor = cpu_governor()
     warnings = []
@@ -69,9 +70,9 @@ def system_info() -> dict[str, Any]:
             f"CPU governor is '{governor}', not 'performance': latencies may include frequency scaling "
             "(on a Pi: echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor)"
         )
-    return {"board": board_name(), "cpu": cpu_model(), "governor": governor, "warnings": warnings,
-            "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-            "load_average_start": load_average()}
+    return MachineInfo(board=board_name(), cpu=cpu_model(), governor=governor, warnings=warnings,
+                       cpu_count=os.cpu_count(), machine=platform.machine(), python=platform.python_version(),
+                       load_average_start=load_average())
 
 
 def peak_rss_mb() -> float:

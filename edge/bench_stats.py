@@ -22,32 +22,32 @@ from typing import Any
 
 import numpy as np
 
+from edge.records_bench import Histogram, LatencyStats, RatioRecord
+
 HIST_BIN_LOG10 = 0.01
 """Histogram bin width in log10(ms): each bin is 2.3 % wide, so a percentile read back is within 1.2 %."""
 BOOTSTRAP_RESAMPLES = 4000
 CONFIDENCE = 0.95
-KINDS = ("interpreter", "invoke", "decode", "file_to_labels")
-"""Per-image sample kinds a round records (``<kind>_ms``)."""
 
 
-def latency_stats(samples_ms: Sequence[float]) -> dict[str, float] | None:
+def latency_stats(samples_ms: Sequence[float]) -> LatencyStats | None:
     """mean, p50, p90, p99, std of latencies in ms (None for no samples)."""
     if len(samples_ms) == 0:
         return None
     a = np.asarray(samples_ms, dtype=np.float64)
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"mean": round(float(a.mean()), 4), "p50": round(float(p50), 4), "p90": round(float(p90), 4),
-            "p99": round(float(p99), 4), "std": round(float(a.std()), 4)}
+    return LatencyStats(mean=round(float(a.mean()), 4), p50=round(float(p50), 4), p90=round(float(p90), 4),
+                        p99=round(float(p99), 4), std=round(float(a.std()), 4))
 
 
-def histogram(samples_ms: Sequence[float]) -> dict[str, Any]:
+def histogram(samples_ms: Sequence[float]) -> Histogram:
     """A compact log-spaced histogram: ``bins`` = [[k, count], ...], bin k = [10^(k w), 10^((k+1) w)) ms."""
     a = np.asarray(samples_ms, dtype=np.float64)
     a = a[a > 0]
     if a.size == 0:
-        return {"bin_log10": HIST_BIN_LOG10, "bins": []}
+        return Histogram(bin_log10=HIST_BIN_LOG10, bins=[])
     keys, counts = np.unique(np.floor(np.log10(a) / HIST_BIN_LOG10).astype(np.int64), return_counts=True)
-    return {"bin_log10": HIST_BIN_LOG10, "bins": [[int(k), int(c)] for k, c in zip(keys, counts, strict=True)]}
+    return Histogram(bin_log10=HIST_BIN_LOG10, bins=[[int(k), int(c)] for k, c in zip(keys, counts, strict=True)])
 
 
 def histogram_values(hist: Mapping[str, Any] | None) -> list[float]:
@@ -81,9 +81,9 @@ class Interval:
             return f"{self.value:.{digits}f}"
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": _round4(self.value), "low": _round4(self.low), "high": _round4(self.high),
-                "rounds": self.rounds, "no_measurable_difference": self.crosses_one}
+    def to_dict(self) -> RatioRecord:
+        return RatioRecord(value=round(self.value, 4), low=_round4(self.low), high=_round4(self.high),
+                           rounds=self.rounds, no_measurable_difference=self.crosses_one)
 
 
 def _round4(v: float | None) -> float | None:

@@ -7,12 +7,12 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from edge.card import CardError
 from edge.errors import first_line
 from edge.paths import open_regular, walk_files
 from edge.predict import Prediction
+from edge.records_bench import AccuracyRecord
 from edge.text import printable
 
 
@@ -146,12 +146,12 @@ class Accuracy:
             self.joint_n += 1
             self.joint_correct += all_right
 
-    def to_dict(self) -> dict[str, Any] | None:
+    def to_dict(self) -> AccuracyRecord | None:
         """heads: accuracy of each head with labelled rows; heads_n: its count; joint over joint_n rows
         (None when no row has every head's label); n: predictions counted."""
         if self.n == 0:
             return None
-        return {"heads": {h: self.correct[h] / self.labelled[h] for h in self.heads if self.labelled[h]},
-                "heads_n": dict(self.labelled),
-                "joint": self.joint_correct / self.joint_n if self.joint_n else None,
-                "joint_n": self.joint_n, "n": self.n}
+        return AccuracyRecord(heads={h: self.correct[h] / self.labelled[h] for h in self.heads if self.labelled[h]},
+                              heads_n=dict(self.labelled),
+                              joint=self.joint_correct / self.joint_n if self.joint_n else None,
+                              joint_n=self.joint_n, n=self.n)

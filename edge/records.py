@@ -1,9 +1,10 @@
-"""The shape of the JSON records the stages write, as TypedDicts: convert.json for now.
+"""The shape of the JSON records the stages write, as TypedDicts: convert.json here, and ``key_errors``.
 
-The writer builds its entries through these types and the tests hold every entry it writes to
-them (``key_errors``), so a renamed or dropped key fails a check instead of a reader showing
-"not measured". Standard library only: the edge and the report may read them too. (Optional
-keys are split into ``total=False`` bases: ``NotRequired`` needs Python 3.11, polyhead 3.10.)
+train.json is in edge.records_train, bench.json in edge.records_bench, each with its
+``*_key_errors``. The writers build their entries through these types and the tests hold every
+record they write to them (``key_errors``), so a renamed or dropped key fails a check instead of a
+reader showing "not measured". Standard library only: the edge and the report may read them too.
+(Optional keys are split into ``total=False`` bases: ``NotRequired`` needs Python 3.11, polyhead 3.10.)
 """
 
 from __future__ import annotations

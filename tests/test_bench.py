@@ -24,6 +24,7 @@ from edge.bench_stats import (
     latency_stats,
     ratio,
 )
+from edge.records_bench import bench_key_errors
 
 
 def test_constant_ratio_has_a_zero_width_interval():
@@ -103,6 +104,31 @@ def test_ratios_pair_rounds_and_skip_a_failed_one():
     assert names["file-to-labels/max(decode, interpreter) multihead.int8"].value == pytest.approx(1.2)
 
 
+def test_bench_key_errors_name_a_renamed_key():
+    from edge.bench_machine import system_info
+
+    measured = summarise_variant(_Variant, [(0, 0.5, _raw(1.0, 1.2, 0.5)), (1, 3.0, {"error": "boom"})])
+    failed = summarise_variant(_Variant, [(0, None, {"error": "boom"})])
+    doc = {**system_info(), "runtime": "ai-edge-litert", "runtime_version": "2", "threads": 1, "path": "edge",
+           "images": None, "n_images": 0, "runs": 5, "warmup": 1, "rounds": 2, "min_time_s": 0.0,
+           "duration_s": None, "variants": {"multihead.int8": measured, "joint.int8": failed},
+           "file_errors": [{"file": "x.tflite", "error": "no card"}], "load_average_end": None, "load1_max": None,
+           "busy": False}
+    doc["ratios"] = {name: iv.to_dict() for name, iv in bench_ratios(doc).items()}
+    assert doc["ratios"] and bench_key_errors(doc) == []
+    doc["load_avg_end"] = doc.pop("load_average_end")
+    measured["rss_mb"] = measured.pop("peak_rss_mb")
+    measured["rounds"][0]["interpreter_ms"]["median"] = measured["rounds"][0]["interpreter_ms"].pop("p50")
+    del failed["error"]  # a failed variant without its error reads as a measured one missing its runtime
+    assert bench_key_errors(doc) == [
+        "bench.json: missing key 'load_average_end'", "bench.json: unknown key 'load_avg_end'",
+        "variant multihead.int8: missing key 'peak_rss_mb'", "variant multihead.int8: unknown key 'rss_mb'",
+        "variant multihead.int8 round 0 interpreter_ms: missing key 'p50'",
+        "variant multihead.int8 round 0 interpreter_ms: unknown key 'median'",
+        "variant joint.int8: missing key 'heads'", "variant joint.int8: missing key 'runtime'",
+        "variant joint.int8: missing key 'runtime_version'", "variant joint.int8: missing key 'threads'"]
+
+
 def test_a_bench_json_without_rounds_gives_plain_ratios():
     bench = {"variants": {"multihead.int8": {"interpreter_ms": {"p50": 1.0}},
                           "separate.int8": {"interpreter_ms": {"p50": 4.0}}}}
@@ -146,3 +172,4 @@ def test_a_failing_round_is_recorded_and_the_others_kept(edge_fx, tmp_path):
         "[1/1] multihead.int8 round 1/3", "[1/1] multihead.int8 round 2/3", "[1/1] multihead.int8 round 3/3"]
     assert bench["machine"] and isinstance(bench["busy"], bool) and len(bench["load_average_start"]) == 3
     json.dumps(bench)  # bench.json is plain JSON
+    assert bench_key_errors(bench) == []  # every key the writer wrote is one edge.records_bench names

@@ -277,6 +277,17 @@ def test_every_cell_of_the_approach_table_equals_its_json(run: Path, tables) -> 
             assert rows[label][a] == cell_of(a), (label, a)
 
 
+def test_every_stage_wrote_the_keys_edge_records_names(run: Path) -> None:
+    """A key renamed in one stage and not in the types fails here, not as a "not measured" cell."""
+    from edge.records import convert_key_errors
+    from edge.records_bench import bench_key_errors
+    from edge.records_train import train_key_errors
+
+    assert train_key_errors(_json(run, "train.json")) == []
+    assert convert_key_errors(_json(run, "convert.json")) == []
+    assert bench_key_errors(_json(run, "bench.json")) == []
+
+
 def test_sizes_in_convert_json_are_the_files_on_disk(run: Path) -> None:
     convert = _json(run, "convert.json")
     for a in APPROACHES:

@@ -15,6 +15,7 @@ from train_fixtures import make_arrays, write_folder  # noqa: E402
 
 keras = pytest.importorskip("keras")
 
+from edge.records_train import train_key_errors  # noqa: E402
 from edge.schema import Head, LabelSchema  # noqa: E402
 from train.backbones import (  # noqa: E402
     BackboneError,
@@ -265,6 +266,16 @@ def test_run_folder_and_train_json_contract(tmp_path):
     run = Path(cfg.out)
     on_disk = json.loads((run / "train.json").read_text())
     assert on_disk == json.loads(json.dumps(rec))
+    assert train_key_errors(on_disk) == []  # every key the writer wrote is one edge.records_train names
+    renamed = json.loads(json.dumps(rec))  # a renamed key is named, at any depth
+    renamed["budget"]["lr"] = renamed["budget"].pop("learning_rate")
+    renamed["variants"]["joint"]["macs"] = renamed["variants"]["joint"].pop("macc")
+    renamed["variants"]["joint"]["metrics"]["test"]["heads"]["make"]["acc"] = \
+        renamed["variants"]["joint"]["metrics"]["test"]["heads"]["make"].pop("accuracy")
+    assert train_key_errors(renamed) == [
+        "train.json budget: missing key 'learning_rate'", "train.json budget: unknown key 'lr'",
+        "variant joint: missing key 'macc'", "variant joint: unknown key 'macs'",
+        "variant joint test head 'make': missing key 'accuracy'", "variant joint test head 'make': unknown key 'acc'"]
     assert set(rec["versions"]) >= {"tensorflow", "keras", "numpy", "python", "platform"}
     assert rec["backbone"] == "tiny_cnn" and rec["image_size"] == [32, 32] and rec["weights"] == "none"
     assert list(rec["variants"]) == ["multihead", "joint", "separate"]
@@ -386,6 +397,7 @@ def test_cli_trains_from_a_folder_with_config_file(tmp_path):
                                   "--protocol", "scratch",
                                   "--verbose", "0"])
     assert r.exit_code == 0, r.output
+    assert train_key_errors(json.loads((out / "train.json").read_text())) == []  # with the dataset's counts
     saved = json.loads((out / "config.json").read_text())
     assert saved["epochs"] == 1 and saved["batch_size"] == 8 and saved["head_weights"] == {"make": 1.0, "type": 0.5}
     assert "multihead" in r.output and "joint acc" in r.output

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from edge.io import atomic_write_json
+from edge.records_train import TrainRecord, TrainVariant
 from edge.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, steps_per_epoch, train_dataset
 from train.fit import (
@@ -330,7 +331,7 @@ def _grow_joint(job: _Growth, data: str | Path) -> _Grown:
 
 
 def _approach_record(approach: str, grown: _Grown, job: _Growth, parent: dict[str, Any],
-                     started: float) -> dict[str, Any]:
+                     started: float) -> TrainVariant:
     """train.json's record of one grown approach, scored on the cached features of every split."""
     from train.macc import approach_costs
 
@@ -450,7 +451,7 @@ def add_heads(
     log(f"features: {hits} images from the run's feature store, {extracted} extracted now")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
-    variants: dict[str, Any] = {}
+    variants: dict[str, TrainVariant] = {}
     notes: list[str] = []
     try:
         trained: dict[str, Any] = {}  # new head -> its multihead Dense layer
@@ -475,7 +476,7 @@ def add_heads(
             variants[approach] = _approach_record(approach, grown, job, parent, t_a)
             train_s += grown.train_s
         wall = time.perf_counter() - t_start
-        record = {
+        record: TrainRecord = {
             **{k: v for k, v in info.record.items() if k not in ("variants", "dataset", "data", "versions")},
             "data": str(data),
             "dataset": {"sizes": {s: a.n for s, a in arrays.items()},

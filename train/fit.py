@@ -35,6 +35,16 @@ import numpy as np
 
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
+from edge.records_train import (
+    Budget,
+    DatasetInfo,
+    FeatureExtraction,
+    HeadMetrics,
+    SplitMetrics,
+    TrainRecord,
+    TrainVariant,
+    WeightsUsed,
+)
 from edge.schema import JOINT_OUTPUT, LabelSchema
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
 from train.defaults import DEFAULTS, PROTOCOLS
@@ -233,7 +243,7 @@ def is_chief() -> bool:
 # Metrics
 
 
-def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def head_metrics(probs: np.ndarray, labels: np.ndarray) -> HeadMetrics:
     """Accuracy, mean cross-entropy and top-5 (top-min(5, K)) of one head over its *labelled* rows
     (label >= 0), and ``n``, how many those are."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -241,19 +251,19 @@ def head_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     keep = labels >= 0
     probs, labels = probs[keep], labels[keep]
     if len(labels) == 0:
-        return {"accuracy": 0.0, "loss": 0.0, "top5": 0.0, "n": 0}
+        return HeadMetrics(accuracy=0.0, loss=0.0, top5=0.0, n=0)
     p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
     k = min(5, probs.shape[1])
     topk = np.argsort(-probs, axis=1)[:, :k]
-    return {
-        "accuracy": float(np.mean(np.argmax(probs, axis=1) == labels)),
-        "loss": float(np.mean(-np.log(p_true))),
-        "top5": float(np.mean(np.any(topk == labels[:, None], axis=1))),
-        "n": int(len(labels)),
-    }
+    return HeadMetrics(
+        accuracy=float(np.mean(np.argmax(probs, axis=1) == labels)),
+        loss=float(np.mean(-np.log(p_true))),
+        top5=float(np.mean(np.any(topk == labels[:, None], axis=1))),
+        n=int(len(labels)),
+    )
 
 
-def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], arrays: Arrays) -> dict[str, Any]:
+def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], arrays: Arrays) -> SplitMetrics:
     """The contract's per-split record: n, per-head metrics (each over the rows labelled for that
     head, its ``n`` recorded), joint accuracy (every head right) over the rows labelled for every
     head (``n_all_labelled``)."""
@@ -263,8 +273,8 @@ def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], 
     for h in schema.head_names:
         all_right &= np.argmax(probs_by_head[h], axis=1) == arrays.labels[h]
     n_full = int(full.sum())
-    return {"n": arrays.n, "heads": heads, "n_all_labelled": n_full,
-            "joint_accuracy": float(all_right.sum() / n_full) if n_full else 0.0}
+    return SplitMetrics(n=arrays.n, heads=heads, n_all_labelled=n_full,
+                        joint_accuracy=float(all_right.sum() / n_full) if n_full else 0.0)
 
 
 def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
@@ -793,7 +803,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
         run_dir = tmp_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(run_dir, cfg)
-    data_info: dict[str, Any] = {}
+    data_info: DatasetInfo = {}
     if data is None:
         from train.data import load_arrays
 
@@ -808,7 +818,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     _setup_determinism(cfg)
 
     cache = FeatureCache(cfg.batch_size)
-    variants: dict[str, Any] = {}
+    variants: dict[str, TrainVariant] = {}
     store_base = None
     with _Interrupt() as interrupt:
         for approach in cfg.approaches:
@@ -829,35 +839,35 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     return record
 
 
-def _run_record(cfg: TrainConfig, weights_used: Any, replicas: int, data_info: Mapping[str, Any],
-                data: Mapping[str, Arrays], cache: FeatureCache, variants: dict[str, Any]) -> dict[str, Any]:
+def _run_record(cfg: TrainConfig, weights_used: WeightsUsed, replicas: int, data_info: DatasetInfo,
+                data: Mapping[str, Arrays], cache: FeatureCache, variants: dict[str, TrainVariant]) -> TrainRecord:
     """train.json: the run's settings, versions, backbone passes and every approach's record."""
-    return {
-        "backbone": cfg.backbone,
-        "image_size": list(cfg.image_size),
-        "weights": cfg.weights,
-        "weights_used": weights_used,
-        "data": str(cfg.data),
-        "mode": "freeze_base" if cfg.freeze_base else ("fine_tune" if cfg.weights != "none" else "scratch"),
-        "budget": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
-                   "warmup_epochs": cfg.warmup_epochs},
-        "seed": cfg.seed,
-        "strategy": cfg.strategy,
-        "replicas": replicas,
-        "dataset": data_info,
-        "feature_extraction": {
+    return TrainRecord(
+        backbone=cfg.backbone,
+        image_size=list(cfg.image_size),
+        weights=cfg.weights,
+        weights_used=weights_used,
+        data=str(cfg.data),
+        mode="freeze_base" if cfg.freeze_base else ("fine_tune" if cfg.weights != "none" else "scratch"),
+        budget=Budget(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                      warmup_epochs=cfg.warmup_epochs),
+        seed=cfg.seed,
+        strategy=cfg.strategy,
+        replicas=replicas,
+        dataset=data_info,
+        feature_extraction=FeatureExtraction(
             # Counted where features are cached; the whole-model path runs images every epoch.
-            "backbone_image_passes": cache.backbone_images if cfg.uses_feature_cache else None,
-            "images": int(sum(a.n for a in data.values())),
-            "shared_by_approaches": cfg.uses_feature_cache,
-        },
-        "versions": package_versions(),
-        "variants": variants,
-    }
+            backbone_image_passes=cache.backbone_images if cfg.uses_feature_cache else None,
+            images=int(sum(a.n for a in data.values())),
+            shared_by_approaches=cfg.uses_feature_cache,
+        ),
+        versions=package_versions(),
+        variants=variants,
+    )
 
 
 def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainConfig, schema: LabelSchema,
-                     data: Mapping[str, Arrays], cache: FeatureCache) -> dict[str, Any]:
+                     data: Mapping[str, Arrays], cache: FeatureCache) -> TrainVariant:
     """train.json's record of one approach: its files, costs, times and metrics per evaluation split."""
     from train.macc import approach_costs
 
@@ -868,18 +878,20 @@ def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainCon
         for split in per_split:
             per_split[split].update(_eval_probs(m, cfg, cache, split, data[split]))
     metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
-    return {
-        "approach": approach,
+    costs = approach_costs(models)
+    return TrainVariant(
+        approach=approach,
         # Train rows that carried each output's label (joint: rows labelled for every head).
-        "train_n": {o: int(data["train"].labelled(o).sum()) for r in results for o in r.unit.outputs},
-        "files": [f"models/{r.unit.file_name}" for r in results],
-        **approach_costs(models),
-        "keras_bytes": sum(r.path.stat().st_size for r in results),
-        "train_wall_s": round(sum(r.train_wall_s for r in results), 3),
-        "feature_extract_s": round(sum(r.feature_extract_s for r in results), 3),
-        "epochs": cfg.epochs,
-        "metrics": metrics,
-    }
+        train_n={o: int(data["train"].labelled(o).sum()) for r in results for o in r.unit.outputs},
+        files=[f"models/{r.unit.file_name}" for r in results],
+        params=costs["params"],
+        macc=costs["macc"],
+        keras_bytes=sum(r.path.stat().st_size for r in results),
+        train_wall_s=round(sum(r.train_wall_s for r in results), 3),
+        feature_extract_s=round(sum(r.feature_extract_s for r in results), 3),
+        epochs=cfg.epochs,
+        metrics=metrics,
+    )
 
 
 def _eval_probs(model: Any, cfg: TrainConfig, cache: FeatureCache, split: str, arrays: Arrays) -> dict[str, np.ndarray]:

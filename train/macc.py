@@ -18,6 +18,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from edge.records_train import MaccCounts, ParamCounts
+
 
 def _shape(t: Any) -> tuple:
     if isinstance(t, (list, tuple)):
@@ -82,22 +84,23 @@ def count_macc(model: Any, trained_only: bool = False) -> int:
     return int(total)
 
 
-def count_params(model: Any) -> dict[str, int]:
+def count_params(model: Any) -> ParamCounts:
     """``{"total", "trainable"}`` parameter counts (trainable respects frozen nested models)."""
     import numpy as np
 
     total = int(sum(np.prod(w.shape) for w in model.weights))
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    return {"total": total, "trainable": trainable}
+    return ParamCounts(total=total, trainable=trainable)
 
 
-def approach_costs(models: Iterable[Any]) -> dict[str, dict[str, int]]:
+def approach_costs(models: Iterable[Any]) -> dict[str, Any]:
     """``{"params": {"total", "trainable"}, "macc": {"total", "trained"}}`` summed over ``models``
     (the files of one approach: separate has one per head)."""
-    out = {"params": {"total": 0, "trainable": 0}, "macc": {"total": 0, "trained": 0}}
+    params, macc = ParamCounts(total=0, trainable=0), MaccCounts(total=0, trained=0)
     for m in models:
-        for k, v in count_params(m).items():
-            out["params"][k] += v
-        out["macc"]["total"] += count_macc(m)
-        out["macc"]["trained"] += count_macc(m, trained_only=True)
-    return out
+        counted = count_params(m)
+        params["total"] += counted["total"]
+        params["trainable"] += counted["trainable"]
+        macc["total"] += count_macc(m)
+        macc["trained"] += count_macc(m, trained_only=True)
+    return {"params": params, "macc": macc}

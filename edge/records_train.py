@@ -1,0 +1,168 @@
+"""train.json as TypedDicts: what train/fit.py (a training run) and train/add_head.py (a grown run) write.
+
+``train_key_errors`` lists every key a train.json misses or has in excess; the tests hold every
+train.json they write to it. Standard library only, like edge.records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from edge.records import key_errors
+
+
+class HeadMetrics(TypedDict):
+    """One head on one split, over the rows labelled for it: fractions 0..1."""
+
+    accuracy: float
+    loss: float
+    """Mean cross-entropy of the true class (natural log)."""
+    top5: float
+    """Top-min(5, classes) accuracy."""
+    n: int
+    """Rows labelled for this head."""
+
+
+class SplitMetrics(TypedDict):
+    """One approach on one evaluation split (``val``, ``test``, ``test_unseen``); 0.0 where no row counts."""
+
+    n: int
+    """Rows in the split."""
+    heads: dict[str, HeadMetrics]
+    n_all_labelled: int
+    """Rows labelled for every head: the ones ``joint_accuracy`` counts."""
+    joint_accuracy: float
+    """Fraction of those rows with every head right."""
+
+
+class ParamCounts(TypedDict):
+    total: int
+    trainable: int
+
+
+class MaccCounts(TypedDict):
+    """Multiply-accumulates for one image (train.macc): all layers, and the layers training updates."""
+
+    total: int
+    trained: int
+
+
+class _TrainVariantRequired(TypedDict):
+    approach: str
+    train_n: dict[str, int]
+    """Per model output, the train rows labelled for it (``joint``: rows labelled for every head)."""
+    files: list[str]
+    params: ParamCounts
+    macc: MaccCounts
+    keras_bytes: int
+    train_wall_s: float
+    feature_extract_s: float
+    epochs: int
+    metrics: dict[str, SplitMetrics]
+
+
+class TrainVariant(_TrainVariantRequired, total=False):
+    """One approach (keyed by it in ``variants``); ``separate`` sums params, MACC, bytes and seconds over its files."""
+
+    added_s: float
+    """add-head only: seconds this approach took to grow (its ``train_wall_s`` includes the parent's)."""
+
+
+class WeightsUsed(TypedDict):
+    """The weights a run started from: ``file`` and its ``sha256`` are None without a file (``none``)."""
+
+    weights: str
+    file: str | None
+    sha256: str | None
+
+
+class Budget(TypedDict):
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    warmup_epochs: int
+
+
+class FeatureExtraction(TypedDict):
+    backbone_image_passes: int | None
+    """Images run through a backbone while features were cached (None: the whole-model path)."""
+    images: int
+    """Images the run loaded, every split."""
+    shared_by_approaches: bool
+
+
+class DatasetInfo(TypedDict, total=False):
+    """What the dataset folder held (train.data.load_arrays): empty for in-memory data; add-head has no ``skipped``."""
+
+    skipped: dict[str, int]
+    """Per split, unreadable images left out."""
+    sizes: dict[str, int]
+    labelled: dict[str, dict[str, int]]
+    """Per split, per head, rows labelled."""
+    unlabelled_rows: int
+    """labels.csv rows with every head empty (left out)."""
+
+
+class AddHeadInfo(TypedDict):
+    """How add-head grew the run; times in seconds."""
+
+    parent_run: str
+    heads: list[str]
+    joint: str
+    """``retrained``, ``left out`` or ``not in run``."""
+    wall_s: float
+    train_s: float
+    feature_extract_s: float
+    features_from_store: int
+    features_extracted: int
+    notes: list[str]
+
+
+class _TrainRecordRequired(TypedDict):
+    backbone: str
+    image_size: list[int]
+    """[height, width] in pixels."""
+    weights: str
+    weights_used: WeightsUsed
+    data: str
+    mode: str
+    """``scratch``, ``fine_tune`` or ``freeze_base``."""
+    budget: Budget
+    seed: int
+    strategy: str
+    replicas: int
+    dataset: DatasetInfo
+    feature_extraction: FeatureExtraction
+    versions: dict[str, str]
+    variants: dict[str, TrainVariant]
+
+
+class TrainRecord(_TrainRecordRequired, total=False):
+    """train.json."""
+
+    add_head: AddHeadInfo
+
+
+def _variant_key_errors(variant: Mapping[str, Any], where: str) -> list[str]:
+    errors = key_errors(variant, TrainVariant, where)
+    for key, kind in (("params", ParamCounts), ("macc", MaccCounts)):
+        if key in variant:  # a missing one is named once, above
+            errors += key_errors(variant[key], kind, f"{where} {key}")
+    for split, m in variant.get("metrics", {}).items():
+        errors += key_errors(m, SplitMetrics, f"{where} {split}")
+        for head, hm in m.get("heads", {}).items():
+            errors += key_errors(hm, HeadMetrics, f"{where} {split} head '{head}'")
+    return errors
+
+
+def train_key_errors(doc: Mapping[str, Any]) -> list[str]:
+    """Every key of a train.json document that ``TrainRecord`` (and the types in it) does not expect, or misses."""
+    errors = key_errors(doc, TrainRecord, "train.json")
+    for key, kind in (("weights_used", WeightsUsed), ("budget", Budget), ("dataset", DatasetInfo),
+                      ("feature_extraction", FeatureExtraction), ("add_head", AddHeadInfo)):
+        if key in doc:
+            errors += key_errors(doc[key], kind, f"train.json {key}")
+    for approach, variant in doc.get("variants", {}).items():
+        errors += _variant_key_errors(variant, f"variant {approach}")
+    return errors
