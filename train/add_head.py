@@ -49,7 +49,6 @@ from train.fit import (
     package_versions,
     split_metrics,
     unit_rows,
-    variant_probs,
 )
 from train.models import BACKBONE_LAYER, load_model, make_head
 
@@ -339,7 +338,7 @@ def _approach_record(approach: str, grown: _Grown, job: _Growth, parent: dict[st
         outs: dict[str, np.ndarray] = {}
         for layers in grown.layers_by_model:
             outs.update(_probs_on_features(layers, job.feats[split]))
-        metrics[split] = split_metrics(job.schema, variant_probs(job.schema, outs), job.arrays[split])
+        metrics[split] = split_metrics(job.schema, job.schema.head_probs(outs), job.arrays[split])
     outputs = [o for layers in grown.layers_by_model for o in layers]
     return {
         "approach": approach,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge.io import atomic_write_json, atomic_write_text
-from edge.schema import JOINT_OUTPUT, LabelSchema
+from edge.schema import JOINT_OUTPUT, LabelSchema, all_heads_right
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
 from train.defaults import DEFAULTS, PROTOCOLS
 from train.models import (
@@ -256,9 +256,7 @@ def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], 
     head (``n_all_labelled``)."""
     heads = {h: head_metrics(probs_by_head[h], arrays.labels[h]) for h in schema.head_names}
     full = arrays.fully_labelled
-    all_right = full.copy()
-    for h in schema.head_names:
-        all_right &= np.argmax(probs_by_head[h], axis=1) == arrays.labels[h]
+    all_right = full & all_heads_right(probs_by_head, arrays.labels, schema.head_names)
     n_full = int(full.sum())
     return {"n": arrays.n, "heads": heads, "n_all_labelled": n_full,
             "joint_accuracy": float(all_right.sum() / n_full) if n_full else 0.0}
@@ -270,13 +268,6 @@ def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, 
     if not isinstance(out, dict):
         out = dict(zip(output_names(model), out if isinstance(out, (list, tuple)) else [out], strict=False))
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-def variant_probs(schema: LabelSchema, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-head probabilities of a variant's outputs; a joint output is decoded into heads."""
-    if JOINT_OUTPUT in outputs:
-        return schema.decode_joint(outputs[JOINT_OUTPUT])
-    return {h: outputs[h] for h in schema.head_names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -864,7 +855,7 @@ def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainCon
         m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
         for split in per_split:
             per_split[split].update(_eval_probs(m, cfg, cache, split, data[split]))
-    metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
+    metrics = {s: split_metrics(schema, schema.head_probs(o), data[s]) for s, o in per_split.items()}
     return {
         "approach": approach,
         # Train rows that carried each output's label (joint: rows labelled for every head).
