@@ -672,6 +672,71 @@ def _save_final(model: Any, model_path: Path, unit: ModelUnit) -> None:
     os.replace(tmp, model_path)
 
 
+def _wall_before(ckpt_dir: Path, ckpt: Path | None) -> float:
+    """Training seconds spent before the checkpoint a resumed run starts from (0 without one)."""
+    wall_file = ckpt_dir / "wall.json"
+    prior = json.loads(wall_file.read_text()) if (ckpt and wall_file.is_file()) else {}
+    return float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
+
+
+def _unit_job(unit: ModelUnit, cfg: TrainConfig, schema: LabelSchema, data: Mapping[str, Arrays],
+              ckpt: Path | None, done_epochs: int, callbacks: list[Any]) -> _UnitJob:
+    """One model's job: the train and val rows it can learn from and be scored on, and where it resumes."""
+    whole_val = data.get("val")
+    val_rows = _val_rows(whole_val, unit.outputs)
+    return _UnitJob(
+        unit, cfg, schema, data["train"], None if val_rows is None else whole_val.subset(val_rows), val_rows,
+        ckpt, done_epochs, callbacks,
+        cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
+        whole_val,
+        train_rows=unit_rows(data["train"], unit.outputs),
+    )
+
+
+def _announce_train_rows(job: _UnitJob) -> None:
+    """Say how many train rows a model learns from when it skips some; refuse a model with none."""
+    if job.train_rows is None:
+        return
+    unit = job.unit
+    n_used = int(job.train_rows.sum())
+    what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
+    if n_used == 0:
+        raise TrainError(f"{job.cfg.data}: {unit.name} has no train row {what}")
+    print(f"[{unit.name}] trains on {n_used} of {job.train.n} train rows ({what})", flush=True)
+
+
+def _announce_start(job: _UnitJob) -> None:
+    """One line: the backbone, input size, what trains and where a resumed run picks up."""
+    cfg = job.cfg
+    print(f"[{job.unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
+          f"{'frozen base, feature cache' if cfg.uses_feature_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
+          f"{f', resuming after epoch {job.done_epochs}' if job.ckpt else ''}", flush=True)
+
+
+def _build_model(job: _UnitJob, strategy: Any) -> Any:
+    """The untrained model of ``job``'s unit, its base frozen for a frozen run or a warm-up."""
+    cfg = job.cfg
+    with strategy.scope():
+        model = build_unit(job.unit, cfg.backbone, job.schema, cfg.image_size, cfg.weights, cfg.seed,
+                           freeze_base=cfg.freeze_base or cfg.warmup_epochs > 0,
+                           backbone_kwargs=cfg.backbone_kwargs)
+    if cfg.bn_momentum is not None and not cfg.freeze_base:
+        set_bn_momentum(model, cfg.bn_momentum)
+    return model
+
+
+def _note_wall_or_stop(ckpt_dir: Path, wall: float, unit: ModelUnit, interrupt: _Interrupt) -> None:
+    """Record the training seconds beside the newest checkpoint; on Ctrl-C stop (TrainingInterrupted)."""
+    _, last_epoch = latest_checkpoint(ckpt_dir)
+    if last_epoch:
+        atomic_write_json(ckpt_dir / "wall.json", {"train_wall_s": wall, "epoch": last_epoch})
+    if interrupt.flag:
+        raise TrainingInterrupted(
+            f"interrupted: {unit.name} stopped after epoch {last_epoch} (checkpoint saved); "
+            f"continue with --resume"
+        )
+
+
 def train_unit(
     unit: ModelUnit,
     cfg: TrainConfig,
@@ -692,51 +757,20 @@ def train_unit(
         return finished
 
     ckpt, done_epochs = latest_checkpoint(ckpt_dir)
-    prior = json.loads((ckpt_dir / "wall.json").read_text()) if (ckpt and (ckpt_dir / "wall.json").is_file()) else {}
-    wall_before = float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
-    whole_val = data.get("val")
-    val_rows = _val_rows(whole_val, unit.outputs)
-    train_rows = unit_rows(data["train"], unit.outputs)
-    job = _UnitJob(
-        unit, cfg, schema, data["train"], None if val_rows is None else whole_val.subset(val_rows), val_rows,
-        ckpt, done_epochs,
-        _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs, cfg.keep_checkpoints,
-                   chief),
-        cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
-        whole_val,
-        train_rows=train_rows,
-    )
-    if train_rows is not None:
-        n_used = int(train_rows.sum())
-        what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
-        if n_used == 0:
-            raise TrainError(f"{cfg.data}: {unit.name} has no train row {what}")
-        print(f"[{unit.name}] trains on {n_used} of {data['train'].n} train rows ({what})", flush=True)
+    wall_before = _wall_before(ckpt_dir, ckpt)
+    callbacks = _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs,
+                           cfg.keep_checkpoints, chief)
+    job = _unit_job(unit, cfg, schema, data, ckpt, done_epochs, callbacks)
+    _announce_train_rows(job)
     t0 = time.perf_counter()
-    use_cache = cfg.uses_feature_cache
-    print(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
-          f"{'frozen base, feature cache' if use_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
-          f"{f', resuming after epoch {done_epochs}' if ckpt else ''}", flush=True)
-
-    with strategy.scope():
-        model = build_unit(unit, cfg.backbone, schema, cfg.image_size, cfg.weights, cfg.seed,
-                           freeze_base=cfg.freeze_base or cfg.warmup_epochs > 0,
-                           backbone_kwargs=cfg.backbone_kwargs)
-    if cfg.bn_momentum is not None and not cfg.freeze_base:
-        set_bn_momentum(model, cfg.bn_momentum)
-    if use_cache:
+    _announce_start(job)
+    model = _build_model(job, strategy)
+    if cfg.uses_feature_cache:
         extract_s = _fit_on_cached_features(job, model, cache)
     else:
         model, extract_s = _fit_whole_model(job, model, strategy, cache)
     wall = wall_before + time.perf_counter() - t0
-    last_ckpt, last_epoch = latest_checkpoint(ckpt_dir)
-    if last_epoch:
-        atomic_write_json(ckpt_dir / "wall.json", {"train_wall_s": wall, "epoch": last_epoch})
-    if interrupt.flag:
-        raise TrainingInterrupted(
-            f"interrupted: {unit.name} stopped after epoch {last_epoch} (checkpoint saved); "
-            f"continue with --resume"
-        )
+    _note_wall_or_stop(ckpt_dir, wall, unit, interrupt)
     _save_final(model, model_path, unit)
     atomic_write_json(done_path, {"train_wall_s": wall, "epochs": cfg.epochs, "feature_extract_s": extract_s})
     return UnitResult(unit, model_path, wall, cfg.epochs, extract_s)
