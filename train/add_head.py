@@ -355,6 +355,41 @@ def _approach_record(approach: str, grown: _Grown, job: _Growth, parent: dict[st
     }
 
 
+@dataclasses.dataclass
+class _Approaches:
+    """Every grown approach's train.json record, the notes to print and the seconds spent training."""
+
+    variants: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    train_s: float = 0.0
+
+
+def _grow_approaches(job: _Growth, approaches: list[str], first_model: Any, parent_record: dict[str, Any],
+                     data: str | Path, retrain_joint: bool) -> _Approaches:
+    """Grow each approach of the run in turn (joint only on request) and score it."""
+    done = _Approaches()
+    trained: dict[str, Any] = {}  # new head -> its multihead Dense layer
+    for approach in approaches:
+        t_a = time.perf_counter()
+        if approach == "joint" and not retrain_joint:
+            done.notes.append("joint left out: one softmax over label combinations cannot grow a head "
+                              "without retraining its output layer (pass --retrain-joint to retrain it)")
+            continue
+        if approach == "multihead":
+            grown = _grow_multihead(job, first_model)
+            trained = {h: grown.layers_by_model[0][h] for h in job.new_heads}
+        elif approach == "separate":
+            grown = _grow_separate(job, trained)
+        else:
+            grown = _grow_joint(job, data)
+            done.notes.append(f"joint retrained on {int(job.arrays['train'].labelled(JOINT_OUTPUT).sum())} "
+                              "train rows labelled for every head")
+        parent = parent_record.get("variants", {}).get(approach, {})
+        done.variants[approach] = _approach_record(approach, grown, job, parent, t_a)
+        done.train_s += grown.train_s
+    return done
+
+
 def _check_request(run: Path, heads: Sequence[str], out: Path,
                    retrain_joint: bool) -> tuple[_RunInfo, tuple[str, ...], list[str]]:
     """The run, the new heads and the approaches to grow, or one AddHeadError line saying why not."""
@@ -391,6 +426,22 @@ def _write_run(tmp: Path, backbone: Any, arrays: dict[str, Any], cfg: Any, schem
     atomic_write_json(tmp / CONFIG_FILE, cfg.to_dict())
     schema.save(tmp / "schema.json")
     atomic_write_json(tmp / TRAIN_JSON, record)
+
+
+def _run_record(parent_record: dict[str, Any], data: str | Path, ds: Any, arrays: dict[str, Arrays],
+                variants: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The new run's train.json: the parent's settings, this dataset and versions, the grown
+    variants and what add-head did (``add_head``)."""
+    return {
+        **{k: v for k, v in parent_record.items() if k not in ("variants", "dataset", "data", "versions")},
+        "data": str(data),
+        "dataset": {"sizes": {s: a.n for s, a in arrays.items()},
+                    "labelled": {s: a.labelled_counts() for s, a in arrays.items()},
+                    "unlabelled_rows": ds.unlabelled_rows},
+        "versions": package_versions(),
+        "variants": variants,
+        "add_head": summary,
+    }
 
 
 def _features(run: Path, approaches: list[str], ds: Any, image_size: Any,
@@ -449,51 +500,21 @@ def add_heads(
     log(f"features: {hits} images from the run's feature store, {extracted} extracted now")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
-    variants: dict[str, Any] = {}
-    notes: list[str] = []
     try:
-        trained: dict[str, Any] = {}  # new head -> its multihead Dense layer
-        train_s = 0.0
-        for approach in approaches:
-            t_a = time.perf_counter()
-            if approach == "joint" and not retrain_joint:
-                notes.append("joint left out: one softmax over label combinations cannot grow a head "
-                             "without retraining its output layer (pass --retrain-joint to retrain it)")
-                continue
-            job = _Growth(cfg, schema, old, new_heads, feats, arrays, backbone, run, tmp, verbose)
-            if approach == "multihead":
-                grown = _grow_multihead(job, first_model)
-                trained = {h: grown.layers_by_model[0][h] for h in new_heads}
-            elif approach == "separate":
-                grown = _grow_separate(job, trained)
-            else:
-                grown = _grow_joint(job, data)
-                notes.append(f"joint retrained on {int(arrays['train'].labelled(JOINT_OUTPUT).sum())} train rows "
-                             "labelled for every head")
-            parent = info.record.get("variants", {}).get(approach, {})
-            variants[approach] = _approach_record(approach, grown, job, parent, t_a)
-            train_s += grown.train_s
+        job = _Growth(cfg, schema, old, new_heads, feats, arrays, backbone, run, tmp, verbose)
+        grown = _grow_approaches(job, approaches, first_model, info.record, data, retrain_joint)
         wall = time.perf_counter() - t_start
-        record = {
-            **{k: v for k, v in info.record.items() if k not in ("variants", "dataset", "data", "versions")},
-            "data": str(data),
-            "dataset": {"sizes": {s: a.n for s, a in arrays.items()},
-                        "labelled": {s: a.labelled_counts() for s, a in arrays.items()},
-                        "unlabelled_rows": ds.unlabelled_rows},
-            "versions": package_versions(),
-            "variants": variants,
-            "add_head": {
-                "parent_run": str(run),
-                "heads": list(new_heads),
-                "joint": ("retrained" if retrain_joint else "left out") if "joint" in approaches else "not in run",
-                "wall_s": round(wall, 3),
-                "train_s": round(train_s, 3),
-                "feature_extract_s": round(extract_s, 3),
-                "features_from_store": hits,
-                "features_extracted": extracted,
-                "notes": notes,
-            },
-        }
+        record = _run_record(info.record, data, ds, arrays, grown.variants, {
+            "parent_run": str(run),
+            "heads": list(new_heads),
+            "joint": ("retrained" if retrain_joint else "left out") if "joint" in approaches else "not in run",
+            "wall_s": round(wall, 3),
+            "train_s": round(grown.train_s, 3),
+            "feature_extract_s": round(extract_s, 3),
+            "features_from_store": hits,
+            "features_extracted": extracted,
+            "notes": grown.notes,
+        })
         _write_run(tmp, backbone, arrays, new_cfg, schema, record)
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -501,6 +522,6 @@ def add_heads(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for note in notes:
+    for note in grown.notes:
         log(note)
     return record
