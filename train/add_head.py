@@ -37,20 +37,19 @@ import numpy as np
 
 from edge.io import atomic_write_json
 from edge.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
-from train.data import EVAL_SPLITS, Arrays, eval_dataset, steps_per_epoch, train_dataset
+from train.data import EVAL_SPLITS, Arrays
 from train.fit import (
     CONFIG_FILE,
     TRAIN_JSON,
     TrainConfig,
     TrainError,
-    _compile,
-    _sample_weights,
-    _targets,
+    compile_heads,
+    fit_heads,
     package_versions,
     split_metrics,
     unit_rows,
 )
-from train.models import BACKBONE_LAYER, load_model, make_head
+from train.models import BACKBONE_LAYER, load_model, make_head, save_model
 
 
 class AddHeadError(TrainError):
@@ -198,30 +197,28 @@ def _train_heads(cfg: TrainConfig, schema: LabelSchema, outputs: tuple[str, ...]
 
     from train.models import output_classes
 
-    train = data["train"]
-    rows = unit_rows(train, outputs)
-    x = feats["train"] if rows is None else feats["train"][rows]
-    train = train if rows is None else train.subset(rows)
+    x, train = _labelled_for(outputs, feats["train"], data["train"])
     if train.n == 0:
         raise AddHeadError(f"{cfg.data}: no train row is labelled for {', '.join(outputs)}")
     inp = keras.Input((x.shape[1],), name="features")
     layers = {o: make_head(o, output_classes(schema, o), cfg.seed) for o in outputs}
     heads = keras.Model(inp, {o: layer(inp) for o, layer in layers.items()}, name="new_heads")
-    _compile(heads, cfg, outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
-    ds = train_dataset(x, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed, 0, cfg.epochs,
-                       sample_weights=_sample_weights(train, outputs))
-    val_data = None
-    val = data.get("val")
-    if val is not None:
-        vrows = unit_rows(val, outputs)
-        vx = feats["val"] if vrows is None else feats["val"][vrows]
-        val = val if vrows is None else val.subset(vrows)
-        if val.n:
-            val_data = eval_dataset(vx, _targets(cfg, schema, val, outputs), cfg.batch_size,
-                                    sample_weights=_sample_weights(val, outputs))
-    heads.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
-              validation_data=val_data, verbose=verbose)
+    compile_heads(heads, cfg, outputs, train.n)
+    vx = val = None
+    if data.get("val") is not None:
+        vx, val = _labelled_for(outputs, feats["val"], data["val"])
+        if not val.n:
+            vx = val = None
+    fit_heads(heads, cfg, schema, outputs, x, train, vx, val, cfg.epochs, verbose=verbose)
     return layers
+
+
+def _labelled_for(outputs: tuple[str, ...], feats: np.ndarray, arrays: Arrays) -> tuple[np.ndarray, Arrays]:
+    """The features and rows of a split that carry a label for at least one of ``outputs``."""
+    rows = unit_rows(arrays, outputs)
+    if rows is None:
+        return feats, arrays
+    return feats[rows], arrays.subset(rows)
 
 
 def _assemble(name: str, backbone: Any, head_layers: dict[str, Any], image_size: Sequence[int]) -> Any:
@@ -231,13 +228,6 @@ def _assemble(name: str, backbone: Any, head_layers: dict[str, Any], image_size:
     inp = keras.Input((int(image_size[0]), int(image_size[1]), 3), name="image", dtype="float32")
     f = backbone(inp)
     return keras.Model(inp, {o: layer(f) for o, layer in head_layers.items()}, name=name)
-
-
-def _save(model: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
-    model.save(str(tmp))
-    os.replace(tmp, path)
 
 
 def _probs_on_features(head_layers: dict[str, Any], feats: np.ndarray) -> dict[str, np.ndarray]:
@@ -284,7 +274,7 @@ def _grow_multihead(job: _Growth, old_model: Any) -> _Grown:
     layers = {h: old_model.get_layer(h) for h in job.old.head_names}
     layers.update({h: trained[h] for h in job.new_heads})
     model = _assemble(old_model.name, old_model.get_layer(BACKBONE_LAYER), layers, job.cfg.image_size)
-    _save(model, job.tmp / "models" / "multihead.keras")
+    save_model(model, job.tmp / "models" / "multihead.keras")
     return _Grown(["models/multihead.keras"], [model], [layers], train_s)
 
 
@@ -309,7 +299,7 @@ def _grow_separate(job: _Growth, trained: dict[str, Any]) -> _Grown:
             layer = _train_heads(job.cfg, job.schema, (h,), job.feats, job.arrays, job.verbose)[h]
             grown.train_s += time.perf_counter() - t0
         m = _assemble(f"separate_{h}", job.backbone, {h: layer}, job.cfg.image_size)
-        _save(m, job.tmp / "models" / f"separate.{h}.keras")
+        save_model(m, job.tmp / "models" / f"separate.{h}.keras")
         grown.files.append(f"models/separate.{h}.keras")
         grown.models.append(m)
         grown.layers_by_model.append({h: layer})
@@ -324,7 +314,7 @@ def _grow_joint(job: _Growth, data: str | Path) -> _Grown:
     joint_layers = _train_heads(job.cfg, job.schema, (JOINT_OUTPUT,), job.feats, job.arrays, job.verbose)
     train_s = time.perf_counter() - t0
     m = _assemble("joint", job.backbone, joint_layers, job.cfg.image_size)
-    _save(m, job.tmp / "models" / "joint.keras")
+    save_model(m, job.tmp / "models" / "joint.keras")
     return _Grown(["models/joint.keras"], [m], [joint_layers], train_s)
 
 

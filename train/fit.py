@@ -44,6 +44,7 @@ from train.models import (
     model_units,
     output_classes,
     output_names,
+    save_model,
 )
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -128,16 +129,17 @@ class TrainConfig:
         return self.freeze_base and self.feature_cache and self.strategy == "default"
 
     @property
-    def use_freeze_bn(self) -> bool:
-        if self.freeze_bn is not None:
-            return bool(self.freeze_bn)
+    def fine_tunes_pretrained(self) -> bool:
+        """Every layer trains, starting from pretrained weights: the default of ``freeze_bn`` and ``augment``."""
         return (not self.freeze_base) and self.weights != "none"
 
     @property
+    def use_freeze_bn(self) -> bool:
+        return self.fine_tunes_pretrained if self.freeze_bn is None else bool(self.freeze_bn)
+
+    @property
     def use_augment(self) -> bool:
-        if self.augment is not None:
-            return bool(self.augment)
-        return (not self.freeze_base) and self.weights != "none"
+        return self.fine_tunes_pretrained if self.augment is None else bool(self.augment)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -311,11 +313,7 @@ def _callbacks(interrupt: _Interrupt, ckpt_dir: Path, log_path: Path, initial_ep
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             if interrupt.flag:  # a partial epoch is not a checkpoint
                 return
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            final = ckpt_dir / f"epoch-{epoch + 1:04d}.keras"
-            tmp = ckpt_dir / f".epoch-{epoch + 1:04d}.{os.getpid()}.tmp.keras"
-            self.model.save(str(tmp))
-            os.replace(tmp, final)
+            save_model(self.model, ckpt_dir / f"epoch-{epoch + 1:04d}.keras")
             for old in sorted(ckpt_dir.glob("epoch-*.keras"))[:-keep]:
                 old.unlink(missing_ok=True)
 
@@ -534,24 +532,49 @@ def fit_heads_on_features(
 
     if heads is None:
         heads = heads_model(model)
-        # Many head steps per tf.function call: a head step is tiny and Keras' per-call overhead
-        # would dominate. Same batches, same updates.
-        _compile(heads, cfg, unit_outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
-    ds = train_dataset(train_feats, _targets(cfg, schema, train, unit_outputs), cfg.batch_size, cfg.seed,
-                       initial_epoch, epochs, sample_weights=_sample_weights(train, unit_outputs))
+        compile_heads(heads, cfg, unit_outputs, train.n)
+    fit_heads(heads, cfg, schema, unit_outputs, train_feats, train, val_feats, val, epochs, callbacks,
+              initial_epoch, verbose)
+    for o in unit_outputs:
+        model.get_layer(o).set_weights(heads.get_layer(o).get_weights())
+    return heads
+
+
+def compile_heads(heads: Any, cfg: TrainConfig, outputs: Sequence[str], n_train: int) -> None:
+    """Compile a features -> heads model for ``n_train`` rows.
+
+    Many head steps per tf.function call: a head step is tiny and Keras' per-call overhead would
+    dominate. Same batches, same updates."""
+    _compile(heads, cfg, outputs, steps_per_execution=min(32, steps_per_epoch(n_train, cfg.batch_size)))
+
+
+def fit_heads(
+    heads: Any,
+    cfg: TrainConfig,
+    schema: LabelSchema,
+    outputs: tuple[str, ...],
+    train_feats: np.ndarray,
+    train: Arrays,
+    val_feats: np.ndarray | None,
+    val: Arrays | None,
+    epochs: int,
+    callbacks: list[Any] | None = None,
+    initial_epoch: int = 0,
+    verbose: int = 0,
+) -> None:
+    """Fit a compiled features -> heads model on the run's batch order; rows without a head's label weigh 0."""
+    ds = train_dataset(train_feats, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed,
+                       initial_epoch, epochs, sample_weights=_sample_weights(train, outputs))
     val_data = None
     if val_feats is not None and val is not None:
-        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size,
-                                sample_weights=_sample_weights(val, unit_outputs))
+        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, outputs), cfg.batch_size,
+                                sample_weights=_sample_weights(val, outputs))
     if epochs > initial_epoch:
         # steps_per_epoch is required: the dataset holds every remaining epoch back to back (so
         # Keras keeps one iterator across epochs instead of taking it all as one epoch).
         heads.fit(ds, epochs=epochs, initial_epoch=initial_epoch, validation_data=val_data,
                   steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
                   callbacks=callbacks or [], verbose=verbose)
-    for o in unit_outputs:
-        model.get_layer(o).set_weights(heads.get_layer(o).get_weights())
-    return heads
 
 
 @dataclass(frozen=True)
@@ -597,12 +620,18 @@ def _finished_unit(unit: ModelUnit, model_path: Path, done_path: Path) -> UnitRe
                       float(done.get("feature_extract_s", 0.0)))
 
 
+def _train_features(job: _UnitJob, base: Any, cache: FeatureCache) -> tuple[np.ndarray, float]:
+    """The cached features of the train rows ``job`` learns from, and the seconds extracting took now."""
+    feats, extract_s = cache.get(base, "train", job.train.images)
+    if job.train_rows is not None:
+        feats = feats[job.train_rows]
+    return feats, extract_s
+
+
 def _fit_on_cached_features(job: _UnitJob, model: Any, cache: FeatureCache) -> float:
     """Frozen base: the heads train on the backbone's cached features. Returns extraction seconds."""
     base = model.get_layer(BACKBONE_LAYER)
-    train_feats, extract_s = cache.get(base, "train", job.train.images)
-    if job.train_rows is not None:
-        train_feats = train_feats[job.train_rows]
+    train_feats, extract_s = _train_features(job, base, cache)
     val_feats = None
     if job.val is not None and job.val_rows is not None:
         # The whole split once, shared by every model; a joint model takes its seen rows.
@@ -625,9 +654,7 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     extract_s = 0.0
     if cfg.warmup_epochs > 0 and job.ckpt is None:
         # Head-only warm-up on cached features, then every layer trains.
-        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", job.train.images)
-        if job.train_rows is not None:
-            feats = feats[job.train_rows]
+        feats, extract_s = _train_features(job, model.get_layer(BACKBONE_LAYER), cache)
         fit_heads_on_features(model, cfg, job.schema, outputs, feats, train, None, None, cfg.warmup_epochs,
                               verbose=job.verbose)
     with strategy.scope():
@@ -660,16 +687,13 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     return model, extract_s
 
 
-def _save_final(model: Any, model_path: Path, unit: ModelUnit) -> None:
+def _save_final(model: Any, model_path: Path) -> None:
     """Save ``models/<name>.keras`` atomically, without optimizer state."""
     import keras
 
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.parent / f".{unit.name}.{os.getpid()}.tmp.keras"
     # An uncompiled view of the same layers: the final file holds no optimizer state (smaller,
     # and keras_bytes compares like with like across approaches).
-    keras.Model(model.input, model.output, name=model.name).save(str(tmp))
-    os.replace(tmp, model_path)
+    save_model(keras.Model(model.input, model.output, name=model.name), model_path)
 
 
 def _wall_before(ckpt_dir: Path, ckpt: Path | None) -> float:
@@ -771,7 +795,7 @@ def train_unit(
         model, extract_s = _fit_whole_model(job, model, strategy, cache)
     wall = wall_before + time.perf_counter() - t0
     _note_wall_or_stop(ckpt_dir, wall, unit, interrupt)
-    _save_final(model, model_path, unit)
+    _save_final(model, model_path)
     atomic_write_json(done_path, {"train_wall_s": wall, "epochs": cfg.epochs, "feature_extract_s": extract_s})
     return UnitResult(unit, model_path, wall, cfg.epochs, extract_s)
 
