@@ -139,15 +139,39 @@ def build_metadata(card: ModelCard, order: Sequence[str], label_files: dict[str,
 
     from convert import metadata_schema_generated as md
 
-    def associated_file(name: str, description: str) -> md.AssociatedFileT:
-        f = md.AssociatedFileT()
-        f.name, f.description, f.type = name, description, md.AssociatedFileType.TENSOR_AXIS_LABELS
-        return f
+    subgraph = md.SubGraphMetadataT()
+    subgraph.name = card.variant
+    subgraph.description = f"{card.approach} image classifier"
+    subgraph.inputTensorMetadata = [_image_metadata(card)]
+    subgraph.outputTensorMetadata = [_output_metadata(card, key, label_files[key]) for key in order]
 
-    def stats(lo: float, hi: float) -> md.StatsT:
-        s = md.StatsT()
-        s.min, s.max = [float(lo)], [float(hi)]
-        return s
+    heads = ", ".join(f"{h} ({len(card.schema.head(h).classes)} classes)" for h in card.heads)
+    meta = md.ModelMetadataT()
+    meta.name = f"polyhead {card.variant} ({card.backbone or 'model'})"
+    meta.description = (f"polyhead {card.approach} image classifier, heads: {heads}; "
+                        f"one classification output per {'combination list' if card.approach == 'joint' else 'head'}.")
+    meta.version = f"{card.precision}; converter {card.converter_version or 'unknown'}"
+    meta.author = "polyhead"
+    meta.subgraphMetadata = [subgraph]
+    meta.minParserVersion = MIN_PARSER_VERSION
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(meta.Pack(builder), file_identifier=METADATA_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _stats(lo: float, hi: float):
+    """Value range of a tensor's data."""
+    from convert import metadata_schema_generated as md
+
+    s = md.StatsT()
+    s.min, s.max = [float(lo)], [float(hi)]
+    return s
+
+
+def _image_metadata(card: ModelCard):
+    """The image input: RGB, its size and, for a float input, the normalisation MediaPipe applies."""
+    from convert import metadata_schema_generated as md
 
     spec = card.input
     image = md.TensorMetadataT()
@@ -168,44 +192,31 @@ def build_metadata(card: ModelCard, order: Sequence[str], label_files: dict[str,
         unit = md.ProcessUnitT()
         unit.optionsType, unit.options = md.ProcessUnitOptions.NormalizationOptions, options
         image.processUnits = [unit]
-        image.stats = stats(*spec.value_range)
+        image.stats = _stats(*spec.value_range)
     else:
-        image.stats = stats(0, 255)
+        image.stats = _stats(0, 255)
+    return image
 
-    outputs = []
-    for key in order:
-        classes = card.output_classes(key)
-        t = md.TensorMetadataT()
-        t.name = key
-        what = (f"the {len(classes)} label combinations seen in training ({', '.join(card.schema.head_names)})"
-                if key == JOINT_OUTPUT else f"the {len(classes)} classes of head '{key}'")
-        t.description = f"Probabilities of {what}."
-        t.content = md.ContentT()
-        t.content.contentPropertiesType = md.ContentProperties.FeatureProperties
-        t.content.contentProperties = md.FeaturePropertiesT()
-        t.stats = stats(0.0, 1.0)
-        t.associatedFiles = [associated_file(label_files[key], f"Labels of output '{key}', one per line.")]
-        outputs.append(t)
 
-    subgraph = md.SubGraphMetadataT()
-    subgraph.name = card.variant
-    subgraph.description = f"{card.approach} image classifier"
-    subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = outputs
+def _output_metadata(card: ModelCard, key: str, label_file: str):
+    """One classification output: probabilities over its classes, with its label file attached."""
+    from convert import metadata_schema_generated as md
 
-    heads = ", ".join(f"{h} ({len(card.schema.head(h).classes)} classes)" for h in card.heads)
-    meta = md.ModelMetadataT()
-    meta.name = f"polyhead {card.variant} ({card.backbone or 'model'})"
-    meta.description = (f"polyhead {card.approach} image classifier, heads: {heads}; "
-                        f"one classification output per {'combination list' if card.approach == 'joint' else 'head'}.")
-    meta.version = f"{card.precision}; converter {card.converter_version or 'unknown'}"
-    meta.author = "polyhead"
-    meta.subgraphMetadata = [subgraph]
-    meta.minParserVersion = MIN_PARSER_VERSION
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(meta.Pack(builder), file_identifier=METADATA_IDENTIFIER)
-    return bytes(builder.Output())
+    classes = card.output_classes(key)
+    t = md.TensorMetadataT()
+    t.name = key
+    what = (f"the {len(classes)} label combinations seen in training ({', '.join(card.schema.head_names)})"
+            if key == JOINT_OUTPUT else f"the {len(classes)} classes of head '{key}'")
+    t.description = f"Probabilities of {what}."
+    t.content = md.ContentT()
+    t.content.contentPropertiesType = md.ContentProperties.FeatureProperties
+    t.content.contentProperties = md.FeaturePropertiesT()
+    t.stats = _stats(0.0, 1.0)
+    labels = md.AssociatedFileT()
+    labels.name, labels.description = label_file, f"Labels of output '{key}', one per line."
+    labels.type = md.AssociatedFileType.TENSOR_AXIS_LABELS
+    t.associatedFiles = [labels]
+    return t
 
 
 def _aligned_buffer_class():

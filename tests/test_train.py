@@ -324,7 +324,7 @@ def test_freeze_base_run_trains_heads_only(tmp_path):
 
 
 def test_frozen_base_passes_each_image_through_the_backbone_once(tmp_path):
-    from train.fit import predict_probs, variant_probs
+    from train.fit import predict_probs
 
     schema, data = make_arrays(n=48)
     rec = run_training(_cfg(tmp_path, freeze_base=True), data, schema)
@@ -334,7 +334,7 @@ def test_frozen_base_passes_each_image_through_the_backbone_once(tmp_path):
                                          "shared_by_approaches": True}
     # Metrics computed from cached features equal the saved model run on the images.
     model = load_model(Path(tmp_path / "run" / "models" / "joint.keras"))
-    probs = variant_probs(schema, predict_probs(model, data["test_unseen"].images, 16))
+    probs = schema.head_probs(predict_probs(model, data["test_unseen"].images, 16))
     got = split_metrics(schema, probs, data["test_unseen"])
     want = rec["variants"]["joint"]["metrics"]["test_unseen"]
     assert got["joint_accuracy"] == want["joint_accuracy"]

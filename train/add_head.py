@@ -38,21 +38,19 @@ import numpy as np
 from edge.io import atomic_write_json
 from edge.records_train import TrainRecord, TrainVariant
 from edge.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
-from train.data import EVAL_SPLITS, Arrays, eval_dataset, steps_per_epoch, train_dataset
+from train.data import EVAL_SPLITS, Arrays
 from train.fit import (
     CONFIG_FILE,
     TRAIN_JSON,
     TrainConfig,
     TrainError,
-    _compile,
-    _sample_weights,
-    _targets,
+    compile_heads,
+    fit_heads,
     package_versions,
     split_metrics,
     unit_rows,
-    variant_probs,
 )
-from train.models import BACKBONE_LAYER, load_model, make_head
+from train.models import BACKBONE_LAYER, load_model, make_head, save_model
 
 
 class AddHeadError(TrainError):
@@ -200,30 +198,28 @@ def _train_heads(cfg: TrainConfig, schema: LabelSchema, outputs: tuple[str, ...]
 
     from train.models import output_classes
 
-    train = data["train"]
-    rows = unit_rows(train, outputs)
-    x = feats["train"] if rows is None else feats["train"][rows]
-    train = train if rows is None else train.subset(rows)
+    x, train = _labelled_for(outputs, feats["train"], data["train"])
     if train.n == 0:
         raise AddHeadError(f"{cfg.data}: no train row is labelled for {', '.join(outputs)}")
     inp = keras.Input((x.shape[1],), name="features")
     layers = {o: make_head(o, output_classes(schema, o), cfg.seed) for o in outputs}
     heads = keras.Model(inp, {o: layer(inp) for o, layer in layers.items()}, name="new_heads")
-    _compile(heads, cfg, outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
-    ds = train_dataset(x, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed, 0, cfg.epochs,
-                       sample_weights=_sample_weights(train, outputs))
-    val_data = None
-    val = data.get("val")
-    if val is not None:
-        vrows = unit_rows(val, outputs)
-        vx = feats["val"] if vrows is None else feats["val"][vrows]
-        val = val if vrows is None else val.subset(vrows)
-        if val.n:
-            val_data = eval_dataset(vx, _targets(cfg, schema, val, outputs), cfg.batch_size,
-                                    sample_weights=_sample_weights(val, outputs))
-    heads.fit(ds, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
-              validation_data=val_data, verbose=verbose)
+    compile_heads(heads, cfg, outputs, train.n)
+    vx = val = None
+    if data.get("val") is not None:
+        vx, val = _labelled_for(outputs, feats["val"], data["val"])
+        if not val.n:
+            vx = val = None
+    fit_heads(heads, cfg, schema, outputs, x, train, vx, val, cfg.epochs, verbose=verbose)
     return layers
+
+
+def _labelled_for(outputs: tuple[str, ...], feats: np.ndarray, arrays: Arrays) -> tuple[np.ndarray, Arrays]:
+    """The features and rows of a split that carry a label for at least one of ``outputs``."""
+    rows = unit_rows(arrays, outputs)
+    if rows is None:
+        return feats, arrays
+    return feats[rows], arrays.subset(rows)
 
 
 def _assemble(name: str, backbone: Any, head_layers: dict[str, Any], image_size: Sequence[int]) -> Any:
@@ -233,13 +229,6 @@ def _assemble(name: str, backbone: Any, head_layers: dict[str, Any], image_size:
     inp = keras.Input((int(image_size[0]), int(image_size[1]), 3), name="image", dtype="float32")
     f = backbone(inp)
     return keras.Model(inp, {o: layer(f) for o, layer in head_layers.items()}, name=name)
-
-
-def _save(model: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
-    model.save(str(tmp))
-    os.replace(tmp, path)
 
 
 def _probs_on_features(head_layers: dict[str, Any], feats: np.ndarray) -> dict[str, np.ndarray]:
@@ -286,7 +275,7 @@ def _grow_multihead(job: _Growth, old_model: Any) -> _Grown:
     layers = {h: old_model.get_layer(h) for h in job.old.head_names}
     layers.update({h: trained[h] for h in job.new_heads})
     model = _assemble(old_model.name, old_model.get_layer(BACKBONE_LAYER), layers, job.cfg.image_size)
-    _save(model, job.tmp / "models" / "multihead.keras")
+    save_model(model, job.tmp / "models" / "multihead.keras")
     return _Grown(["models/multihead.keras"], [model], [layers], train_s)
 
 
@@ -311,7 +300,7 @@ def _grow_separate(job: _Growth, trained: dict[str, Any]) -> _Grown:
             layer = _train_heads(job.cfg, job.schema, (h,), job.feats, job.arrays, job.verbose)[h]
             grown.train_s += time.perf_counter() - t0
         m = _assemble(f"separate_{h}", job.backbone, {h: layer}, job.cfg.image_size)
-        _save(m, job.tmp / "models" / f"separate.{h}.keras")
+        save_model(m, job.tmp / "models" / f"separate.{h}.keras")
         grown.files.append(f"models/separate.{h}.keras")
         grown.models.append(m)
         grown.layers_by_model.append({h: layer})
@@ -326,7 +315,7 @@ def _grow_joint(job: _Growth, data: str | Path) -> _Grown:
     joint_layers = _train_heads(job.cfg, job.schema, (JOINT_OUTPUT,), job.feats, job.arrays, job.verbose)
     train_s = time.perf_counter() - t0
     m = _assemble("joint", job.backbone, joint_layers, job.cfg.image_size)
-    _save(m, job.tmp / "models" / "joint.keras")
+    save_model(m, job.tmp / "models" / "joint.keras")
     return _Grown(["models/joint.keras"], [m], [joint_layers], train_s)
 
 
@@ -340,7 +329,7 @@ def _approach_record(approach: str, grown: _Grown, job: _Growth, parent: dict[st
         outs: dict[str, np.ndarray] = {}
         for layers in grown.layers_by_model:
             outs.update(_probs_on_features(layers, job.feats[split]))
-        metrics[split] = split_metrics(job.schema, variant_probs(job.schema, outs), job.arrays[split])
+        metrics[split] = split_metrics(job.schema, job.schema.head_probs(outs), job.arrays[split])
     outputs = [o for layers in grown.layers_by_model for o in layers]
     return {
         "approach": approach,
@@ -355,6 +344,41 @@ def _approach_record(approach: str, grown: _Grown, job: _Growth, parent: dict[st
         "metrics": metrics,
         "added_s": round(time.perf_counter() - started, 3),
     }
+
+
+@dataclasses.dataclass
+class _Approaches:
+    """Every grown approach's train.json record, the notes to print and the seconds spent training."""
+
+    variants: dict[str, TrainVariant] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    train_s: float = 0.0
+
+
+def _grow_approaches(job: _Growth, approaches: list[str], first_model: Any, parent_record: dict[str, Any],
+                     data: str | Path, retrain_joint: bool) -> _Approaches:
+    """Grow each approach of the run in turn (joint only on request) and score it."""
+    done = _Approaches()
+    trained: dict[str, Any] = {}  # new head -> its multihead Dense layer
+    for approach in approaches:
+        t_a = time.perf_counter()
+        if approach == "joint" and not retrain_joint:
+            done.notes.append("joint left out: one softmax over label combinations cannot grow a head "
+                              "without retraining its output layer (pass --retrain-joint to retrain it)")
+            continue
+        if approach == "multihead":
+            grown = _grow_multihead(job, first_model)
+            trained = {h: grown.layers_by_model[0][h] for h in job.new_heads}
+        elif approach == "separate":
+            grown = _grow_separate(job, trained)
+        else:
+            grown = _grow_joint(job, data)
+            done.notes.append(f"joint retrained on {int(job.arrays['train'].labelled(JOINT_OUTPUT).sum())} "
+                              "train rows labelled for every head")
+        parent = parent_record.get("variants", {}).get(approach, {})
+        done.variants[approach] = _approach_record(approach, grown, job, parent, t_a)
+        done.train_s += grown.train_s
+    return done
 
 
 def _check_request(run: Path, heads: Sequence[str], out: Path,
@@ -393,6 +417,22 @@ def _write_run(tmp: Path, backbone: Any, arrays: dict[str, Any], cfg: Any, schem
     atomic_write_json(tmp / CONFIG_FILE, cfg.to_dict())
     schema.save(tmp / "schema.json")
     atomic_write_json(tmp / TRAIN_JSON, record)
+
+
+def _run_record(parent_record: dict[str, Any], data: str | Path, ds: Any, arrays: dict[str, Arrays],
+                variants: dict[str, TrainVariant], summary: dict[str, Any]) -> TrainRecord:
+    """The new run's train.json: the parent's settings, this dataset and versions, the grown
+    variants and what add-head did (``add_head``)."""
+    return {
+        **{k: v for k, v in parent_record.items() if k not in ("variants", "dataset", "data", "versions")},
+        "data": str(data),
+        "dataset": {"sizes": {s: a.n for s, a in arrays.items()},
+                    "labelled": {s: a.labelled_counts() for s, a in arrays.items()},
+                    "unlabelled_rows": ds.unlabelled_rows},
+        "versions": package_versions(),
+        "variants": variants,
+        "add_head": summary,
+    }
 
 
 def _features(run: Path, approaches: list[str], ds: Any, image_size: Any,
@@ -451,51 +491,21 @@ def add_heads(
     log(f"features: {hits} images from the run's feature store, {extracted} extracted now")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
-    variants: dict[str, TrainVariant] = {}
-    notes: list[str] = []
     try:
-        trained: dict[str, Any] = {}  # new head -> its multihead Dense layer
-        train_s = 0.0
-        for approach in approaches:
-            t_a = time.perf_counter()
-            if approach == "joint" and not retrain_joint:
-                notes.append("joint left out: one softmax over label combinations cannot grow a head "
-                             "without retraining its output layer (pass --retrain-joint to retrain it)")
-                continue
-            job = _Growth(cfg, schema, old, new_heads, feats, arrays, backbone, run, tmp, verbose)
-            if approach == "multihead":
-                grown = _grow_multihead(job, first_model)
-                trained = {h: grown.layers_by_model[0][h] for h in new_heads}
-            elif approach == "separate":
-                grown = _grow_separate(job, trained)
-            else:
-                grown = _grow_joint(job, data)
-                notes.append(f"joint retrained on {int(arrays['train'].labelled(JOINT_OUTPUT).sum())} train rows "
-                             "labelled for every head")
-            parent = info.record.get("variants", {}).get(approach, {})
-            variants[approach] = _approach_record(approach, grown, job, parent, t_a)
-            train_s += grown.train_s
+        job = _Growth(cfg, schema, old, new_heads, feats, arrays, backbone, run, tmp, verbose)
+        grown = _grow_approaches(job, approaches, first_model, info.record, data, retrain_joint)
         wall = time.perf_counter() - t_start
-        record: TrainRecord = {
-            **{k: v for k, v in info.record.items() if k not in ("variants", "dataset", "data", "versions")},
-            "data": str(data),
-            "dataset": {"sizes": {s: a.n for s, a in arrays.items()},
-                        "labelled": {s: a.labelled_counts() for s, a in arrays.items()},
-                        "unlabelled_rows": ds.unlabelled_rows},
-            "versions": package_versions(),
-            "variants": variants,
-            "add_head": {
-                "parent_run": str(run),
-                "heads": list(new_heads),
-                "joint": ("retrained" if retrain_joint else "left out") if "joint" in approaches else "not in run",
-                "wall_s": round(wall, 3),
-                "train_s": round(train_s, 3),
-                "feature_extract_s": round(extract_s, 3),
-                "features_from_store": hits,
-                "features_extracted": extracted,
-                "notes": notes,
-            },
-        }
+        record = _run_record(info.record, data, ds, arrays, grown.variants, {
+            "parent_run": str(run),
+            "heads": list(new_heads),
+            "joint": ("retrained" if retrain_joint else "left out") if "joint" in approaches else "not in run",
+            "wall_s": round(wall, 3),
+            "train_s": round(grown.train_s, 3),
+            "feature_extract_s": round(extract_s, 3),
+            "features_from_store": hits,
+            "features_extracted": extracted,
+            "notes": grown.notes,
+        })
         _write_run(tmp, backbone, arrays, new_cfg, schema, record)
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -503,6 +513,6 @@ def add_heads(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for note in notes:
+    for note in grown.notes:
         log(note)
     return record

@@ -17,7 +17,6 @@ import csv
 import hashlib
 import io
 import json
-import logging
 import os
 import platform
 import shutil
@@ -33,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from edge.records_train import (
     Budget,
@@ -45,7 +43,7 @@ from edge.records_train import (
     TrainVariant,
     WeightsUsed,
 )
-from edge.schema import JOINT_OUTPUT, LabelSchema
+from edge.schema import JOINT_OUTPUT, LabelSchema, all_heads_right
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
 from train.defaults import DEFAULTS, PROTOCOLS
 from train.models import (
@@ -56,16 +54,16 @@ from train.models import (
     model_units,
     output_classes,
     output_names,
+    save_model,
 )
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 _PROTOCOL = PROTOCOLS[DEFAULTS.protocol]
 CONFIG_FILE = "config.json"
 TRAIN_JSON = "train.json"
-log = logging.getLogger(__name__)
 
 
-class TrainError(PolyheadError):
+class TrainError(ValueError):
     """A training setting or run folder is unusable (one line)."""
 
 
@@ -141,16 +139,17 @@ class TrainConfig:
         return self.freeze_base and self.feature_cache and self.strategy == "default"
 
     @property
-    def use_freeze_bn(self) -> bool:
-        if self.freeze_bn is not None:
-            return bool(self.freeze_bn)
+    def fine_tunes_pretrained(self) -> bool:
+        """Every layer trains, starting from pretrained weights: the default of ``freeze_bn`` and ``augment``."""
         return (not self.freeze_base) and self.weights != "none"
 
     @property
+    def use_freeze_bn(self) -> bool:
+        return self.fine_tunes_pretrained if self.freeze_bn is None else bool(self.freeze_bn)
+
+    @property
     def use_augment(self) -> bool:
-        if self.augment is not None:
-            return bool(self.augment)
-        return (not self.freeze_base) and self.weights != "none"
+        return self.fine_tunes_pretrained if self.augment is None else bool(self.augment)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -269,9 +268,7 @@ def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], 
     head (``n_all_labelled``)."""
     heads = {h: head_metrics(probs_by_head[h], arrays.labels[h]) for h in schema.head_names}
     full = arrays.fully_labelled
-    all_right = full.copy()
-    for h in schema.head_names:
-        all_right &= np.argmax(probs_by_head[h], axis=1) == arrays.labels[h]
+    all_right = full & all_heads_right(probs_by_head, arrays.labels, schema.head_names)
     n_full = int(full.sum())
     return SplitMetrics(n=arrays.n, heads=heads, n_all_labelled=n_full,
                         joint_accuracy=float(all_right.sum() / n_full) if n_full else 0.0)
@@ -283,13 +280,6 @@ def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, 
     if not isinstance(out, dict):
         out = dict(zip(output_names(model), out if isinstance(out, (list, tuple)) else [out], strict=False))
     return {k: np.asarray(v) for k, v in out.items()}
-
-
-def variant_probs(schema: LabelSchema, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-head probabilities of a variant's outputs; a joint output is decoded into heads."""
-    if JOINT_OUTPUT in outputs:
-        return schema.decode_joint(outputs[JOINT_OUTPUT])
-    return {h: outputs[h] for h in schema.head_names}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +300,7 @@ class _Interrupt:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.flag = True
-        log.warning("\ninterrupt: stopping after this batch (Ctrl-C again to kill)")
+        print("\ninterrupt: stopping after this batch (Ctrl-C again to kill)", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: Any) -> None:
@@ -333,11 +323,7 @@ def _callbacks(interrupt: _Interrupt, ckpt_dir: Path, log_path: Path, initial_ep
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             if interrupt.flag:  # a partial epoch is not a checkpoint
                 return
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            final = ckpt_dir / f"epoch-{epoch + 1:04d}.keras"
-            tmp = ckpt_dir / f".epoch-{epoch + 1:04d}.{os.getpid()}.tmp.keras"
-            self.model.save(str(tmp))
-            os.replace(tmp, final)
+            save_model(self.model, ckpt_dir / f"epoch-{epoch + 1:04d}.keras")
             for old in sorted(ckpt_dir.glob("epoch-*.keras"))[:-keep]:
                 old.unlink(missing_ok=True)
 
@@ -556,24 +542,49 @@ def fit_heads_on_features(
 
     if heads is None:
         heads = heads_model(model)
-        # Many head steps per tf.function call: a head step is tiny and Keras' per-call overhead
-        # would dominate. Same batches, same updates.
-        _compile(heads, cfg, unit_outputs, steps_per_execution=min(32, steps_per_epoch(train.n, cfg.batch_size)))
-    ds = train_dataset(train_feats, _targets(cfg, schema, train, unit_outputs), cfg.batch_size, cfg.seed,
-                       initial_epoch, epochs, sample_weights=_sample_weights(train, unit_outputs))
+        compile_heads(heads, cfg, unit_outputs, train.n)
+    fit_heads(heads, cfg, schema, unit_outputs, train_feats, train, val_feats, val, epochs, callbacks,
+              initial_epoch, verbose)
+    for o in unit_outputs:
+        model.get_layer(o).set_weights(heads.get_layer(o).get_weights())
+    return heads
+
+
+def compile_heads(heads: Any, cfg: TrainConfig, outputs: Sequence[str], n_train: int) -> None:
+    """Compile a features -> heads model for ``n_train`` rows.
+
+    Many head steps per tf.function call: a head step is tiny and Keras' per-call overhead would
+    dominate. Same batches, same updates."""
+    _compile(heads, cfg, outputs, steps_per_execution=min(32, steps_per_epoch(n_train, cfg.batch_size)))
+
+
+def fit_heads(
+    heads: Any,
+    cfg: TrainConfig,
+    schema: LabelSchema,
+    outputs: tuple[str, ...],
+    train_feats: np.ndarray,
+    train: Arrays,
+    val_feats: np.ndarray | None,
+    val: Arrays | None,
+    epochs: int,
+    callbacks: list[Any] | None = None,
+    initial_epoch: int = 0,
+    verbose: int = 0,
+) -> None:
+    """Fit a compiled features -> heads model on the run's batch order; rows without a head's label weigh 0."""
+    ds = train_dataset(train_feats, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed,
+                       initial_epoch, epochs, sample_weights=_sample_weights(train, outputs))
     val_data = None
     if val_feats is not None and val is not None:
-        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, unit_outputs), cfg.batch_size,
-                                sample_weights=_sample_weights(val, unit_outputs))
+        val_data = eval_dataset(val_feats, _targets(cfg, schema, val, outputs), cfg.batch_size,
+                                sample_weights=_sample_weights(val, outputs))
     if epochs > initial_epoch:
         # steps_per_epoch is required: the dataset holds every remaining epoch back to back (so
         # Keras keeps one iterator across epochs instead of taking it all as one epoch).
         heads.fit(ds, epochs=epochs, initial_epoch=initial_epoch, validation_data=val_data,
                   steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
                   callbacks=callbacks or [], verbose=verbose)
-    for o in unit_outputs:
-        model.get_layer(o).set_weights(heads.get_layer(o).get_weights())
-    return heads
 
 
 @dataclass(frozen=True)
@@ -619,12 +630,18 @@ def _finished_unit(unit: ModelUnit, model_path: Path, done_path: Path) -> UnitRe
                       float(done.get("feature_extract_s", 0.0)))
 
 
+def _train_features(job: _UnitJob, base: Any, cache: FeatureCache) -> tuple[np.ndarray, float]:
+    """The cached features of the train rows ``job`` learns from, and the seconds extracting took now."""
+    feats, extract_s = cache.get(base, "train", job.train.images)
+    if job.train_rows is not None:
+        feats = feats[job.train_rows]
+    return feats, extract_s
+
+
 def _fit_on_cached_features(job: _UnitJob, model: Any, cache: FeatureCache) -> float:
     """Frozen base: the heads train on the backbone's cached features. Returns extraction seconds."""
     base = model.get_layer(BACKBONE_LAYER)
-    train_feats, extract_s = cache.get(base, "train", job.train.images)
-    if job.train_rows is not None:
-        train_feats = train_feats[job.train_rows]
+    train_feats, extract_s = _train_features(job, base, cache)
     val_feats = None
     if job.val is not None and job.val_rows is not None:
         # The whole split once, shared by every model; a joint model takes its seen rows.
@@ -647,9 +664,7 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     extract_s = 0.0
     if cfg.warmup_epochs > 0 and job.ckpt is None:
         # Head-only warm-up on cached features, then every layer trains.
-        feats, extract_s = cache.get(model.get_layer(BACKBONE_LAYER), "train", job.train.images)
-        if job.train_rows is not None:
-            feats = feats[job.train_rows]
+        feats, extract_s = _train_features(job, model.get_layer(BACKBONE_LAYER), cache)
         fit_heads_on_features(model, cfg, job.schema, outputs, feats, train, None, None, cfg.warmup_epochs,
                               verbose=job.verbose)
     with strategy.scope():
@@ -682,16 +697,78 @@ def _fit_whole_model(job: _UnitJob, model: Any, strategy: Any, cache: FeatureCac
     return model, extract_s
 
 
-def _save_final(model: Any, model_path: Path, unit: ModelUnit) -> None:
+def _save_final(model: Any, model_path: Path) -> None:
     """Save ``models/<name>.keras`` atomically, without optimizer state."""
     import keras
 
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.parent / f".{unit.name}.{os.getpid()}.tmp.keras"
     # An uncompiled view of the same layers: the final file holds no optimizer state (smaller,
     # and keras_bytes compares like with like across approaches).
-    keras.Model(model.input, model.output, name=model.name).save(str(tmp))
-    os.replace(tmp, model_path)
+    save_model(keras.Model(model.input, model.output, name=model.name), model_path)
+
+
+def _wall_before(ckpt_dir: Path, ckpt: Path | None) -> float:
+    """Training seconds spent before the checkpoint a resumed run starts from (0 without one)."""
+    wall_file = ckpt_dir / "wall.json"
+    prior = json.loads(wall_file.read_text()) if (ckpt and wall_file.is_file()) else {}
+    return float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
+
+
+def _unit_job(unit: ModelUnit, cfg: TrainConfig, schema: LabelSchema, data: Mapping[str, Arrays],
+              ckpt: Path | None, done_epochs: int, callbacks: list[Any]) -> _UnitJob:
+    """One model's job: the train and val rows it can learn from and be scored on, and where it resumes."""
+    whole_val = data.get("val")
+    val_rows = _val_rows(whole_val, unit.outputs)
+    return _UnitJob(
+        unit, cfg, schema, data["train"], None if val_rows is None else whole_val.subset(val_rows), val_rows,
+        ckpt, done_epochs, callbacks,
+        cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
+        whole_val,
+        train_rows=unit_rows(data["train"], unit.outputs),
+    )
+
+
+def _announce_train_rows(job: _UnitJob) -> None:
+    """Say how many train rows a model learns from when it skips some; refuse a model with none."""
+    if job.train_rows is None:
+        return
+    unit = job.unit
+    n_used = int(job.train_rows.sum())
+    what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
+    if n_used == 0:
+        raise TrainError(f"{job.cfg.data}: {unit.name} has no train row {what}")
+    print(f"[{unit.name}] trains on {n_used} of {job.train.n} train rows ({what})", flush=True)
+
+
+def _announce_start(job: _UnitJob) -> None:
+    """One line: the backbone, input size, what trains and where a resumed run picks up."""
+    cfg = job.cfg
+    print(f"[{job.unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
+          f"{'frozen base, feature cache' if cfg.uses_feature_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
+          f"{f', resuming after epoch {job.done_epochs}' if job.ckpt else ''}", flush=True)
+
+
+def _build_model(job: _UnitJob, strategy: Any) -> Any:
+    """The untrained model of ``job``'s unit, its base frozen for a frozen run or a warm-up."""
+    cfg = job.cfg
+    with strategy.scope():
+        model = build_unit(job.unit, cfg.backbone, job.schema, cfg.image_size, cfg.weights, cfg.seed,
+                           freeze_base=cfg.freeze_base or cfg.warmup_epochs > 0,
+                           backbone_kwargs=cfg.backbone_kwargs)
+    if cfg.bn_momentum is not None and not cfg.freeze_base:
+        set_bn_momentum(model, cfg.bn_momentum)
+    return model
+
+
+def _note_wall_or_stop(ckpt_dir: Path, wall: float, unit: ModelUnit, interrupt: _Interrupt) -> None:
+    """Record the training seconds beside the newest checkpoint; on Ctrl-C stop (TrainingInterrupted)."""
+    _, last_epoch = latest_checkpoint(ckpt_dir)
+    if last_epoch:
+        atomic_write_json(ckpt_dir / "wall.json", {"train_wall_s": wall, "epoch": last_epoch})
+    if interrupt.flag:
+        raise TrainingInterrupted(
+            f"interrupted: {unit.name} stopped after epoch {last_epoch} (checkpoint saved); "
+            f"continue with --resume"
+        )
 
 
 def train_unit(
@@ -714,52 +791,21 @@ def train_unit(
         return finished
 
     ckpt, done_epochs = latest_checkpoint(ckpt_dir)
-    prior = json.loads((ckpt_dir / "wall.json").read_text()) if (ckpt and (ckpt_dir / "wall.json").is_file()) else {}
-    wall_before = float(prior.get("train_wall_s", 0.0)) if ckpt else 0.0
-    whole_val = data.get("val")
-    val_rows = _val_rows(whole_val, unit.outputs)
-    train_rows = unit_rows(data["train"], unit.outputs)
-    job = _UnitJob(
-        unit, cfg, schema, data["train"], None if val_rows is None else whole_val.subset(val_rows), val_rows,
-        ckpt, done_epochs,
-        _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs, cfg.keep_checkpoints,
-                   chief),
-        cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2),
-        whole_val,
-        train_rows=train_rows,
-    )
-    if train_rows is not None:
-        n_used = int(train_rows.sum())
-        what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
-        if n_used == 0:
-            raise TrainError(f"{cfg.data}: {unit.name} has no train row {what}")
-        log.info(f"[{unit.name}] trains on {n_used} of {data['train'].n} train rows ({what})")
+    wall_before = _wall_before(ckpt_dir, ckpt)
+    callbacks = _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs,
+                           cfg.keep_checkpoints, chief)
+    job = _unit_job(unit, cfg, schema, data, ckpt, done_epochs, callbacks)
+    _announce_train_rows(job)
     t0 = time.perf_counter()
-    use_cache = cfg.uses_feature_cache
-    log.info(f"[{unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
-             f"{'frozen base, feature cache' if use_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
-             f"{f', resuming after epoch {done_epochs}' if ckpt else ''}")
-
-    with strategy.scope():
-        model = build_unit(unit, cfg.backbone, schema, cfg.image_size, cfg.weights, cfg.seed,
-                           freeze_base=cfg.freeze_base or cfg.warmup_epochs > 0,
-                           backbone_kwargs=cfg.backbone_kwargs)
-    if cfg.bn_momentum is not None and not cfg.freeze_base:
-        set_bn_momentum(model, cfg.bn_momentum)
-    if use_cache:
+    _announce_start(job)
+    model = _build_model(job, strategy)
+    if cfg.uses_feature_cache:
         extract_s = _fit_on_cached_features(job, model, cache)
     else:
         model, extract_s = _fit_whole_model(job, model, strategy, cache)
     wall = wall_before + time.perf_counter() - t0
-    last_ckpt, last_epoch = latest_checkpoint(ckpt_dir)
-    if last_epoch:
-        atomic_write_json(ckpt_dir / "wall.json", {"train_wall_s": wall, "epoch": last_epoch})
-    if interrupt.flag:
-        raise TrainingInterrupted(
-            f"interrupted: {unit.name} stopped after epoch {last_epoch} (checkpoint saved); "
-            f"continue with --resume"
-        )
-    _save_final(model, model_path, unit)
+    _note_wall_or_stop(ckpt_dir, wall, unit, interrupt)
+    _save_final(model, model_path)
     atomic_write_json(done_path, {"train_wall_s": wall, "epochs": cfg.epochs, "feature_extract_s": extract_s})
     return UnitResult(unit, model_path, wall, cfg.epochs, extract_s)
 
@@ -877,7 +923,7 @@ def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainCon
         m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
         for split in per_split:
             per_split[split].update(_eval_probs(m, cfg, cache, split, data[split]))
-    metrics = {s: split_metrics(schema, variant_probs(schema, o), data[s]) for s, o in per_split.items()}
+    metrics = {s: split_metrics(schema, schema.head_probs(o), data[s]) for s, o in per_split.items()}
     costs = approach_costs(models)
     return TrainVariant(
         approach=approach,

@@ -12,6 +12,7 @@ feature cache relies on this.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,3 +151,13 @@ def load_model(path: str | Path, compile: bool = False) -> Any:
     except Exception as e:  # noqa: BLE001 - a broken/hostile file is one line, not a traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise KerasModelError(f"{path}: cannot load model: {first}") from None
+
+
+def save_model(model: Any, path: str | Path) -> Path:
+    """Write a ``.keras`` file atomically: a temp file beside it, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
+    model.save(str(tmp))
+    os.replace(tmp, path)
+    return path
