@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from edge.errors import PolyheadError
 from edge.log import PACKAGES, configure_logging
 
-NOT_FAILURES = {"train.fit.TrainingInterrupted"}
-"""Exceptions that are no failure: Ctrl-C during training (saved; the CLI exits 130)."""
+NOT_FAILURES = {"train.fit.TrainingInterrupted", "edge.modelcheck_graph.Refused"}
+"""Exceptions that are no failure: Ctrl-C during training (saved; the CLI exits 130), and the model
+check's rule signal (``edge.modelcheck`` turns it into a ModelCheckError before it leaves)."""
 
 
 def _exception_classes():

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import platform
 import shutil
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from edge.records_train import (
     Budget,
@@ -61,9 +63,10 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 _PROTOCOL = PROTOCOLS[DEFAULTS.protocol]
 CONFIG_FILE = "config.json"
 TRAIN_JSON = "train.json"
+log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(PolyheadError):
     """A training setting or run folder is unusable (one line)."""
 
 
@@ -300,7 +303,7 @@ class _Interrupt:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.flag = True
-        print("\ninterrupt: stopping after this batch (Ctrl-C again to kill)", file=sys.stderr, flush=True)
+        log.warning("\ninterrupt: stopping after this batch (Ctrl-C again to kill)")
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: Any) -> None:
@@ -736,15 +739,15 @@ def _announce_train_rows(job: _UnitJob) -> None:
     what = "labelled for every head" if JOINT_OUTPUT in unit.outputs else f"labelled for {', '.join(unit.outputs)}"
     if n_used == 0:
         raise TrainError(f"{job.cfg.data}: {unit.name} has no train row {what}")
-    print(f"[{unit.name}] trains on {n_used} of {job.train.n} train rows ({what})", flush=True)
+    log.info(f"[{unit.name}] trains on {n_used} of {job.train.n} train rows ({what})")
 
 
 def _announce_start(job: _UnitJob) -> None:
     """One line: the backbone, input size, what trains and where a resumed run picks up."""
     cfg = job.cfg
-    print(f"[{job.unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
-          f"{'frozen base, feature cache' if cfg.uses_feature_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
-          f"{f', resuming after epoch {job.done_epochs}' if job.ckpt else ''}", flush=True)
+    log.info(f"[{job.unit.name}] {cfg.backbone} {cfg.image_size[0]}x{cfg.image_size[1]}, "
+             f"{'frozen base, feature cache' if cfg.uses_feature_cache else 'frozen base' if cfg.freeze_base else 'all layers'}"
+             f"{f', resuming after epoch {job.done_epochs}' if job.ckpt else ''}")
 
 
 def _build_model(job: _UnitJob, strategy: Any) -> Any:
