@@ -261,7 +261,8 @@ def bench(path: str, images: str | None, runs: int, rounds: int, min_time_s: flo
           duration_s: float | None, out_json: str | None, out_csv: str | None) -> None:
     """Benchmark every variant at PATH in interleaved rounds of fresh processes: latency, throughput,
     memory, accuracy, and every ratio with its 95 % interval over rounds."""
-    from edge.bench import format_table, run_bench, to_csv
+    from edge.bench import run_bench
+    from edge.bench_format import format_table, to_csv
     from edge.io import atomic_write_json, atomic_write_text
 
     try:
