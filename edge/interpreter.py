@@ -47,6 +47,17 @@ def load_interpreter_class(prefer: str | None = None) -> tuple[type, str, str]:
     )
 
 
+def runtime_of(cls: type) -> tuple[str, str]:
+    """The package name and version of an ``Interpreter`` class from ``load_interpreter_class``
+    (("", "") for any other class, e.g. a subclass that picks other kernels)."""
+    import sys
+
+    for name, module, package in _RUNTIMES:
+        if cls.__module__ == module:
+            return name, getattr(sys.modules.get(package), "__version__", "") or dist_version(name)
+    return "", ""
+
+
 def dist_version(dist: str) -> str:
     """The installed version of distribution ``dist``, or "" if it is not installed."""
     from importlib import metadata

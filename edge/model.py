@@ -8,6 +8,7 @@ its model is a one-line ``CardError`` before anything runs.
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ import numpy as np
 from edge.card import CardError, ModelCard
 from edge.card_archive import read_card
 from edge.errors import ModelError, first_line
-from edge.interpreter import load_interpreter_class
+from edge.interpreter import load_interpreter_class, runtime_of
 from edge.modelcheck import DEFAULT_LIMITS, ModelLimits, check_model_file
+from edge.runtime_faults import known_crash
 
 
 def _input_lut(card: ModelCard, dtype: np.dtype) -> np.ndarray | None:
@@ -46,6 +48,10 @@ class Model:
         # looked up below, so a card naming another signature stays a CardError.
         self.summary = check_model_file(self.path, None, limits)
         cls = interpreter_class or load_interpreter_class()[0]
+        # ...and before a runtime known to crash on what the file holds (edge/runtime_faults.py).
+        crash = known_crash(self.summary.dense, *runtime_of(cls), platform.machine())
+        if crash:
+            raise ModelError(f"{name}: {crash}")
         try:
             # model_path lets the interpreter mmap the file (the card at its end is ignored).
             self.interpreter = cls(model_path=name, num_threads=num_threads)

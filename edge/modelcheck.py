@@ -32,6 +32,7 @@ from edge.errors import ModelError
 from edge.flatbuf import FlatbufferError, ModelF, SubGraphF, root
 from edge.modelcheck_graph import Refused, check_dataflow, check_signatures, constant_buffers, operator_names
 from edge.modelcheck_tensors import check_tensors
+from edge.runtime_faults import DenseLayer, dense_layers
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,13 @@ class ModelCheckError(ModelError):
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """What the check found: operator names, tensor count, the arena estimate in MB."""
+    """What the check found: operator names, tensor count, the arena estimate in MB, and the dense
+    layers' shapes (``edge.runtime_faults`` refuses some of them on one runtime)."""
 
     operators: tuple[str, ...]
     tensors: int
     arena_mb: float
+    dense: tuple[DenseLayer, ...] = ()
 
 
 def check_model_file(path: str | os.PathLike, signature: str | None = "serving_default",
@@ -109,9 +112,10 @@ def _check(data: bytes | memoryview, signature: str | None, limits: ModelLimits)
         if bad:
             raise Refused("indices", f"subgraph {kind} tensor {bad[0]} is out of range (0..{len(tensors) - 1})")
     check_signatures(model.tables(ModelF.SIGNATURE_DEFS), signature, len(subgraphs), inputs, outputs, is_const)
-    used = check_dataflow(graph.tables(SubGraphF.OPERATORS), ops, len(tensors), inputs, outputs, is_const)
+    operators = graph.tables(SubGraphF.OPERATORS)
+    used = check_dataflow(operators, ops, len(tensors), inputs, outputs, is_const)
     arena_mb = _sizes(shapes, is_const, inputs, limits)
-    return ModelSummary(tuple(sorted(set(used))), len(tensors), arena_mb)
+    return ModelSummary(tuple(sorted(set(used))), len(tensors), arena_mb, dense_layers(operators, ops, tensors))
 
 
 def _sizes(shapes: list[tuple[int, list[int]]], is_const: list[bool], inputs: list[int], limits: ModelLimits) -> float:

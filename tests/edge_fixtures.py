@@ -56,8 +56,10 @@ def _tiny_keras(outputs: dict[str, int], seed: int, size: int = SIZE):
     return keras.Model(inp, heads)
 
 
-def convert(model, int8: bool, size: int = SIZE, seed: int = 0) -> bytes:
-    """TF 2.21 conversion: float32, or full int8 with uint8 input and uint8 outputs."""
+def convert(model, int8: bool, size: int = SIZE, seed: int = 0, dense_per_channel: bool = True) -> bytes:
+    """TF 2.21 conversion: float32, or full int8 with uint8 input and uint8 outputs. Dense weights
+    per channel is TF's default (a file from elsewhere); per tensor is what polyhead's converter
+    writes (``convert.tflite.DENSE_PER_CHANNEL``)."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -69,6 +71,7 @@ def convert(model, int8: bool, size: int = SIZE, seed: int = 0) -> bytes:
                 yield [rng.uniform(0, 255, (1, size, size, 3)).astype(np.float32)]
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = not dense_per_channel
         conv.representative_dataset = representative_images
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.uint8
@@ -99,8 +102,9 @@ def card_for(variant: str, approach: str, heads: tuple[str, ...], outputs: dict[
                      tensorflow_version=tf.__version__)
 
 
-def build_models(out: str | os.PathLike, size: int = SIZE) -> Path:
-    """Write every MODEL_FILES deployment file into ``out`` (a folder); return it."""
+def build_models(out: str | os.PathLike, size: int = SIZE, dense_per_channel: bool = True) -> Path:
+    """Write every MODEL_FILES deployment file into ``out`` (a folder); return it. ``dense_per_channel``
+    as in ``convert``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ def build_models(out: str | os.PathLike, size: int = SIZE) -> Path:
             ("multihead", multihead, "multihead", HEADS, {"make": "make", "type": "type"}),
             ("joint", joint, "joint", HEADS, {"joint": "joint"}),
         ):
-            tfl = convert(model, precision == "int8", size)
+            tfl = convert(model, precision == "int8", size, dense_per_channel=dense_per_channel)
             card = card_for(name, approach, heads, outputs, input_spec(tfl, size), precision)
             write_model(out / f"{name}.{precision}.tflite", tfl, card)
     for i, head in enumerate(HEADS):
