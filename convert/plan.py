@@ -8,7 +8,6 @@ state instead of the previous one.
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from convert.specs import resolve_approach, resolve_precision
 from convert.tflite import ConversionSettings, settings_for
 from edge.card import ModelCard, split_model_stem
 from edge.interpreter import dist_version
-from edge.io import atomic_write_json, file_sha256
+from edge.io import JsonFileError, atomic_write_json, file_sha256, read_json_object
 from edge.records import ConvertRecord, ConvertSettings
 from edge.schema import LabelSchema, SchemaError
 
@@ -90,14 +89,9 @@ def find_models(run_dir: Path, schema: LabelSchema) -> list[SourceModel]:
 def read_json(path: Path, what: str) -> dict[str, Any]:
     """A JSON object from ``path``; missing, unreadable or not an object is a one-line ConvertError."""
     try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConvertError(f"{path}: missing ({what})") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConvertError(f"{path}: unreadable ({e})") from None
-    if not isinstance(d, dict):
-        raise ConvertError(f"{path}: expected a JSON object")
-    return d
+        return read_json_object(path, what)
+    except JsonFileError as e:
+        raise ConvertError(str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edge.errors import PolyheadError
+
+
+class JsonFileError(PolyheadError):
+    """A JSON file is missing, unreadable or not an object (one line naming the file)."""
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
@@ -44,6 +50,24 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     import json
 
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_object(path: str | os.PathLike, what: str = "") -> dict[str, Any]:
+    """The JSON object in ``path`` (UTF-8): the project's one JSON-file reader. Missing, unreadable or
+    not an object is a one-line ``JsonFileError``; each caller decides what that failure means to it
+    (an error, "not measured", "not done yet"). ``what`` says what the file is, for the missing case."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JsonFileError(f"{path}: missing" + (f" ({what})" if what else "")) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise JsonFileError(f"{path}: unreadable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise JsonFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def file_sha256(path: str | os.PathLike) -> str:

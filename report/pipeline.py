@@ -16,7 +16,6 @@ report. The last line printed is the report's path.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -31,7 +30,7 @@ import click
 
 from edge.card import APPROACHES
 from edge.errors import PolyheadError
-from edge.io import atomic_write_bytes, atomic_write_json
+from edge.io import JsonFileError, atomic_write_bytes, atomic_write_json, read_json_object
 from edge.log import configure_logging
 from train.defaults import DEFAULTS, PROTOCOLS, as_text
 
@@ -122,11 +121,11 @@ def run_command(name: str, command: Sequence[str], cwd: Path | None = None) -> f
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """The file's JSON object, or None when it is absent or unreadable (the stage is then not done)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_object(path)
+    except JsonFileError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 # -- up-to-date checks (pure functions of the files on disk, tested directly) --------------------

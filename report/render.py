@@ -8,7 +8,6 @@ report can be rendered at any point of a run.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from edge.bench_stats import Interval
 from edge.bench_stats import ratio as bench_ratio
 from edge.errors import PolyheadError
+from edge.io import JsonFileError, read_json_object
 from report.paper_data import PAPER_CITATION, PAPER_TABLES
 
 APPROACHES = ("multihead", "separate", "joint")
@@ -64,15 +64,13 @@ class RunData:
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the file's object, None); (None, None) if it is absent; (None, the problem) if unreadable."""
     if not path.exists():
         return None, None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, f"{path}: unreadable JSON ({e}); treated as not measured"
-    if not isinstance(data, dict):
-        return None, f"{path}: expected a JSON object, got {type(data).__name__}; treated as not measured"
-    return data, None
+        return read_json_object(path), None
+    except JsonFileError as e:
+        return None, f"{e}; treated as not measured"
 
 
 def load_run(path: str | Path) -> RunData:
