@@ -272,7 +272,7 @@ def convert_one(
     from convert.errors import UnsupportedOpError
     from convert.inspect import map_outputs, non_builtin_ops, op_versions, signature_info
     from convert.tflite import convert_keras
-    from train.models import output_classes
+    from train.models import output_size
 
     t0 = time.perf_counter()
     try:
@@ -285,7 +285,7 @@ def convert_one(
     if bad:
         raise ConvertError(f"{source.path}: converted file uses non-built-in ops {bad} (Flex/custom is not allowed)")
     sig = signature_info(data)
-    n_classes = {k: output_classes(schema, k) for k in source.output_keys}
+    n_classes = {k: output_size(schema, k) for k in source.output_keys}
     outputs = map_outputs(n_classes, sig.outputs)
     size = tuple(int(x) for x in model.inputs[0].shape[1:3])
     card = ModelCard(

@@ -196,13 +196,13 @@ def _train_heads(cfg: TrainConfig, schema: LabelSchema, outputs: tuple[str, ...]
     """
     import keras
 
-    from train.models import output_classes
+    from train.models import output_size
 
     x, train = _labelled_for(outputs, feats["train"], data["train"])
     if train.n == 0:
         raise AddHeadError(f"{cfg.data}: no train row is labelled for {', '.join(outputs)}")
     inp = keras.Input((x.shape[1],), name="features")
-    layers = {o: make_head(o, output_classes(schema, o), cfg.seed) for o in outputs}
+    layers = {o: make_head(o, output_size(schema, o), cfg.seed) for o in outputs}
     heads = keras.Model(inp, {o: layer(inp) for o, layer in layers.items()}, name="new_heads")
     compile_heads(heads, cfg, outputs, train.n)
     vx = val = None

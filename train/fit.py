@@ -54,8 +54,8 @@ from train.models import (
     build_unit,
     load_model,
     model_units,
-    output_classes,
     output_names,
+    output_size,
     save_model,
 )
 
@@ -406,7 +406,7 @@ def _compile(model: Any, cfg: TrainConfig, outputs: Sequence[str], steps_per_exe
 def _targets(cfg: TrainConfig, schema: LabelSchema, arrays: Arrays, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
     t = arrays.targets(outputs)
     if cfg.label_smoothing > 0:
-        t = one_hot_targets(t, {o: output_classes(schema, o) for o in outputs})
+        t = one_hot_targets(t, {o: output_size(schema, o) for o in outputs})
     return t
 
 

@@ -54,7 +54,7 @@ def model_units(approach: str, schema: LabelSchema) -> tuple[ModelUnit, ...]:
     raise KerasModelError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={approach!r}")
 
 
-def output_classes(schema: LabelSchema, output: str) -> int:
+def output_size(schema: LabelSchema, output: str) -> int:
     """Number of classes of an output name (a head, or ``joint``)."""
     return schema.num_combinations if output == JOINT_OUTPUT else schema.head(output).num_classes
 
@@ -101,7 +101,7 @@ def build_unit(
     base.trainable = not freeze_base
     inp = keras.Input((h, w, 3), name="image", dtype="float32")
     feats = base(inp)
-    outputs = {o: make_head(o, output_classes(schema, o), seed)(feats) for o in unit.outputs}
+    outputs = {o: make_head(o, output_size(schema, o), seed)(feats) for o in unit.outputs}
     model = keras.Model(inp, outputs, name=unit.name.replace(".", "_"))
     model.polyhead_weights = weights_info
     return model
