@@ -188,16 +188,23 @@ def fixtures_dir(base: str | os.PathLike) -> Path:
 
 
 if __name__ == "__main__":
-    # python tests/edge_fixtures.py [OUT]            tiny test deployment (seconds)
-    # python tests/edge_fixtures.py --target [OUT]   the MobileNetV2 int8 benchmark deployment (minutes)
-    args = sys.argv[1:]
-    if args[:1] == ["--target"]:
-        print(build_target(Path(args[1] if len(args) > 1 else "build/edge-target")))
-    else:
-        target = Path(args[0] if args else "build/edge-fixtures")
-        build_models(target / "models")
-        make_images(target / "images")
-        print(target)
+    import click
+
+    @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.argument("out", required=False, type=click.Path(file_okay=False))
+    @click.option("--target", is_flag=True, help="the MobileNetV2 int8 benchmark deployment (minutes), "
+                                                 "not the tiny test one (seconds)")
+    def main(out: str | None, target: bool) -> None:
+        """Write a test deployment (models/ and images/) into OUT."""
+        if target:
+            click.echo(build_target(Path(out or "build/edge-target")))
+            return
+        folder = Path(out or "build/edge-fixtures")
+        build_models(folder / "models")
+        make_images(folder / "images")
+        click.echo(folder)
+
+    main()
 
 
 _BUILT: dict[str, Path] = {}

@@ -108,12 +108,15 @@ def main(argv: list[str]) -> None:
     cls, runtime, version = interpreter_class()
     import hashlib
 
+    import PIL
+
     import edge
 
     # Which edge code ran: the test compares these with the host's, so a stale install cannot pass.
     sources = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(edge.__file__).parent.glob("*.py"))}
     doc = {"runtime": runtime, "version": version, "machine": platform.machine(), "edge_sources": sources,
            "edge_path": str(Path(edge.__file__).parent), "python": platform.python_version(),
+           "pillow": PIL.__version__,
            "raw": raw_outputs(models, images, cls)}
     if len(argv) > 2:
         doc["given"] = given_pixels(models, Path(argv[2]), cls)

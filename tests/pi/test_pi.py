@@ -33,9 +33,14 @@ REQUIRE = os.environ.get(piroot.REQUIRE_ENV) == "1"
 BENCH_EXTRA = "--runs 3 --warmup 1"  # appended to pi:run's bench: emulation is ~200x slower than a Pi
 # int8 across *different* runtimes' kernels (ARM tflite-runtime 2.14 against x86 ai-edge-litert 2.3):
 # the most a raw uint8 output differs, in quanta (output steps of 1/256). Measured on these fixture
-# models: see docs/raspberry-pi.md, "What the ARM runs revealed".
+# models: 1 on arm64 and armhf (docs/raspberry-pi.md); one more for calibration landing elsewhere
+# when another host CPU converts the fixtures.
 INT8_CROSS_RUNTIME_QUANTA = 2
 FLOAT_ATOL = 1e-5
+# tflite-runtime's own Interpreter, no polyhead in between, on the file from elsewhere.
+RAW_INVOKE = ("python -c 'import glob, os, tflite_runtime.interpreter as t; "
+              "i = t.Interpreter(glob.glob(os.path.expanduser(\"~/foreign/*.tflite\"))[0]); "
+              "i.allocate_tensors(); i.invoke(); print(\"invoked\")'")
 
 pytestmark = [pytest.mark.slow, pytest.mark.pi]
 
@@ -88,6 +93,7 @@ class PiFiles:
     photos: Path  # valid images + labels.csv: pi:run's ~/photos
     odd: Path  # photos plus broken images: the probe's folder
     tampered: Path  # a folder with one tampered .tflite
+    foreign: Path  # a folder with one int8 file converted by TF's defaults (per-channel dense weights)
     pixels: Path  # pixels.npz: the valid images decoded on the host, for interpreter-only agreement
     broken: tuple[str, ...]
 
@@ -97,8 +103,10 @@ def pi_files(tmp_path_factory) -> PiFiles:
     need_pi()
     from edge_fixtures import build_models, make_images
 
+    from convert.tflite import DENSE_PER_CHANNEL
+
     base = tmp_path_factory.mktemp("pi-files")
-    models = build_models(base / "models")
+    models = build_models(base / "models", dense_per_channel=DENSE_PER_CHANNEL)  # as polyhead converts
     photos = make_images(base / "photos", n=6)
     _, broken = odd_images(base / "odd")
     for p in photos.iterdir():
@@ -111,13 +119,16 @@ def pi_files(tmp_path_factory) -> PiFiles:
     data = bytearray((models / "multihead.int8.tflite").read_bytes())
     data[len(data) // 3] ^= 0xFF  # inside the flatbuffer: the card's SHA-256 no longer matches
     (tampered / "multihead.int8.tflite").write_bytes(bytes(data))
+    foreign = base / "foreign"
+    foreign.mkdir()
+    shutil.copy(build_models(base / "tf-defaults", dense_per_channel=True) / "multihead.int8.tflite", foreign)
     from edge_fixtures import SIZE
 
     from edge.preprocess import load_image
 
     pixels = {p.name: load_image(p, SIZE, SIZE) for p in sorted(photos.iterdir()) if p.name != "labels.csv"}
     np.savez(base / "pixels.npz", **pixels)
-    return PiFiles(models, photos, base / "odd", tampered, base / "pixels.npz", tuple(broken))
+    return PiFiles(models, photos, base / "odd", tampered, foreign, base / "pixels.npz", tuple(broken))
 
 
 def _probe_on_host(python: str, files: PiFiles, reference: bool = False) -> dict:
@@ -154,6 +165,8 @@ class PiRun:
     install_log: str
     run: subprocess.CompletedProcess
     tampered: subprocess.CompletedProcess
+    foreign: subprocess.CompletedProcess  # predict over ~/foreign
+    raw_foreign: subprocess.CompletedProcess | None  # tflite-runtime's own Interpreter invoking that file
     probe: dict
     bench: dict
 
@@ -178,12 +191,14 @@ def _run_env(env: PiEnv, root: Path) -> PiRun:
 
     run = sh(run_block, "docs block pi:run")
     tampered = sh("polyhead-edge predict ~/tampered ~/photos", "tampered file")
+    foreign = sh("polyhead-edge predict ~/foreign ~/photos", "file from elsewhere")
+    raw_foreign = None if env.runtime != "tflite-runtime" else sh(RAW_INVOKE, "raw tflite-runtime invoke")
     probe = sh("python ~/probe.py ~/polyhead-models ~/odd ~/pixels.npz", "probe")
     if probe.returncode != 0:
         raise PiError(f"{env.name}: probe failed: {probe.stderr.strip().splitlines()[-1:]}")
     bench_path = root / work.lstrip("/") / "bench.json"
     bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
-    return PiRun(env, install_log, run, tampered, json.loads(probe.stdout), bench)
+    return PiRun(env, install_log, run, tampered, foreign, raw_foreign, json.loads(probe.stdout), bench)
 
 
 def _run_arch(arch_name: str, files: PiFiles) -> dict[str, PiRun | str]:
@@ -197,7 +212,7 @@ def _run_arch(arch_name: str, files: PiFiles) -> dict[str, PiRun | str]:
         home = root / piroot.PI_HOME.lstrip("/")
         with piroot.mounted(root, arch):
             piroot.copy_to_pi(root, files.models)
-            for name in ("photos", "odd", "tampered"):
+            for name in ("photos", "odd", "tampered", "foreign"):
                 shutil.rmtree(home / name, ignore_errors=True)
                 shutil.copytree(getattr(files, name), home / name)
             shutil.copy(HERE / "probe.py", home / "probe.py")
@@ -228,16 +243,7 @@ def pi_runs(request, pi_files) -> dict[str, PiRun | str]:
     return {k: v for part in parts for k, v in part.items()}
 
 
-# Found by these tests (docs/raspberry-pi.md, "What the ARM runs revealed"): under qemu, tflite-runtime
-# 2.14 segfaults running int8 models with its optimised kernels, on armhf (also without XNNPACK; its
-# reference kernels run) and on arm64 (the probe crashed). Not yet told apart from a qemu fault:
-# needs a real Pi. Strict, so a fix shows.
-TFLITE_INT8 = pytest.mark.xfail(strict=True, reason="tflite-runtime 2.14 on emulated ARM: optimised int8 kernels "
-                                                    "segfault under qemu (reference kernels work); unverified on a Pi")
-
-
-@pytest.fixture(params=[pytest.param(e, id=e.name, marks=[TFLITE_INT8] if e.runtime == "tflite-runtime" else [])
-                        for e in ENVS])
+@pytest.fixture(params=[pytest.param(e, id=e.name) for e in ENVS])
 def pi_run(request, pi_runs) -> PiRun:
     result = pi_runs[request.param.name]
     if isinstance(result, str):
@@ -278,6 +284,22 @@ def test_tampered_file_is_one_line(pi_run: PiRun):
     assert "multihead.int8.tflite" in lines[0] and "Traceback" not in proc.stderr, lines[0]
 
 
+def test_known_runtime_crash_is_one_line(pi_run: PiRun):
+    """A file from elsewhere that tflite-runtime 2.14 on ARM crashes on (its own Interpreter dies
+    with SIGSEGV: the finding, pinned) is one line from the edge CLI, naming the file and the way
+    out; ai-edge-litert runs it (edge/runtime_faults.py)."""
+    proc = pi_run.foreign
+    if pi_run.env.runtime != "tflite-runtime":
+        assert proc.returncode == 0 and proc.stdout.count("make:") >= 6, proc.stderr[-2000:]
+        return
+    raw = pi_run.raw_foreign
+    assert raw.returncode in (139, -11) and "invoked" not in raw.stdout, (raw.returncode, raw.stderr[-500:])
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "foreign/multihead.int8.tflite" in lines[0] and "crashes (SIGSEGV)" in lines[0], lines[0]
+    assert "ai-edge-litert" in lines[0]
+
+
 def test_predictions_agree_with_the_host(pi_run: PiRun, host):
     """On identical (host-decoded) pixels, every model's raw outputs: float32 within 1e-5 of x86
     ai-edge-litert; int8 bit-identical to the same runtime's x86 kernels (ai-edge-litert: its
@@ -307,27 +329,42 @@ def test_predictions_agree_with_the_host(pi_run: PiRun, host):
     assert worst_cross <= INT8_CROSS_RUNTIME_QUANTA, (env.name, worst_cross)
 
 
+def _edge_part(error: str) -> str:
+    """An image error's own words, without Pillow's detail in parentheses (its wording, e.g. how many
+    bytes a truncated file left, changes between Pillow versions)."""
+    return error.split(" (")[0]
+
+
 def test_decoding_agrees_with_the_host(pi_run: PiRun, host):
     """The same image gives the same pixels on the Pi, except JPEG decoding by another libjpeg build,
-    which may differ by a few levels; broken images give the same one-line error."""
+    which may differ by a few levels, and resizing by another Pillow version (armhf takes Debian's
+    Pillow 9.4), which may differ by one level; broken images give the same one-line error."""
     pi, litert = pi_run.probe["raw"], host["ai-edge-litert"]["raw"]
+    same_pillow = pi_run.probe["pillow"] == host["ai-edge-litert"]["pillow"]
     for name, entry in pi.items():
         for image, got in entry["images"].items():
             want = litert[name]["images"][image]
             if "error" in want:
-                assert got.get("error") == want["error"], (image, got.get("error"), want["error"])
+                assert "error" in got, (image, want["error"])
+                if same_pillow:
+                    assert got["error"] == want["error"], (image, got["error"], want["error"])
+                assert _edge_part(got["error"]) == _edge_part(want["error"]), (image, got["error"], want["error"])
                 continue
             a, b = np.array(got["_pixels"], dtype=int), np.array(want["_pixels"], dtype=int)
-            if not image.endswith(".jpg"):
-                assert np.array_equal(a, b), (pi_run.env.name, image)
-            else:
-                assert np.abs(a - b).max() <= 8, (pi_run.env.name, image, int(np.abs(a - b).max()))
+            tolerance = 8 if image.endswith(".jpg") else 0 if same_pillow else 1
+            assert np.abs(a - b).max() <= tolerance, (pi_run.env.name, image, int(np.abs(a - b).max()), tolerance)
 
 
 def test_cli_predict_matches_the_host(pi_run: PiRun, host, pi_files):
     """`predict --format jsonl` of every variant over the odd folder: same labels as the host for
-    float32, the broken images as error records, exit status 1 (some images failed)."""
+    float32 on every image decoded to the host's very pixels, the broken images as error records,
+    exit status 1 (some images failed)."""
     pi, ref = pi_run.probe["predict"], host["ai-edge-litert"]["predict"]
+    same_pillow = pi_run.probe["pillow"] == host["ai-edge-litert"]["pillow"]
+    model, raw = next(iter(pi_run.probe["raw"].items()))
+    same_pixels = {image for image, got in raw["images"].items()
+                   if "_pixels" in got and got["_pixels"] == host["ai-edge-litert"]["raw"][model]["images"][image]["_pixels"]}
+    assert len(same_pixels) >= 6  # the photos (PNG) at least
     assert sorted(pi) == sorted(ref) and len(pi) == 5
     for vid in pi:
         assert pi[vid]["exit"] == 1, (vid, pi[vid]["exit"])
@@ -336,9 +373,11 @@ def test_cli_predict_matches_the_host(pi_run: PiRun, host, pi_files):
         assert sorted(got) == sorted(want) and len(got) == len(os.listdir(pi_files.odd)) - 1  # minus labels.csv
         for image in pi_files.broken:
             # The message names the file by its path, which differs (~/odd on the Pi): compare what follows.
-            assert "error" in got[image] and got[image]["error"].split(image)[-1] == want[image]["error"].split(image)[-1], image
+            assert "error" in got[image], image
+            mine, theirs = got[image]["error"].split(image)[-1], want[image]["error"].split(image)[-1]
+            assert _edge_part(mine) == _edge_part(theirs) and (mine == theirs or not same_pillow), (image, mine, theirs)
         if "float32" in vid:
             for image, r in got.items():
-                if "error" not in r and not image.endswith(".jpg"):
+                if "error" not in r and image in same_pixels:
                     assert {h: v["label"] for h, v in r["heads"].items()} == \
                            {h: v["label"] for h, v in want[image]["heads"].items()}, (vid, image)
