@@ -30,7 +30,7 @@ from piroot import ARCHES, ENVS, PiEnv, PiError  # noqa: E402
 
 REPO = HERE.parents[1]
 REQUIRE = os.environ.get(piroot.REQUIRE_ENV) == "1"
-BENCH_EXTRA = "--runs 3 --warmup 1"  # appended to pi:run's bench: emulation is ~200x slower than a Pi
+BENCH_EXTRA = "--runs 3 --warmup 1 --rounds 2 --min-time 0"  # appended to pi:run's bench: emulation is ~200x slower than a Pi
 # int8 across *different* runtimes' kernels (ARM tflite-runtime 2.14 against x86 ai-edge-litert 2.3):
 # the most a raw uint8 output differs, in quanta (output steps of 1/256). Measured on these fixture
 # models: 1 on arm64 and armhf (docs/raspberry-pi.md); one more for calibration landing elsewhere
