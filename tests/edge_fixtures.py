@@ -102,9 +102,10 @@ def card_for(variant: str, approach: str, heads: tuple[str, ...], outputs: dict[
                      tensorflow_version=tf.__version__)
 
 
-def build_models(out: str | os.PathLike, size: int = SIZE, dense_per_channel: bool = True) -> Path:
-    """Write every MODEL_FILES deployment file into ``out`` (a folder); return it. ``dense_per_channel``
-    as in ``convert``."""
+def build_models(out: str | os.PathLike, size: int = SIZE, dense_per_channel: bool = True,
+                 files: tuple[str, ...] = MODEL_FILES) -> Path:
+    """Write the deployment files ``files`` (default: every one in MODEL_FILES) into ``out`` (a
+    folder); return it. ``dense_per_channel`` as in ``convert``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,10 +117,14 @@ def build_models(out: str | os.PathLike, size: int = SIZE, dense_per_channel: bo
             ("multihead", multihead, "multihead", HEADS, {"make": "make", "type": "type"}),
             ("joint", joint, "joint", HEADS, {"joint": "joint"}),
         ):
+            if f"{name}.{precision}.tflite" not in files:
+                continue
             tfl = convert(model, precision == "int8", size, dense_per_channel=dense_per_channel)
             card = card_for(name, approach, heads, outputs, input_spec(tfl, size), precision)
             write_model(out / f"{name}.{precision}.tflite", tfl, card)
     for i, head in enumerate(HEADS):
+        if f"separate.{head}.float32.tflite" not in files:
+            continue
         model = _tiny_keras({head: n[head]}, seed=3 + i, size=size)
         tfl = convert(model, False, size)
         card = card_for("separate", "separate", (head,), {head: head}, input_spec(tfl, size), "float32")

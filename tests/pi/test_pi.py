@@ -121,7 +121,7 @@ def pi_files(tmp_path_factory) -> PiFiles:
     (tampered / "multihead.int8.tflite").write_bytes(bytes(data))
     foreign = base / "foreign"
     foreign.mkdir()
-    shutil.copy(build_models(base / "tf-defaults", dense_per_channel=True) / "multihead.int8.tflite", foreign)
+    build_models(foreign, dense_per_channel=True, files=("multihead.int8.tflite",))
     from edge_fixtures import SIZE
 
     from edge.preprocess import load_image
@@ -176,10 +176,9 @@ def _activate_line(env: PiEnv) -> str:
     return next(ln for ln in lines if ln.startswith(". ") and ln.endswith("/bin/activate"))
 
 
-def _run_env(env: PiEnv, root: Path) -> PiRun:
-    """Install and run one environment in its (mounted, files copied) root, as the docs say."""
+def _run_env(env: PiEnv, root: Path, install_log: str) -> PiRun:
+    """Run one installed environment in its (mounted, files copied) root, as the docs say."""
     arch = ARCHES[env.arch]
-    install_log = piroot.install(root, arch, env)
     act = _activate_line(env)
     # pi:run in a folder of its own, so each environment's bench.json is its own.
     work = f"{piroot.PI_HOME}/{env.name}"
@@ -201,9 +200,17 @@ def _run_env(env: PiEnv, root: Path) -> PiRun:
     return PiRun(env, install_log, run, tampered, foreign, raw_foreign, json.loads(probe.stdout), bench)
 
 
+def _run_or_error(env: PiEnv, root: Path, install_log: str) -> PiRun | str:
+    try:
+        return _run_env(env, root, install_log)
+    except PiError as e:
+        return str(e)
+
+
 def _run_arch(arch_name: str, files: PiFiles) -> dict[str, PiRun | str]:
-    """Build (or reuse) one architecture's root and run its environments one after the other (they
-    share the package source folder, which pip builds in); an environment's failure is its one line."""
+    """Build (or reuse) one architecture's root, install its environments one after the other (they
+    share the package source folder, which pip builds in), then run them side by side; an
+    environment's failure is its one line."""
     arch = ARCHES[arch_name]
     out: dict[str, PiRun | str] = {}
     envs = [e for e in ENVS if e.arch == arch_name]
@@ -220,11 +227,16 @@ def _run_arch(arch_name: str, files: PiFiles) -> dict[str, PiRun | str]:
             for env in envs:
                 shutil.rmtree(home / env.name, ignore_errors=True)
             subprocess.run(["chown", "-R", f"{piroot.PI_UID}:{piroot.PI_UID}", str(home)], check=True)
+            installed = {}
             for env in envs:
                 try:
-                    out[env.name] = _run_env(env, root)
+                    installed[env.name] = piroot.install(root, arch, env)
                 except PiError as e:
                     out[env.name] = str(e)
+            ready = [e for e in envs if e.name in installed]
+            with ThreadPoolExecutor(max(1, len(ready))) as pool:
+                runs = pool.map(lambda e: _run_or_error(e, root, installed[e.name]), ready)
+                out.update({e.name: run for e, run in zip(ready, runs, strict=True)})
     except PiError as e:
         for env in envs:
             out.setdefault(env.name, str(e))
