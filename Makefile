@@ -20,6 +20,7 @@ APPROACHES  ?= multihead,joint,separate
 PRECISIONS  ?= float32,int8
 THREADS     ?= 1
 RUNS        ?= 50
+ROUNDS      ?= 8
 PYTEST_ARGS ?=
 
 VENV   := .venv
@@ -88,8 +89,8 @@ train: $(STAMP) ## train APPROACHES on DATA into RUN (PROTOCOL: frozen, fine-tun
 convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 	$(BIN)/python -m convert $(RUN) --precision $(PRECISIONS)
 
-bench: $(STAMP) ## the performance suite on RUN's models (RUNS runs per round): bench/results.json, ratios [95 % CI]
-	$(BIN)/python -m report.bench_suite --out bench/results.json --run $(RUN) --runs $(RUNS) --threads $(THREADS)
+bench: $(STAMP) ## the performance suite on RUN's models (ROUNDS rounds of RUNS runs): bench/results.json, ratios [95 % CI]
+	$(BIN)/python -m report.bench_suite --out bench/results.json --run $(RUN) --runs $(RUNS) --rounds $(ROUNDS) --threads $(THREADS)
 
 report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)
