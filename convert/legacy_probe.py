@@ -23,6 +23,7 @@ def load_check(interpreter_class: type, path: str) -> dict[str, Any]:
     Returns ``{"loads": bool, "missing_ops": ["FULLY_CONNECTED v12", ...], "error": str | None}``.
     The card is not consulted: this is about the flatbuffer alone.
     """
+    from edge.errors import first_line
     from edge.interpreter import missing_ops
 
     result: dict[str, Any] = {"loads": False, "missing_ops": [], "error": None}
@@ -35,14 +36,14 @@ def load_check(interpreter_class: type, path: str) -> dict[str, Any]:
             runner(**feeds)
         result["loads"] = True
     except Exception as e:  # noqa: BLE001 - every failure is data for the report
-        message = str(e).strip()
-        result["missing_ops"] = missing_ops(message)
-        result["error"] = (message.splitlines()[0] if message else type(e).__name__)[:300]
+        result["missing_ops"] = missing_ops(str(e).strip())
+        result["error"] = first_line(e)
     return result
 
 
 def main(argv: list[str]) -> int:
     from convert.runner import predict_outputs
+    from edge.errors import first_line
     from edge.interpreter import load_interpreter_class
 
     images_npz, out_dir, files = argv[0], Path(argv[1]), argv[2:]
@@ -57,8 +58,7 @@ def main(argv: list[str]) -> int:
                 np.savez(out_dir / f"{i}.npz", **outs)
                 entry["outputs"] = f"{i}.npz"
             except Exception as e:  # noqa: BLE001 - every failure is data for the report
-                text = str(e).strip()
-                entry.update(loads=False, error=(text.splitlines()[0] if text else type(e).__name__)[:300])
+                entry.update(loads=False, error=first_line(e))
         result["files"][f] = entry
     (out_dir / "result.json").write_text(json.dumps(result))
     return 0

@@ -35,6 +35,7 @@ import numpy as np
 from convert.errors import ConvertError
 from edge.card import ModelCard
 from edge.card_archive import strip_card, write_model
+from edge.errors import first_line
 from edge.schema import JOINT_OUTPUT
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -94,7 +95,7 @@ def output_order(tflite: bytes, card: ModelCard) -> tuple[str, ...]:
         sig = interpreter.get_signature_runner(card.signature).get_output_details()
         outputs = [d["index"] for d in interpreter.get_output_details()]
     except (ValueError, RuntimeError) as e:
-        raise MetadataError(f"cannot read the model's outputs: {str(e).splitlines()[0][:200]}") from None
+        raise MetadataError(f"cannot read the model's outputs: {first_line(e, 200)}") from None
     by_tensor: dict[int, str] = {}
     for key, sig_name in card.outputs.items():
         if sig_name not in sig:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from datasets.folder import MISSING, SPLITS, Dataset, DatasetError
+from edge.errors import first_line
 from edge.preprocess import load_image
 from edge.schema import JOINT_OUTPUT, LabelSchema
 
@@ -55,7 +56,7 @@ def _decode(path: Path, height: int, width: int) -> tuple[np.ndarray | None, str
     try:
         return load_image(path, height, width), None
     except Exception as e:  # noqa: BLE001 - any failure of one file is that file's problem, not the run's
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e, None)
         return None, msg if str(path) in msg else f"{path}: {msg}"
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edge.cardcheck import card_field_problem
-from edge.errors import PolyheadError
+from edge.errors import PolyheadError, first_line
 from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CARD_FORMAT_VERSION = 1
@@ -202,7 +202,7 @@ class ModelCard:
         except SchemaError as e:
             raise CardError(f"card schema: {e}") from None
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
-            msg = str(e).splitlines()[0][:200] if str(e) else ""
+            msg = first_line(e, 200)
             raise CardError(f"malformed card: {type(e).__name__}: {msg}") from None
 
     def to_json_bytes(self) -> bytes:

@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edge.card import MAX_CARD_BYTES, CardError, ModelCard
+from edge.errors import first_line
 
 CARD_MEMBER = "metadata.json"
 MAX_MEMBER_BYTES = 1 << 20
@@ -117,7 +118,7 @@ def read_members(data: bytes, name: str = "<bytes>") -> dict[str, bytes]:
         try:
             return {i.filename: zf.read(i) for i in others}
         except Exception as e:  # a corrupt archive: CRC, truncated data...
-            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            msg = first_line(e, 200)
             raise CardError(f"{name}: card archive is corrupt ({msg})") from None
 
 
@@ -181,7 +182,7 @@ def _card_member(fp: io.BufferedIOBase, name: str) -> tuple[bytes, int]:
             with zf.open(info) as f:
                 raw = f.read(MAX_CARD_BYTES + 1)
         except Exception as e:  # zlib.error, BadZipFile, NotImplementedError...: a corrupt archive
-            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            msg = first_line(e, 200)
             raise CardError(f"{name}: card archive is corrupt ({msg})") from None
     return raw, model_end
 
@@ -193,7 +194,7 @@ def _parse_card(raw: bytes, name: str) -> ModelCard:
     try:
         d = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        msg = first_line(e, 200)
         raise CardError(f"{name}: card is not valid JSON ({msg})") from None
     try:
         return ModelCard.from_dict(d)

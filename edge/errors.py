@@ -17,7 +17,8 @@ class ModelError(PolyheadError):
     """A .tflite file cannot be loaded or run by the interpreter (one line naming the file)."""
 
 
-def first_line(e: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message (its type name when empty), at most ``limit`` chars."""
+def first_line(e: BaseException, limit: int | None = 300) -> str:
+    """The first line of an exception's message (its type name when empty), at most ``limit`` chars
+    (None: the whole line). The project's one copy of this idiom."""
     text = str(e).strip()
     return text.splitlines()[0][:limit] if text else type(e).__name__

@@ -16,7 +16,7 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edge.errors import PolyheadError
+from edge.errors import PolyheadError, first_line
 
 MAX_IMAGE_PIXELS = 64_000_000
 """Images with more pixels than this are refused as possible decompression bombs."""
@@ -120,7 +120,7 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_IMAGE_PI
         # Untrusted bytes: Pillow reports truncated data, corrupt headers, bad EXIF and decoder
         # failures as OSError, SyntaxError, ValueError, struct.error, ZeroDivisionError and more.
         # Whatever it raises, this file is unreadable; the caller gets one line and goes on.
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        msg = first_line(e, 200)
         raise ImageError(f"{name}: corrupt or unreadable image ({msg})") from None
 
 

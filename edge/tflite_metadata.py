@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 
 from edge import flatbuf
-from edge.errors import PolyheadError
+from edge.errors import PolyheadError, first_line
 
 _U32 = struct.Struct("<I")
 
@@ -158,7 +158,7 @@ def summary(path: str | os.PathLike) -> dict:
         with open(path, "rb") as f:
             meta = read_standard_metadata(f.read(), str(path))
     except (OSError, MetadataReadError) as e:
-        return {"present": False, "error": str(e).splitlines()[0]}
+        return {"present": False, "error": first_line(e, None)}
     if meta is None:
         return {"present": False}
     image = meta.inputs[0] if meta.inputs else None

@@ -25,7 +25,7 @@ from typing import Any
 import click
 
 from edge.card import APPROACHES
-from edge.errors import PolyheadError
+from edge.errors import PolyheadError, first_line
 from edge.io import atomic_write_json, atomic_write_text
 from edge.log import configure_logging
 from report.pipeline import PipelineError, PipelineSettings, data_ready, run_command, synth_command
@@ -164,7 +164,7 @@ def main(out: Path, data: Path | None, backbone: str, image_size: int, epochs: i
     try:
         path = run_compare(out, data, backbone, image_size, epochs, num_images, seed, weights, names)
     except (PolyheadError, OSError, json.JSONDecodeError) as e:
-        raise click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise click.ClickException(first_line(e, None)) from None
     click.echo(str(path))
 
 

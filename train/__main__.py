@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from edge.errors import PolyheadError
+from edge.errors import PolyheadError, first_line
 from edge.log import configure_logging
 from train.defaults import DEFAULTS as _D
 from train.defaults import PROTOCOLS as _P
@@ -67,7 +67,7 @@ def _parse_size(text: Any) -> list[int] | None:
 
 def _fail(e: PolyheadError | OSError) -> click.ClickException:
     """A known error as click's one-line ``Error: ...`` (the message's first line, else its type)."""
-    return click.ClickException(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return click.ClickException(first_line(e, None))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

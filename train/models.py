@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.card import APPROACHES, model_stem
-from edge.errors import PolyheadError
+from edge.errors import PolyheadError, first_line
 from edge.schema import JOINT_OUTPUT, LabelSchema
 
 BACKBONE_LAYER = "backbone"
@@ -149,7 +149,7 @@ def load_model(path: str | Path, compile: bool = False) -> Any:
     try:
         return keras.saving.load_model(str(path), compile=compile, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - a broken/hostile file is one line, not a traceback
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, None)
         raise KerasModelError(f"{path}: cannot load model: {first}") from None
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.errors import PolyheadError
+from edge.errors import PolyheadError, first_line
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -164,7 +164,7 @@ def read_legacy_state_dict(path: str | Path, sha256: str | None = None) -> dict[
         raise CheckpointError(f"{path}: {e}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
             AttributeError, OverflowError, MemoryError, RecursionError) as e:
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        msg = first_line(e, 200)
         raise CheckpointError(f"{path}: not a readable legacy torch checkpoint ({msg})") from None
 
 
