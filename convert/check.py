@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from convert.records import CheckRecord, HeadCheck
 from convert.specs import INT8_MAX_DROP, resolve_precision
-from edge.records import CheckRecord, HeadCheck
-from edge.schema import all_heads_right
+from edge.contract.schema import all_heads_right
 
 
 def head_metrics(probs: np.ndarray, keras_probs: np.ndarray, labels: np.ndarray) -> HeadCheck:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edge.card import PRECISIONS
+from edge.contract.card import PRECISIONS
 from edge.errors import PolyheadError
 from edge.log import configure_logging
 

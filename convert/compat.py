@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.records import RuntimeCompat
+from convert.records import RuntimeCompat
 
 LEGACY_ENV = "POLYHEAD_LEGACY_PYTHON"
 LEGACY_KEY = "tflite-runtime"

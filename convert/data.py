@@ -1,6 +1,6 @@
 """The images a conversion needs: the test split (for the check) and calibration images (int8).
 
-Records come from ``datasets.folder.load_dataset``; pixels from ``edge.preprocess.load_image`` at
+Records come from ``datasets.folder.load_dataset``; pixels from ``edge.runtime.preprocess.load_image`` at
 the model's input size (through ``datasets.pipeline.load_split``), so the
 check sees exactly what the device sees. Labels are encoded with the *run's* schema.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConvertError
-from edge.schema import LabelSchema, SchemaError
+from edge.contract.schema import LabelSchema, SchemaError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConvertError
-from edge.card_archive import strip_card
+from edge.contract.card_archive import strip_card
 
 SIGNATURE = "serving_default"
 

@@ -24,7 +24,7 @@ def load_check(interpreter_class: type, path: str) -> dict[str, Any]:
     The card is not consulted: this is about the flatbuffer alone.
     """
     from edge.errors import first_line
-    from edge.interpreter import missing_ops
+    from edge.runtime.interpreter import missing_ops
 
     result: dict[str, Any] = {"loads": False, "missing_ops": [], "error": None}
     try:
@@ -44,7 +44,7 @@ def load_check(interpreter_class: type, path: str) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     from convert.runner import predict_outputs
     from edge.errors import first_line
-    from edge.interpreter import load_interpreter_class
+    from edge.runtime.interpreter import load_interpreter_class
 
     images_npz, out_dir, files = argv[0], Path(argv[1]), argv[2:]
     images = np.load(images_npz)["images"]

@@ -5,7 +5,7 @@ labels and normalisation from TFLite Metadata: a ``ModelMetadata`` flatbuffer (s
 ``metadata_schema.fbs`` of tensorflow/tflite-support, file identifier ``M001``) stored in one of the
 model's buffers and named ``TFLITE_METADATA`` in the model's ``metadata`` vector, plus label files
 packed as *stored* (uncompressed) members of a zip appended to the model. polyhead already appends
-such a zip for its card (``metadata.json``); the label files join it (``edge.card_archive``).
+such a zip for its card (``metadata.json``); the label files join it (``edge.contract.card_archive``).
 
 What is written, per file:
 
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import ConvertError
-from edge.card import ModelCard
-from edge.card_archive import strip_card, write_model
+from edge.contract.card import ModelCard
+from edge.contract.card_archive import strip_card, write_model
+from edge.contract.schema import JOINT_OUTPUT
 from edge.errors import first_line
-from edge.schema import JOINT_OUTPUT
 
 METADATA_NAME = "TFLITE_METADATA"
 """Name of the model ``metadata`` entry whose buffer holds the ModelMetadata flatbuffer."""

@@ -18,13 +18,13 @@ import numpy as np
 
 from convert.data import CheckImages
 from convert.errors import ConvertError
+from convert.records import ConvertRecord, ConvertSettings
 from convert.specs import resolve_approach, resolve_precision
 from convert.tflite import ConversionSettings, settings_for
-from edge.card import ModelCard, split_model_stem
-from edge.interpreter import dist_version
+from edge.contract.card import ModelCard, split_model_stem
+from edge.contract.schema import LabelSchema, SchemaError
 from edge.io import JsonFileError, atomic_write_json, file_sha256, read_json_object
-from edge.records import ConvertRecord, ConvertSettings
-from edge.schema import LabelSchema, SchemaError
+from edge.runtime.interpreter import dist_version
 
 CONVERT_FORMAT_VERSION = 1
 DEFAULT_CALIBRATION = 256
@@ -39,7 +39,7 @@ class SourceModel:
 
     path: Path
     stem: str
-    """``multihead``, ``joint`` or ``separate.<head>`` (``edge.card.model_stem``)."""
+    """``multihead``, ``joint`` or ``separate.<head>`` (``edge.contract.card.model_stem``)."""
     approach: str
     heads: tuple[str, ...]
 
@@ -276,7 +276,7 @@ def _versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    from edge.interpreter import load_interpreter_class
+    from edge.runtime.interpreter import load_interpreter_class
 
     _, rt, rt_version = load_interpreter_class("ai-edge-litert")
     return {

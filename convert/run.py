@@ -36,12 +36,12 @@ from convert.plan import (
     plan,
     tflite_stem,
 )
+from convert.records import CheckRecord, ConvertFile, ConvertRecord, InputRecord, RuntimeCompat, SourceRecord
 from convert.summary import DeviceCheck, refresh_verdicts, summarise
 from convert.tflite import ConversionSettings
-from edge.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard
+from edge.contract.card import INPUT_DTYPES, PRECISIONS, InputSpec, ModelCard
+from edge.contract.schema import LabelSchema
 from edge.io import file_sha256
-from edge.records import CheckRecord, ConvertFile, ConvertRecord, InputRecord, RuntimeCompat, SourceRecord
-from edge.schema import LabelSchema
 
 
 def convert_run(
@@ -360,12 +360,12 @@ def _record_legacy(state: RunState, path: Path, compat: dict[str, Any], labels: 
 
 CARD_COMPAT_KEYS = ("runtime", "loads", "status", "missing_ops", "error")
 """What the card carries of each runtime's compatibility: the device's card reader accepts only
-these flat fields (``edge.cardcheck``); the checks against Keras stay in convert.json."""
+these flat fields (``edge.contract.cardcheck``); the checks against Keras stay in convert.json."""
 
 
 def _embed_compat(path: Path, entry: ConvertFile) -> None:
     """Re-embed the card with the measured runtime compatibility (atomic), and refresh the entry."""
-    from edge.card_archive import read_card
+    from edge.contract.card_archive import read_card
 
     card_compat = {rt: {k: c[k] for k in CARD_COMPAT_KEYS if k in c} for rt, c in entry["runtime_compat"].items()}
     card = read_card(path)
@@ -378,10 +378,10 @@ def _embed_compat(path: Path, entry: ConvertFile) -> None:
 
 
 def _device_check(state: RunState) -> DeviceCheck:
-    """Checks a variant through ``edge.predict.Predictor`` over ``edge.variants.discover`` (a
+    """Checks a variant through ``edge.runtime.predict.Predictor`` over ``edge.runtime.variants.discover`` (a
     separate variant's files together), on the check images of the last model converted."""
-    from edge.predict import Predictor
-    from edge.variants import discover
+    from edge.runtime.predict import Predictor
+    from edge.runtime.variants import discover
 
     size = next(reversed(state.checked.values())).size
     test = state.images.test(size)
@@ -399,7 +399,7 @@ def _device_check(state: RunState) -> DeviceCheck:
         if not set(kprobs) >= set(state.schema.head_names):
             return None
         result = check_heads(probs, kprobs, test.labels, state.schema.head_names)
-        result["runtime"] = "edge.predict.Predictor"
+        result["runtime"] = "edge.runtime.predict.Predictor"
         return result
 
     return check

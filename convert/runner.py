@@ -1,4 +1,4 @@
-"""Run a converted file exactly as the device does: through ``edge.model.Model``.
+"""Run a converted file exactly as the device does: through ``edge.runtime.model.Model``.
 
 Numpy and ``edge`` only (no TensorFlow): the same code runs in the host venv (ai-edge-litert) and
 in the legacy venv (tflite-runtime 2.14) through ``convert.legacy_probe``.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard
-from edge.card_archive import read_card
+from edge.contract.card import ModelCard
+from edge.contract.card_archive import read_card
 
 
 def predict_outputs(
@@ -22,8 +22,8 @@ def predict_outputs(
 
     Returns (card, outputs, "<runtime> <version>"). Integer outputs come back dequantized.
     """
-    from edge.interpreter import load_interpreter_class
-    from edge.model import Model
+    from edge.runtime.interpreter import load_interpreter_class
+    from edge.runtime.model import Model
 
     cls, name, version = load_interpreter_class(runtime)
     card = read_card(path)

@@ -1,10 +1,10 @@
 """What a precision and an approach mean to the converter: one table each, resolved once.
 
-The names themselves live in ``edge.card`` (``PRECISIONS``, ``APPROACHES``: the card validates
+The names themselves live in ``edge.contract.card`` (``PRECISIONS``, ``APPROACHES``: the card validates
 them on the device); these tables add what only the host needs. ``resolve_precision("int8")``
 turns a name into everything it implies, as timm's ``resolve_precision`` does; code downstream
 reads the spec's fields and never compares precision or approach strings. Adding a precision or an
-approach means adding one row here (and its name in ``edge.card``); ``tests/test_convert_specs.py``
+approach means adding one row here (and its name in ``edge.contract.card``); ``tests/test_convert_specs.py``
 fails until both agree.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from convert.errors import ConvertError
-from edge.card import APPROACHES, PRECISIONS, model_stem
-from edge.schema import JOINT_OUTPUT, LabelSchema
+from edge.contract.card import APPROACHES, PRECISIONS, model_stem
+from edge.contract.schema import JOINT_OUTPUT, LabelSchema
 
 INT8_MAX_DROP = 0.02
 """An accuracy drop above this (2 points) on any head of a quantised file is a loud warning."""

@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from convert.check import verdict
-from edge.records import CheckRecord, ConvertRecord, ConvertVariant
-from edge.schema import LabelSchema
+from convert.records import CheckRecord, ConvertRecord, ConvertVariant
+from edge.contract.schema import LabelSchema
 
 DeviceCheck = Callable[[str, list[str]], "CheckRecord | None"]
 """``(variant id, its file names) -> check block`` measured as the device runs the variant, or None."""

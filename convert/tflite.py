@@ -210,7 +210,7 @@ def convert_keras(
         conv.inference_output_type = tf.dtypes.as_dtype(settings.int8_output_dtype)
     try:
         # The converter's calibrator uses tf.lite.Interpreter internally and warns about it; our
-        # own runs go through ai-edge-litert (edge.interpreter).
+        # own runs go through ai-edge-litert (edge.runtime.interpreter).
         with _native_output_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return bytes(conv.convert())

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from edge.contract.schema import LabelSchema, SchemaError
 from edge.errors import PolyheadError
-from edge.schema import LabelSchema, SchemaError
 
 LABELS_FILE = "labels.csv"
 META_FILE = "dataset.json"
@@ -289,7 +289,7 @@ def load_dataset(
 def schema_from_records(heads: Sequence[str], records: Sequence[Record]) -> LabelSchema:
     """The schema of ``records``: each head's classes from its labelled cells (every split), the
     joint combinations from the *fully labelled* train rows (a partial row is no combination)."""
-    from edge.schema import Head
+    from edge.contract.schema import Head
 
     return LabelSchema(
         tuple(Head(h, tuple(sorted({r.labels[i] for r in records} - {MISSING}))) for i, h in enumerate(heads)),
@@ -391,7 +391,7 @@ class CheckReport:
 
 
 def _probe(path: Path) -> str | None:
-    from edge.preprocess import load_image
+    from edge.runtime.preprocess import load_image
 
     try:
         # A full decode (draft-scaled for JPEG) finds truncated data that a header check misses.

@@ -1,6 +1,6 @@
 """The training input pipeline: a dataset split as decoded arrays, then as a tf.data.Dataset.
 
-Decoding uses ``edge.preprocess.load_image``, the function the edge runtime calls, so training and
+Decoding uses ``edge.runtime.preprocess.load_image``, the function the edge runtime calls, so training and
 the device see the same pixels. Images are decoded once, in parallel threads (Pillow releases the
 GIL while decoding and resizing), into memory: that array *is* the cache, and every epoch after
 the first costs no decoding. An image that cannot be decoded is skipped and counted, and a summary
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from datasets.folder import MISSING, SPLITS, Dataset, DatasetError
+from edge.contract.schema import JOINT_OUTPUT, LabelSchema
 from edge.errors import first_line
-from edge.preprocess import load_image
-from edge.schema import JOINT_OUTPUT, LabelSchema
+from edge.runtime.preprocess import load_image
 
 log = logging.getLogger("datasets.pipeline")
 

@@ -251,7 +251,7 @@ def read_all_in_one(root: Path) -> tuple[list[Annotation], list[str]]:
 
 def read_class_folders(root: Path) -> tuple[list[Annotation], list[str]]:
     """Annotations of the train/<class>/ test/<class>/ layout (no bounding boxes)."""
-    from edge.preprocess import is_image_file
+    from edge.runtime.preprocess import is_image_file
 
     by_folder = {n.replace("/", "-"): n for n in class_names()}
     by_folder.update({n: n for n in class_names() if "/" not in n})

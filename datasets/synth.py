@@ -557,7 +557,7 @@ def contact_sheet(
 
     from datasets.folder import load_dataset
     from edge.io import atomic_write_bytes
-    from edge.preprocess import load_image
+    from edge.runtime.preprocess import load_image
 
     ds = load_dataset(root, allow_outside_paths=True)
     picked, seen_first = [], set()

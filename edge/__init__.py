@@ -1,8 +1,14 @@
-"""polyhead's edge runtime: label schema, model card, preprocessing and TFLite inference.
+"""polyhead's edge package: everything the device runs, and nothing else.
 
-This package runs on the device. It imports only the standard library, numpy, Pillow, click and
-the LiteRT / tflite-runtime interpreter; host packages may import it, never the reverse.
-Importing it does no work.
+- ``runtime/``: interpreter, model, variants, preprocessing, predictions, labelled-folder accuracy;
+- ``contract/``: the label schema, the model card and the TFLite Metadata every file carries;
+- ``safety/``: the flatbuffer reader, the model check, known runtime crashes, the child probe,
+  safe paths, signatures;
+- ``bench/``: the on-device benchmark;
+- ``cli.py`` (``polyhead-edge``), ``errors``, ``io``, ``log``, ``text``: shared by all of them.
+
+It imports only the standard library, numpy, Pillow, click and the LiteRT / tflite-runtime
+interpreter; host packages may import it, never the reverse. Importing it does no work.
 """
 
 __version__ = "0.1.0"

@@ -29,7 +29,7 @@ def _echo(text: str, err: bool = False) -> None:
 
 def _model_options(f):
     """--max-input-pixels, --max-arena-mb (the model check's caps) and --trusted-key."""
-    from edge.modelcheck import DEFAULT_LIMITS
+    from edge.safety.modelcheck import DEFAULT_LIMITS
 
     f = click.option("--trusted-key", default=None, type=click.Path(dir_okay=False),
                      help="Refuse any .tflite not signed by this Ed25519 public key PEM (default: $POLYHEAD_TRUSTED_KEY).")(f)
@@ -40,14 +40,14 @@ def _model_options(f):
 
 
 def _limits(max_input_pixels: int, max_arena_mb: float):
-    from edge.modelcheck import ModelLimits
+    from edge.safety.modelcheck import ModelLimits
 
     return ModelLimits(max_input_pixels, max_arena_mb)
 
 
 def _trusted(given: str | None):
     """The loaded trusted public key (--trusted-key or $POLYHEAD_TRUSTED_KEY), or None."""
-    from edge.signing import load_public_key, trusted_key
+    from edge.safety.signing import load_public_key, trusted_key
 
     path = trusted_key(given)
     return load_public_key(path) if path else None
@@ -77,8 +77,8 @@ def info(path: str, as_json: bool, probe_timeout: float, probe_memory_mb: int, m
 
     Whether a file loads is asked of a child process with a time and memory limit, after the model check.
     """
-    from edge.describe import describe, format_info
-    from edge.probe import ProbeLimits
+    from edge.runtime.describe import describe, format_info
+    from edge.safety.probe import ProbeLimits
 
     try:
         d = describe(path, _limits(max_input_pixels, max_arena_mb), ProbeLimits(probe_timeout, probe_memory_mb),
@@ -98,7 +98,7 @@ def info(path: str, as_json: bool, probe_timeout: float, probe_memory_mb: int, m
 def _expand(sources: tuple[str, ...]) -> list[Path]:
     """The image paths the arguments name: a folder's image files, or the argument itself (checked
     when it is loaded: a FIFO or a symlink loop is then that image's error)."""
-    from edge.labels import list_images
+    from edge.runtime.labels import list_images
 
     paths: list[Path] = []
     for s in sources:
@@ -112,8 +112,8 @@ def _labels_for(sources: tuple[str, ...], paths: list[Path]) -> tuple[tuple[str,
     first one's heads). One that is not a regular file inside its folder is skipped with a warning."""
     import os
 
-    from edge.labels import read_labels_csv
-    from edge.paths import PathError
+    from edge.runtime.labels import read_labels_csv
+    from edge.safety.paths import PathError
 
     candidates = [Path(s) / "labels.csv" for s in sources if Path(s).is_dir()]
     candidates += [folder / "labels.csv" for folder in dict.fromkeys(p.parent for p in paths)]  # per folder, not per image
@@ -199,10 +199,10 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     A bad image gives an error record and the rest go on; the exit status is 1 if any failed.
     With a labels.csv beside the images, per-head and joint accuracy follow.
     """
-    from edge.interpreter import limit_malloc_arenas
-    from edge.labels import Accuracy
-    from edge.predict import Predictor, iter_predictions
-    from edge.variants import discover, select_variant
+    from edge.runtime.interpreter import limit_malloc_arenas
+    from edge.runtime.labels import Accuracy
+    from edge.runtime.predict import Predictor, iter_predictions
+    from edge.runtime.variants import discover, select_variant
 
     limit_malloc_arenas()
     try:
@@ -245,7 +245,7 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
               help="Folder of images (labels.csv inside gives accuracy); random pixels if omitted.")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1),
               help="Timed runs per variant and round, at least.")
-# The two defaults are edge.bench.DEFAULT_ROUNDS / DEFAULT_MIN_TIME_S (a test checks), written out here
+# The two defaults are edge.bench.run.DEFAULT_ROUNDS / DEFAULT_MIN_TIME_S (a test checks), written out here
 # so that importing the CLI does not import the bench.
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(1),
               help="Rounds per variant, interleaved A B C A B C, each in a fresh process.")
@@ -261,8 +261,8 @@ def bench(path: str, images: str | None, runs: int, rounds: int, min_time_s: flo
           duration_s: float | None, out_json: str | None, out_csv: str | None) -> None:
     """Benchmark every variant at PATH in interleaved rounds of fresh processes: latency, throughput,
     memory, accuracy, and every ratio with its 95 % interval over rounds."""
-    from edge.bench import run_bench
-    from edge.bench_format import format_table, to_csv
+    from edge.bench.format import format_table, to_csv
+    from edge.bench.run import run_bench
     from edge.io import atomic_write_json, atomic_write_text
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,12 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def key_errors(record: Mapping[str, Any], kind: type, where: str = "") -> list[str]:
+    """One line per key of ``record`` missing from, or unknown to, the TypedDict ``kind`` (one level)."""
+    required, optional = kind.__required_keys__, kind.__optional_keys__  # type: ignore[attr-defined]
+    missing = sorted(required - set(record))
+    unknown = sorted(set(record) - required - optional)
+    name = where or kind.__name__
+    return [f"{name}: missing key '{k}'" for k in missing] + [f"{name}: unknown key '{k}'" for k in unknown]

@@ -29,8 +29,8 @@ from typing import Any
 
 import click
 
-from edge.bench import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
-from edge.bench_stats import Interval, bench_ratios
+from edge.bench.run import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
+from edge.bench.stats import Interval, bench_ratios
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json
 from edge.log import configure_logging
@@ -52,7 +52,7 @@ if mode == "tensorflow":
         interp = Interpreter(model_path=path, num_threads=threads)
         api = f"ai_edge_litert under tensorflow {tf.__version__} import ({type(e).__name__})"
 else:
-    from edge.interpreter import load_interpreter_class
+    from edge.runtime.interpreter import load_interpreter_class
     cls, name, version = load_interpreter_class()
     interp = cls(model_path=path, num_threads=threads)
     api = f"{name} {version} (edge, no tensorflow)"
@@ -175,13 +175,13 @@ def measure_rss(path: Path, mode: str, runs: int, threads: int) -> dict[str, Any
 
 def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
     """A run with multihead/joint/separate at float32 and int8: ``run`` if complete, else a small fresh one."""
-    from edge.card import APPROACHES
+    from edge.contract.card import APPROACHES
     from report.pipeline import PipelineSettings, conversion_done, run_pipeline, training_done
 
     wanted = {f"{a}.{p}" for a in APPROACHES for p in ("float32", "int8")}
     have = set()
     if (run / "edge").is_dir():
-        from edge.variants import discover
+        from edge.runtime.variants import discover
 
         have = set(discover(run / "edge"))
     if wanted <= have and (run / "train.json").exists():
@@ -197,7 +197,7 @@ def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
 def record_edge_bench(results: dict[str, Any], bench: Mapping[str, Any], model_run: Path, threads: int,
                       fma_units: int | None) -> None:
     """Put the edge bench's facts and ratios into ``results``: the latency ratios with their intervals
-    (edge.bench_stats, the code the report and the edge CLI use), size and achieved MAC/s."""
+    (edge.bench.stats, the code the report and the edge CLI use), size and achieved MAC/s."""
     ratios = results["ratios"]
     results["bench"] = {k: bench.get(k) for k in ("board", "cpu", "machine", "governor", "runtime",
                                                   "runtime_version", "threads", "rounds", "min_time_s",
@@ -320,7 +320,7 @@ def feature_cache_ratio(results: dict[str, Any], config: Mapping[str, Any], n_im
 
 
 def _ratio_text(value: Any) -> str:
-    """A plain ratio as 0.512; an interval record (edge.bench_stats) as ``0.512 [0.498, 0.527]``."""
+    """A plain ratio as 0.512; an interval record (edge.bench.stats) as ``0.512 [0.498, 0.527]``."""
     if isinstance(value, Mapping):
         iv = Interval(value["value"], value.get("low"), value.get("high"), int(value.get("rounds") or 0))
         return iv.text() + ("  (no measurable difference)" if iv.crosses_one else "")

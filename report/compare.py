@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from edge.card import APPROACHES
+from edge.contract.card import APPROACHES
 from edge.errors import PolyheadError, first_line
 from edge.io import atomic_write_json, atomic_write_text
 from edge.log import configure_logging

@@ -1,4 +1,4 @@
-"""Profile ``edge.preprocess.load_image`` on photo-like JPEGs: where a file's decode time goes.
+"""Profile ``edge.runtime.preprocess.load_image`` on photo-like JPEGs: where a file's decode time goes.
 
 ``python -m report.decode_profile [--repeats N]`` prints, per source and target (224, 96 px), the
 JPEG's size in kB and the p50 of: the whole ``load_image``; the JPEG decode alone at full scale and
@@ -24,7 +24,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from edge.preprocess import load_image, resize_rgb
+from edge.runtime.preprocess import load_image, resize_rgb
 
 
 @dataclass(frozen=True)

@@ -25,19 +25,19 @@ import numpy as np
 out["numpy"] = rss()
 import PIL.Image, PIL.JpegImagePlugin
 out["pillow"] = rss()
-from edge.interpreter import load_interpreter_class, limit_malloc_arenas
+from edge.runtime.interpreter import load_interpreter_class, limit_malloc_arenas
 limit_malloc_arenas()
 cls, name, version = load_interpreter_class()
 out["litert module"] = rss()
-from edge.predict import Predictor, iter_predictions
-from edge.variants import discover, select_variant
+from edge.runtime.predict import Predictor, iter_predictions
+from edge.runtime.variants import discover, select_variant
 predictor = Predictor(select_variant(discover(sys.argv[1]), None))
 out["model loaded + tensors allocated"] = rss()
 x = np.zeros((predictor.height, predictor.width, 3), np.uint8)
 predictor.predict_image(x)
 out["first inference"] = rss()
 if len(sys.argv) > 2:
-    from edge.bench_machine import list_images
+    from edge.bench.machine import list_images
     paths = list_images(sys.argv[2])
     for _ in iter_predictions(predictor, [paths[i % len(paths)] for i in range(50)]):
         pass

@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from edge.card import APPROACHES
+from edge.contract.card import APPROACHES
 from edge.errors import PolyheadError
 from edge.io import JsonFileError, atomic_write_bytes, atomic_write_json, read_json_object
 from edge.log import configure_logging

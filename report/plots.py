@@ -116,7 +116,7 @@ def plot_sizes(run: RunData, path: Path) -> Path | None:
 def latency_samples(record: Mapping[str, Any] | None, kind: str) -> list[float] | None:
     """Per-image latency samples (ms): raw ones if bench.json carries them (``<kind>_ms.samples``),
     else read back from its rounds' histograms (each sample at its 2.3 %-wide bin's centre)."""
-    from edge.bench_stats import histogram_values
+    from edge.bench.stats import histogram_values
 
     values = _get(record, f"{kind}_ms", "samples")
     if isinstance(values, Sequence) and values and all(_number(v) is not None for v in values):

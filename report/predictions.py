@@ -69,7 +69,7 @@ def split_records(data: Path, allow_outside_paths: bool, split: str = "test",
 
 def choose_variant(run: Path, variant: str | None = None) -> Any:
     """The multihead variant to predict with: ``variant`` if given, else float32, else any precision."""
-    from edge.variants import discover
+    from edge.runtime.variants import discover
 
     variants = discover(run / "edge")
     if variant:
@@ -85,7 +85,7 @@ def choose_variant(run: Path, variant: str | None = None) -> Any:
 def compute_predictions(run: Path, data: Path, threads: int = 1, limit: int | None = 2000,
                         variant: str | None = None) -> dict[str, Any]:
     """Predict the test split with the multihead model; confusion matrix per head, a few samples."""
-    from edge.predict import Predictor
+    from edge.runtime.predict import Predictor
 
     chosen = choose_variant(run, variant)
     csv_heads, records = split_records(data, run_allows_outside_paths(run, data), limit=limit)
@@ -127,7 +127,7 @@ def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int =
     """Test images with predicted labels (green: every head right, red: a head wrong)."""
     if not samples:
         return None
-    from edge.preprocess import ImageError, load_image
+    from edge.runtime.preprocess import ImageError, load_image
     from report.plots import pyplot, save_png
 
     plt = pyplot()

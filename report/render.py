@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.bench_stats import Interval
-from edge.bench_stats import ratio as bench_ratio
+from edge.bench.stats import Interval
+from edge.bench.stats import ratio as bench_ratio
 from edge.errors import PolyheadError
 from edge.io import JsonFileError, read_json_object
 from report.paper_data import PAPER_CITATION, PAPER_TABLES
@@ -124,7 +124,7 @@ def _number(value: Any) -> float | None:
 
 
 def bench_record(run: RunData, approach: str, precision: str) -> dict[str, Any] | None:
-    """bench.json's record of ``<approach>.<precision>`` (a lookup; edge.bench measures)."""
+    """bench.json's record of ``<approach>.<precision>`` (a lookup; edge.bench.run measures)."""
     record = _get(run.bench, "variants", f"{approach}.{precision}")
     return dict(record) if isinstance(record, Mapping) else None
 
@@ -149,7 +149,7 @@ def latency_ms(run: RunData, approach: str, precision: str, kind: str = "interpr
 def latency_ratio(run: RunData, numerator: tuple[str, str], denominator: tuple[str, str],
                   kind: str = "interpreter", denominator_kind: str | None = None) -> Interval | None:
     """(approach, precision) over (approach, precision) latency p50, paired by bench round, with its
-    bootstrap 95 % interval: edge.bench_stats.ratio, the code path ``make bench`` and the edge CLI use."""
+    bootstrap 95 % interval: edge.bench.stats.ratio, the code path ``make bench`` and the edge CLI use."""
     return bench_ratio(run.bench, (".".join(numerator), kind), (".".join(denominator), denominator_kind or kind))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge.schema import LabelSchema
+from edge.contract.schema import LabelSchema
 
 MAKES = ("audi", "bmw", "fiat")
 TYPES = ("sedan", "suv")

@@ -3,7 +3,7 @@
 ``python tests/converter_ops.py [BACKBONE...]`` builds every registered backbone (random weights,
 its smallest size) for each approach, converts it at every precision with ``convert.tflite`` and
 prints one JSON line per file with its operator names (and any file the edge's model check would
-refuse), then the union. The allow-list ``ALLOWED_OPERATORS`` in ``edge/modelcheck_graph.py`` is
+refuse), then the union. The allow-list ``ALLOWED_OPERATORS`` in ``edge/safety/modelcheck_graph.py`` is
 derived from this union (no test reruns it: run this script when a backbone or precision is added).
 """
 
@@ -24,8 +24,8 @@ def converted_ops(backbone: str, approach: str, size: int) -> dict[str, list[str
 
     from convert.inspect import op_versions
     from convert.tflite import convert_keras, exported
-    from edge.modelcheck import ModelCheckError, check_model
-    from edge.schema import LabelSchema
+    from edge.contract.schema import LabelSchema
+    from edge.safety.modelcheck import ModelCheckError, check_model
 
     schema = LabelSchema.from_labels(("make", "type"), [(m, t) for m in "abc" for t in "xy"])
     images = np.random.default_rng(0).integers(0, 256, (4, size, size, 3), dtype=np.uint8)

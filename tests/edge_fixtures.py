@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.card import InputSpec, ModelCard  # noqa: E402
-from edge.card_archive import write_model  # noqa: E402
-from edge.schema import LabelSchema  # noqa: E402
+from edge.contract.card import InputSpec, ModelCard  # noqa: E402
+from edge.contract.card_archive import write_model  # noqa: E402
+from edge.contract.schema import LabelSchema  # noqa: E402
 
 FIXTURES_ENV = "POLYHEAD_EDGE_FIXTURES"
 SIZE = 32
@@ -81,7 +81,7 @@ def convert(model, int8: bool, size: int = SIZE, seed: int = 0, dense_per_channe
 
 def input_spec(tflite: bytes, size: int = SIZE) -> InputSpec:
     """The card's input, read from the converted model (the quantisation TF chose)."""
-    from edge.interpreter import load_interpreter_class
+    from edge.runtime.interpreter import load_interpreter_class
 
     cls = load_interpreter_class()[0]
     runner = cls(model_content=tflite).get_signature_runner()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard
-from edge.card_archive import embed_card, read_card, strip_card
+from edge.contract.card import ModelCard
+from edge.contract.card_archive import embed_card, read_card, strip_card
 
 
 def _schema():
@@ -129,7 +129,7 @@ def huge_input(side: int) -> tuple[Callable, Callable]:
 
 def card_with_schema_class(card: ModelCard, head: str, old: str, new: str) -> ModelCard:
     """The card with class ``old`` of ``head`` renamed ``new`` (e.g. a lone surrogate), as raw JSON allows."""
-    from edge.schema import LabelSchema
+    from edge.contract.schema import LabelSchema
 
     d = card.schema.to_dict()
     for h in d["heads"]:

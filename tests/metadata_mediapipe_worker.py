@@ -3,7 +3,7 @@
 ``python metadata_mediapipe_worker.py MAX_RESULTS MODEL... -- IMAGE...`` prints one JSON object:
 for every model and image, MediaPipe ``ImageClassifier``'s classification lists (head index, head
 name, categories with index, name and score). Each image is decoded and resized by polyhead's own
-``edge.preprocess.load_image`` to the model's input size first, so both sides see the same pixels.
+``edge.runtime.preprocess.load_image`` to the model's input size first, so both sides see the same pixels.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ def classify(models: list[str], images: list[str], max_results: int) -> dict:
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    from edge.card_archive import read_card
-    from edge.preprocess import load_image
+    from edge.contract.card_archive import read_card
+    from edge.runtime.preprocess import load_image
 
     out: dict = {"mediapipe": mp.__version__, "models": {}}
     for model in models:

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from train_fixtures import write_folder
 
-from edge.records_train import train_key_errors
-from edge.schema import LabelSchema
+from edge.contract.schema import LabelSchema
 from train.__main__ import main
 from train.add_head import AddHeadError, add_heads
 from train.fit import TrainConfig
+from train.records import train_key_errors
 
 
 def _with_colour(src: Path, dst: Path, every: int = 3) -> Path:
@@ -143,7 +143,7 @@ def test_add_head_keeps_old_heads_bit_for_bit_through_convert(tmp_path, data_dir
     notes: list[str] = []
     rec = add_heads(run, data_dir, ["colour"], new, log=notes.append)
     assert any("joint left out" in n for n in notes)
-    for r in (run, new):  # every key both writers wrote is one edge.records_train names
+    for r in (run, new):  # every key both writers wrote is one train.records names
         assert train_key_errors(json.loads((r / "train.json").read_text())) == [], r
     # Every image of DATA was seen by the run: no image decoded, no backbone pass.
     assert rec["add_head"]["features_extracted"] == 0 and rec["add_head"]["features_from_store"] > 0

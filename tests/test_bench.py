@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from edge_fixtures import edge_fx_fixture  # noqa: F401
 
-from edge.bench import round_order, run_bench, summarise_variant
-from edge.bench_machine import busy_warning
-from edge.bench_stats import (
+from edge.bench.machine import busy_warning
+from edge.bench.records import bench_key_errors
+from edge.bench.run import round_order, run_bench, summarise_variant
+from edge.bench.stats import (
     Interval,
     bench_ratios,
     bootstrap_ratio,
@@ -24,7 +25,6 @@ from edge.bench_stats import (
     latency_stats,
     ratio,
 )
-from edge.records_bench import bench_key_errors
 
 
 def test_constant_ratio_has_a_zero_width_interval():
@@ -105,7 +105,7 @@ def test_ratios_pair_rounds_and_skip_a_failed_one():
 
 
 def test_bench_key_errors_name_a_renamed_key():
-    from edge.bench_machine import system_info
+    from edge.bench.machine import system_info
 
     measured = summarise_variant(_Variant, [(0, 0.5, _raw(1.0, 1.2, 0.5)), (1, 3.0, {"error": "boom"})])
     failed = summarise_variant(_Variant, [(0, None, {"error": "boom"})])
@@ -137,7 +137,7 @@ def test_a_bench_json_without_rounds_gives_plain_ratios():
 
 
 def test_cli_defaults_are_the_bench_defaults():
-    from edge.bench import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
+    from edge.bench.run import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
     from edge.cli import bench as bench_command
 
     defaults = {p.name: p.default for p in bench_command.params}
@@ -172,4 +172,4 @@ def test_a_failing_round_is_recorded_and_the_others_kept(edge_fx, tmp_path):
         "[1/1] multihead.int8 round 1/3", "[1/1] multihead.int8 round 2/3", "[1/1] multihead.int8 round 3/3"]
     assert bench["machine"] and isinstance(bench["busy"], bool) and len(bench["load_average_start"]) == 3
     json.dumps(bench)  # bench.json is plain JSON
-    assert bench_key_errors(bench) == []  # every key the writer wrote is one edge.records_bench names
+    assert bench_key_errors(bench) == []  # every key the writer wrote is one edge.bench.records names

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from edge_fixtures import edge_fx_fixture  # noqa: F401
 
-from edge.preprocess import load_image
+from edge.runtime.preprocess import load_image
 from report.decode_profile import Source, photo_jpeg, profile
 from report.memory_profile import steps
 

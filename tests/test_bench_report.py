@@ -1,4 +1,4 @@
-"""The report and make bench print ratios with their intervals from bench rounds (edge.bench_stats),
+"""The report and make bench print ratios with their intervals from bench rounds (edge.bench.stats),
 mark an interval crossing 1.0, and say when the bench machine was busy. Hand-made rounds, no models."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from report_fixtures import write_run
 
-from edge.bench import summarise_variant
-from edge.bench_stats import bench_ratios
+from edge.bench.run import summarise_variant
+from edge.bench.stats import bench_ratios
 from report.bench_suite import ratio_table as suite_table
 from report.build import write_report
 

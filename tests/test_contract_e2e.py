@@ -163,9 +163,9 @@ def assert_interval_cell(cell: str, interval: dict[str, Any], where: Any) -> Non
 
 def rounds_interval(bench: dict[str, Any], num: tuple[str, str], den: tuple[str, str]) -> dict[str, Any]:
     """A ratio bench.json does not store (multihead / other, file-to-labels), from its rounds: per-round
-    p50s paired by round index here; the geometric mean and bootstrap are edge.bench_stats' (the one
+    p50s paired by round index here; the geometric mean and bootstrap are edge.bench.stats' (the one
     implementation; its own tests check it)."""
-    from edge.bench_stats import bootstrap_ratio
+    from edge.bench.stats import bootstrap_ratio
 
     def p50s(vid: str, kind: str) -> dict[int, float]:
         return {r["round"]: r[f"{kind}_ms"]["p50"] for r in bench["variants"][vid]["rounds"] if not r.get("error")}
@@ -279,9 +279,9 @@ def test_every_cell_of_the_approach_table_equals_its_json(run: Path, tables) -> 
 
 def test_every_stage_wrote_the_keys_edge_records_names(run: Path) -> None:
     """A key renamed in one stage and not in the types fails here, not as a "not measured" cell."""
-    from edge.records import convert_key_errors
-    from edge.records_bench import bench_key_errors
-    from edge.records_train import train_key_errors
+    from convert.records import convert_key_errors
+    from edge.bench.records import bench_key_errors
+    from train.records import train_key_errors
 
     assert train_key_errors(_json(run, "train.json")) == []
     assert convert_key_errors(_json(run, "convert.json")) == []

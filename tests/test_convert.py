@@ -167,18 +167,18 @@ def test_no_calibration_images_is_an_error(tmp_path, dataset):
 @pytest.mark.slow
 def test_all_precisions_all_approaches_with_cards_and_checks(tmp_path, dataset):
     from convert.compat import legacy_python
+    from convert.records import convert_key_errors
     from convert.run import convert_run
-    from edge.card_archive import read_card
-    from edge.predict import Predictor
-    from edge.records import convert_key_errors
-    from edge.variants import discover
+    from edge.contract.card_archive import read_card
+    from edge.runtime.predict import Predictor
+    from edge.runtime.variants import discover
 
     run = _run(tmp_path, dataset, approaches=("multihead", "joint", "separate"))
     doc = convert_run(run, calibration=16)
     assert doc["errors"] == []
     on_disk = json.loads((run / "convert.json").read_text())
     assert on_disk["files"].keys() == doc["files"].keys()
-    assert convert_key_errors(on_disk) == []  # the writer's keys are the ones edge.records names
+    assert convert_key_errors(on_disk) == []  # the writer's keys are the ones convert.records names
     assert {"tensorflow", "keras", "converter", "ai-edge-litert"} <= set(doc["versions"])
     stems = ["multihead", "joint", "separate.make", "separate.type"]
     expected = {f"edge/{s}.{p}.tflite" for s in stems for p in ("float32", "float16", "dynamic", "int8")}
@@ -279,7 +279,7 @@ main([sys.argv[1], "--precision", "float32", "--no-legacy"], standalone_mode=Tru
 @pytest.mark.slow
 def test_sigkill_mid_write_leaves_no_partial_artifact(tmp_path, dataset):
     from convert.run import convert_run
-    from edge.card_archive import read_card
+    from edge.contract.card_archive import read_card
 
     run = _run(tmp_path, dataset)
     convert_run(run, ["int8"], calibration=4, legacy=False)  # an earlier, complete state

@@ -19,8 +19,8 @@ from convert_fixtures import make_dataset, make_run  # noqa: E402
 
 @pytest.mark.slow
 def test_partial_reconversion_keeps_every_unchanged_variants_check(tmp_path):
+    from convert.records import convert_key_errors
     from convert.run import convert_run
-    from edge.records import convert_key_errors
 
     data = make_dataset(tmp_path / "data", per_combo={"train": 2, "val": 1, "test": 2})
     run = make_run(tmp_path / "runs" / "r", data, approaches=("multihead", "separate"))
@@ -39,12 +39,12 @@ def test_partial_reconversion_keeps_every_unchanged_variants_check(tmp_path):
             assert doc["variants"][vid].get("check") == first["variants"][vid]["check"], vid
         for vid in ("multihead.int8", "separate.int8"):  # rebuilt: checked again
             assert doc["variants"][vid]["check"]["n"] == 12, vid
-    assert on_disk["variants"]["separate.int8"]["check"]["runtime"] == "edge.predict.Predictor"
-    assert convert_key_errors(on_disk) == []  # every key the writer wrote is one edge.records names
+    assert on_disk["variants"]["separate.int8"]["check"]["runtime"] == "edge.runtime.predict.Predictor"
+    assert convert_key_errors(on_disk) == []  # every key the writer wrote is one convert.records names
 
 
 def test_convert_key_errors_names_a_renamed_key():
-    from edge.records import convert_key_errors
+    from convert.records import convert_key_errors
 
     check = {"n": 0, "heads": {"make": {"accuracy": None, "keras_accuracy": None, "drop": None, "agreement": None,
                                         "max_prob_diff": None}}, "joint_accuracy": None, "keras_joint_accuracy": None}

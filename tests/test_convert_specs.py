@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from convert.errors import ConvertError
-from edge.schema import LabelSchema
+from edge.contract.schema import LabelSchema
 
 SCHEMA = LabelSchema.from_labels(
     ["make", "body.type"],  # a dotted head name: model names must still read back
@@ -18,7 +18,7 @@ SCHEMA = LabelSchema.from_labels(
 
 def test_spec_tables_name_exactly_the_cards_precisions_and_approaches():
     from convert.specs import APPROACH_SPECS, PRECISION_SPECS
-    from edge.card import APPROACHES, PRECISIONS
+    from edge.contract.card import APPROACHES, PRECISIONS
 
     assert tuple(PRECISION_SPECS) == PRECISIONS
     assert tuple(APPROACH_SPECS) == APPROACHES
@@ -51,7 +51,7 @@ def test_settings_record_is_unchanged_so_earlier_files_stay_fresh():
 
 def test_model_names_round_trip_and_match_training():
     from convert.specs import APPROACH_SPECS
-    from edge.card import model_stem, split_model_stem
+    from edge.contract.card import model_stem, split_model_stem
     from train.models import model_units
 
     for approach, spec in APPROACH_SPECS.items():
@@ -87,7 +87,7 @@ def test_head_probs_decodes_joint_and_passes_heads_through():
 
 
 def test_all_heads_right_known_answer():
-    from edge.schema import all_heads_right
+    from edge.contract.schema import all_heads_right
 
     probs = {"a": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), "b": np.array([[0.1, 0.9], [0.7, 0.3], [0.5, 0.5]])}
     labels = {"a": np.array([0, 1, 1]), "b": np.array([1, 1, 0])}
@@ -102,11 +102,12 @@ def _file(variant: str, precision: str, heads: list[str], check: dict) -> dict:
 
 def test_summary_keeps_unchanged_variants_checks_from_the_previous_document():
     """The in-memory half of the convert.json bug: the previous variants come in as an argument."""
+    from convert.records import ConvertVariant
     from convert.summary import summarise
-    from edge.records import ConvertVariant, key_errors
+    from edge.io import key_errors
 
     file_check = {"n": 2, "heads": {}, "joint_accuracy": None}
-    device = {"n": 2, "heads": {}, "joint_accuracy": 0.5, "runtime": "edge.predict.Predictor"}
+    device = {"n": 2, "heads": {}, "joint_accuracy": 0.5, "runtime": "edge.runtime.predict.Predictor"}
     sep32 = ["edge/separate.body.type.float32.tflite", "edge/separate.make.float32.tflite"]
     files = {}
     for precision in ("float32", "int8"):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from datasets.folder import DatasetError, load_dataset
 from datasets.pipeline import load_split, make_tf_dataset
-from edge.preprocess import load_image
+from edge.runtime.preprocess import load_image
 
 H, W = 24, 32
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from edge_fixtures import MAKES, TYPES, edge_fx_fixture  # noqa: F401
 
-from edge.labels import Accuracy
-from edge.predict import HeadResult, Prediction
+from edge.runtime.labels import Accuracy
+from edge.runtime.predict import HeadResult, Prediction
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,15 @@ from dataclasses import replace
 import pytest
 from edge_fixtures import HEADS, SCHEMA
 
-from edge.card import MAX_CARD_BYTES, CardError, InputSpec, ModelCard
-from edge.card_archive import CARD_MEMBER, embed_card, read_card, read_card_bytes, strip_card, write_model
+from edge.contract.card import MAX_CARD_BYTES, CardError, InputSpec, ModelCard
+from edge.contract.card_archive import (
+    CARD_MEMBER,
+    embed_card,
+    read_card,
+    read_card_bytes,
+    strip_card,
+    write_model,
+)
 
 FAKE_MODEL = b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 4
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from edge_fixtures import HEADS, edge_fx_fixture  # noqa: F401
 
-from edge.card_archive import read_card, write_model
-from edge.records_bench import bench_key_errors
+from edge.bench.records import bench_key_errors
+from edge.contract.card_archive import read_card, write_model
 
 BLOCKED = ("tensorflow", "keras", "tf_keras", "scipy", "matplotlib", "datasets", "train", "convert", "report")
 REPO = Path(__file__).resolve().parents[1]
@@ -139,8 +139,8 @@ def test_predict_formats_accuracy_and_bad_images(edge_fx, tmp_path):
 
 def _expected_accuracy(deploy: Path, vid: str, images: Path) -> dict:
     """The accuracy record bench should write, counted here from in-process predictions."""
-    from edge.predict import Predictor
-    from edge.variants import discover
+    from edge.runtime.predict import Predictor
+    from edge.runtime.variants import discover
 
     predictor = Predictor(discover(deploy)[vid])
     rows = list(csv.DictReader((images / "labels.csv").open()))
@@ -166,7 +166,7 @@ def test_bench_json_csv_and_a_failing_variant(edge_fx, tmp_path):
                  "--min-time", "0", "--out", out, "--csv", out_csv, "--duration", "1", check=0)
     assert "[3/3]" in proc.stderr and "multihead.int8" in proc.stdout
     b = json.loads(out.read_text())
-    assert bench_key_errors(b) == []  # every key the writer wrote is one edge.records_bench names
+    assert bench_key_errors(b) == []  # every key the writer wrote is one edge.bench.records names
     assert b["threads"] == 1 and b["runtime"] in ("ai-edge-litert", "tflite-runtime")
     bad = b["variants"]["joint.float32"]
     assert bad["errors"] == 2 and bad["failed_rounds"] == 2 and "refused by the model check (flatbuffer)" in bad["error"]

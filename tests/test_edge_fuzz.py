@@ -14,9 +14,9 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge.card import CardError, InputSpec, ModelCard  # noqa: E402
-from edge.card_archive import CARD_MEMBER, embed_card, read_card_bytes  # noqa: E402
-from edge.preprocess import ImageError, load_image  # noqa: E402
+from edge.contract.card import CardError, InputSpec, ModelCard  # noqa: E402
+from edge.contract.card_archive import CARD_MEMBER, embed_card, read_card_bytes  # noqa: E402
+from edge.runtime.preprocess import ImageError, load_image  # noqa: E402
 
 SETTINGS = settings(max_examples=100, deadline=2000, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -115,9 +115,10 @@ def test_card_reader_never_crashes(data):
 @given(st.data())
 def test_model_check_never_crashes_on_mutated_flatbuffers(edge_fx, data):
     """Any mutation of a real flatbuffer: the check passes or refuses with one line, nothing else."""
-    from edge.card_archive import strip_card
-    from edge.fuzz import mutate
-    from edge.modelcheck import ModelCheckError, check_model
+    from fuzz import mutate
+
+    from edge.contract.card_archive import strip_card
+    from edge.safety.modelcheck import ModelCheckError, check_model
 
     flat = _FLAT.setdefault("flat", strip_card((edge_fx / "models" / "multihead.int8.tflite").read_bytes()))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -135,11 +136,10 @@ _FLAT: dict[str, bytes] = {}
 
 @pytest.mark.slow
 def test_fuzz_the_cli_with_mutated_models(edge_fx, tmp_path):
-    """A small run of ``python -m edge.fuzz``: 40 mutants through predict (and 4 through info and the
+    """A small run of ``python tests/fuzz.py``: 40 mutants through predict (and 4 through info and the
     table), each in a limited child: no signal, no hang, no traceback, at most one error line."""
+    from fuzz import fuzz_files, summarise, write_mutants
     from PIL import Image
-
-    from edge.fuzz import fuzz_files, summarise, write_mutants
 
     image = tmp_path / "image.png"
     Image.new("RGB", (40, 30), (10, 200, 30)).save(image)

@@ -21,7 +21,7 @@ pytest.importorskip("ai_edge_litert", reason="the hostile files are edited with 
 
 import hostile_models as hm  # noqa: E402
 
-from edge.modelcheck import ModelCheckError, check_model_file  # noqa: E402
+from edge.safety.modelcheck import ModelCheckError, check_model_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_S = 60
@@ -51,7 +51,7 @@ def src(edge_fx) -> Path:
 
 def _bare_interpreter(path: Path, timeout_s: float = 15) -> str:
     """What the bare interpreter (no model check) does with ``path`` in a child: ran, crashed or hung."""
-    code = ("import sys, numpy as np\nfrom edge.interpreter import load_interpreter_class\n"
+    code = ("import sys, numpy as np\nfrom edge.runtime.interpreter import load_interpreter_class\n"
             "i = load_interpreter_class()[0](model_path=sys.argv[1]); i.allocate_tensors()\n"
             "r = i.get_signature_runner('serving_default')\n"
             "r(**{k: np.zeros(v['shape'], v['dtype']) for k, v in r.get_input_details().items()})\nprint('ran')")
@@ -75,8 +75,8 @@ MODEL_CASES = {
 
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
 def test_hostile_model_is_refused_by_the_check(case, src, tmp_path):
-    from edge.predict import Predictor
-    from edge.variants import discover
+    from edge.runtime.predict import Predictor
+    from edge.runtime.variants import discover
 
     edit_model, edit_card, rule, _ = MODEL_CASES[case]
     f = hm.rewrite(src, tmp_path / f"{case}.tflite", edit_model, edit_card)
@@ -119,7 +119,7 @@ def test_real_models_pass_the_check(edge_fx):
 
 
 def test_limits_are_configurable(src):
-    from edge.modelcheck import ModelLimits
+    from edge.safety.modelcheck import ModelLimits
 
     with pytest.raises(ModelCheckError, match="over the limit of 100 "):
         check_model_file(src, None, ModelLimits(max_input_pixels=100))
@@ -148,8 +148,8 @@ CARD_EDITS = {
 
 @pytest.mark.parametrize("name", sorted(CARD_EDITS))
 def test_hostile_cards_are_refused_in_one_line(name, src, tmp_path):
-    from edge.card import CardError
-    from edge.card_archive import read_card
+    from edge.contract.card import CardError
+    from edge.contract.card_archive import read_card
 
     f = hm.rewrite(src, tmp_path / f"{name}.tflite", None, CARD_EDITS[name])
     with pytest.raises(CardError, match="malformed card") as e:
@@ -172,8 +172,8 @@ def test_hostile_cards_give_one_line_on_the_cli(name, src, tmp_path, edge_fx):
 
 
 def test_labels_csv_symlink_to_a_secret_is_refused(tmp_path):
-    from edge.labels import read_labels_csv
-    from edge.paths import PathError
+    from edge.runtime.labels import read_labels_csv
+    from edge.safety.paths import PathError
 
     (tmp_path / "images").mkdir()
     secret = tmp_path / "secret.txt"
@@ -211,9 +211,9 @@ def test_nul_in_a_labels_csv_image_path(edge_fx, tmp_path, src):
     shutil.copytree(edge_fx / "images", images)
     with open(images / "labels.csv", "a") as f:
         f.write("bad\0name.png,test,audi,suv\n")
-    from edge.labels import read_labels_csv
-    from edge.predict import Predictor
-    from edge.variants import discover
+    from edge.runtime.labels import read_labels_csv
+    from edge.runtime.predict import Predictor
+    from edge.runtime.variants import discover
 
     heads, table = read_labels_csv(images / "labels.csv")
     assert all("\0" not in str(p) for p in table)
@@ -235,9 +235,9 @@ def _remove_deep(deep: Path, depth: int) -> None:
 
 
 def test_folder_walk_is_iterative_and_skips_fifos_and_loops(edge_fx, tmp_path, src):
-    from edge.labels import list_images
-    from edge.predict import Predictor
-    from edge.variants import discover
+    from edge.runtime.labels import list_images
+    from edge.runtime.predict import Predictor
+    from edge.runtime.variants import discover
 
     deep = tmp_path / "deep"
     try:
@@ -305,9 +305,9 @@ def test_non_utf8_file_names_with_strict_utf8_stdout(edge_fx, tmp_path, src):
 
 def test_an_invoke_error_is_one_record_and_the_run_goes_on(edge_fx, src, monkeypatch):
     from edge.errors import ModelError
-    from edge.model import Model
-    from edge.predict import Predictor, iter_predictions
-    from edge.variants import discover
+    from edge.runtime.model import Model
+    from edge.runtime.predict import Predictor, iter_predictions
+    from edge.runtime.variants import discover
 
     predictor = Predictor(discover(src)["multihead.int8"])
     real_run, calls = Model.run, []
@@ -324,7 +324,7 @@ def test_an_invoke_error_is_one_record_and_the_run_goes_on(edge_fx, src, monkeyp
 
 
 def test_info_probes_in_a_limited_child(src, tmp_path):
-    from edge.probe import ProbeLimits, probe_in_child
+    from edge.safety.probe import ProbeLimits, probe_in_child
 
     assert probe_in_child(src)["loads"] is True
     r = probe_in_child(src, limits=ProbeLimits(timeout_s=0.01))

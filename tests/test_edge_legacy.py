@@ -31,9 +31,9 @@ LEGACY_TESTS = ("tests/test_edge_runtime.py", "tests/test_edge_preprocess.py", "
 PREDICT_ALL = """
 import json, sys
 import numpy as np
-from edge.predict import Predictor
-from edge.variants import discover
-from edge.preprocess import load_image
+from edge.runtime.predict import Predictor
+from edge.runtime.variants import discover
+from edge.runtime.preprocess import load_image
 models, images = sys.argv[1], sys.argv[2:]
 out = {}
 for vid, v in discover(models).items():
@@ -78,7 +78,7 @@ def test_predictions_agree_across_runtimes(edge_fx):
 
 
 def test_run_legacy_reports_what_loads(edge_fx, tmp_path, monkeypatch):
-    from edge.card_archive import read_card, strip_card, write_model
+    from edge.contract.card_archive import read_card, strip_card, write_model
 
     good = edge_fx / "models" / "multihead.int8.tflite"
     # A model asking for an op version 2.14 lacks (CONV_2D v99, patched into the flatbuffer).

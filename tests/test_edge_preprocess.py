@@ -1,4 +1,4 @@
-"""edge.preprocess.load_image: every Pillow mode, EXIF orientations, hostile files. No TensorFlow:
+"""edge.runtime.preprocess.load_image: every Pillow mode, EXIF orientations, hostile files. No TensorFlow:
 these also run under tflite-runtime 2.14 + numpy<2 (tests/test_edge_legacy.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.preprocess import IMAGE_FORMATS, ImageError, load_image, open_image
+from edge.runtime.preprocess import IMAGE_FORMATS, ImageError, load_image, open_image
 
 H, W = 24, 32
 

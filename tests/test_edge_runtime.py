@@ -1,4 +1,4 @@
-"""edge.model, edge.predict, edge.variants and edge.labels on real .tflite files made by TF 2.21. Runs under ai-edge-litert (main env) and,
+"""edge.runtime.model, edge.runtime.predict, edge.runtime.variants and edge.runtime.labels on real .tflite files made by TF 2.21. Runs under ai-edge-litert (main env) and,
 through tests/test_edge_legacy.py, under tflite-runtime 2.14 + numpy<2 on the same files."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from edge_fixtures import HEADS, MAKES, SCHEMA, TYPES, edge_fx_fixture  # noqa: F401
 
-from edge.card import CardError
-from edge.card_archive import read_card, strip_card, write_model
+from edge.contract.card import CardError
+from edge.contract.card_archive import read_card, strip_card, write_model
 from edge.errors import ModelError
-from edge.interpreter import load_interpreter_class
-from edge.labels import read_labels_csv
-from edge.model import Model
-from edge.predict import Predictor, iter_predictions
-from edge.variants import discover, select_variant
+from edge.runtime.interpreter import load_interpreter_class
+from edge.runtime.labels import read_labels_csv
+from edge.runtime.model import Model
+from edge.runtime.predict import Predictor, iter_predictions
+from edge.runtime.variants import discover, select_variant
 
 VARIANTS = ("joint.float32", "joint.int8", "multihead.float32", "multihead.int8", "separate.float32")
 
@@ -206,7 +206,7 @@ def test_card_input_mismatch(edge_fx, tmp_path):
 
 
 def test_class_list_length_must_match_output(edge_fx, tmp_path):
-    from edge.schema import LabelSchema
+    from edge.contract.schema import LabelSchema
 
     schema = LabelSchema.from_labels(HEADS, [(m, t) for m in (*MAKES, "kia") for t in TYPES])
     path = _rewrite(edge_fx / "models" / "multihead.float32.tflite", tmp_path / "x.tflite", schema=schema)
@@ -243,8 +243,8 @@ def test_folder_with_a_bad_file(edge_fx, tmp_path):
 def test_input_quantisation_tables():
     from types import SimpleNamespace
 
-    from edge.card import InputSpec
-    from edge.model import _input_lut
+    from edge.contract.card import InputSpec
+    from edge.runtime.model import _input_lut
 
     def lut(**spec):
         return _input_lut(SimpleNamespace(input=InputSpec("image", 8, 8, **spec)), np.dtype(spec["dtype"]))
@@ -268,9 +268,9 @@ def test_labels_csv_with_a_byte_order_mark_reads_as_the_datasets_stage_reads_it(
 
 
 def test_every_edge_error_is_a_one_line_polyhead_error():
-    from edge.card import CardError
+    from edge.contract.card import CardError
+    from edge.contract.schema import SchemaError
     from edge.errors import ModelError, PolyheadError
-    from edge.schema import SchemaError
 
     for cls in (CardError, ModelError, SchemaError):
         assert issubclass(cls, PolyheadError)

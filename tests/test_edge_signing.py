@@ -14,8 +14,8 @@ from edge_fixtures import edge_fx_fixture  # noqa: F401
 
 pytest.importorskip("cryptography", reason="signing needs the 'sign' extra (cryptography), not installed here")
 
-from edge.signing import SignatureError, generate_keypair, sign, signature_path, verify  # noqa: E402
-from edge.variants import discover  # noqa: E402
+from edge.runtime.variants import discover  # noqa: E402
+from edge.safety.signing import SignatureError, generate_keypair, sign, signature_path, verify  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from edge.errors import PolyheadError
 from edge.log import PACKAGES, configure_logging
 
-NOT_FAILURES = {"train.fit.TrainingInterrupted", "edge.modelcheck_graph.Refused"}
+NOT_FAILURES = {"train.fit.TrainingInterrupted", "edge.safety.modelcheck_graph.Refused"}
 """Exceptions that are no failure: Ctrl-C during training (saved; the CLI exits 130), and the model
-check's rule signal (``edge.modelcheck`` turns it into a ModelCheckError before it leaves)."""
+check's rule signal (``edge.safety.modelcheck`` turns it into a ModelCheckError before it leaves)."""
 
 
 def _exception_classes():
@@ -33,14 +33,14 @@ def _exception_classes():
 
 def test_every_known_error_class_is_a_polyhead_error():
     found = dict(_exception_classes())
-    assert {"edge.preprocess.ImageError", "train.fit.TrainError", "report.pipeline.PipelineError"} <= set(found)
+    assert {"edge.runtime.preprocess.ImageError", "train.fit.TrainError", "report.pipeline.PipelineError"} <= set(found)
     assert [name for name, cls in found.items()
             if name not in NOT_FAILURES and not issubclass(cls, PolyheadError)] == []
 
 
 # (module of the CLI, its arguments, the library function it calls: patched to fail)
 CLIS = [
-    ("edge.cli", ["info", "{tmp}"], "edge.describe.describe"),
+    ("edge.cli", ["info", "{tmp}"], "edge.runtime.describe.describe"),
     ("datasets.__main__", ["check", "{tmp}"], "datasets.folder.check"),
     ("train.__main__", ["--data", "{tmp}", "--out", "{tmp}"], "train.__main__.resolve_config"),
     ("convert.cli", ["{tmp}"], "convert.run.convert_run"),

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from edge_fixtures import card_for, input_spec
 
-from edge.card_archive import write_model
-from edge.predict import Predictor
-from edge.variants import discover
+from edge.contract.card_archive import write_model
+from edge.runtime.predict import Predictor
+from edge.runtime.variants import discover
 from tests import train_fixtures
 
 HEADS = ("make", "type")

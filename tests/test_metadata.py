@@ -26,10 +26,10 @@ from convert.metadata import (
     raw_pixels_input,
     write_model_with_metadata,
 )
-from edge.card import InputSpec
-from edge.card_archive import CARD_MEMBER, check_member_name, read_card, read_members, strip_card
-from edge.schema import Head, LabelSchema
-from edge.tflite_metadata import MetadataReadError, format_summary, read_standard_metadata, summary
+from edge.contract.card import InputSpec
+from edge.contract.card_archive import CARD_MEMBER, check_member_name, read_card, read_members, strip_card
+from edge.contract.schema import Head, LabelSchema
+from edge.contract.tflite_metadata import MetadataReadError, format_summary, read_standard_metadata, summary
 
 HOSTILE_HEADS = ["make", "Make", "a/b", "a_b", "../../etc/passwd", "..", ".hidden", "metadata.json", "C:\\x",
                  "марка", "汽车", "x" * 300, "tab\tname", "nul\x00byte", "-", "_", " "]
@@ -97,8 +97,8 @@ def _generated_read(model: bytes):
 @pytest.mark.parametrize("name", ["multihead.float32", "multihead.int8", "joint.float32", "joint.int8",
                                   "separate.make.float32"])
 def test_metadata_content_and_model_unchanged(edge_fx, tmp_path, name):
-    from edge.model import Model
-    from edge.preprocess import load_image
+    from edge.runtime.model import Model
+    from edge.runtime.preprocess import load_image
 
     src = edge_fx / "models" / f"{name}.tflite"
     card = read_card(src)
@@ -187,7 +187,7 @@ def test_hostile_head_names_give_valid_label_members(edge_fx, tmp_path):
                       variant="multihead")
     model = populate(strip_card((edge_fx / "models" / "multihead.float32.tflite").read_bytes()),
                      build_metadata(card, heads, names))
-    from edge.card_archive import write_model
+    from edge.contract.card_archive import write_model
 
     out = write_model(tmp_path / "m.tflite", model, card,
                       files={names[h]: label_file_bytes(schema.head(h).classes) for h in heads})

@@ -14,8 +14,8 @@ from dataclasses import replace
 import pytest
 from edge_fixtures import HEADS, SCHEMA
 
-from edge.card import MAX_CARD_BYTES, CardError, InputSpec, ModelCard
-from edge.card_archive import (
+from edge.contract.card import MAX_CARD_BYTES, CardError, InputSpec, ModelCard
+from edge.contract.card_archive import (
     CARD_MEMBER,
     MAX_MEMBER_BYTES,
     MAX_MEMBERS,

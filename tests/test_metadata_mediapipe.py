@@ -4,7 +4,7 @@ list per head, and its scores are polyhead-edge's.
 The files are made here (host env: tiny Keras models through ``convert_run``, every approach at
 float32 and int8); MediaPipe runs in ``.venv-mediapipe`` as a subprocess
 (tests/metadata_mediapipe_worker.py), like the tflite-runtime 2.14 tests drive ``.venv-legacy``.
-Both sides get identical pixels (``edge.preprocess.load_image``): MediaPipe's own resize is not
+Both sides get identical pixels (``edge.runtime.preprocess.load_image``): MediaPipe's own resize is not
 Pillow's, and this test is about the metadata, not about resampling.
 """
 
@@ -67,8 +67,8 @@ def converted(tmp_path_factory) -> tuple[Path, list[Path]]:
 
 
 def _polyhead_scores(model_path: Path, images: list[Path]) -> dict[str, dict[str, np.ndarray]]:
-    from edge.model import Model
-    from edge.preprocess import load_image
+    from edge.runtime.model import Model
+    from edge.runtime.preprocess import load_image
 
     model = Model(model_path)
     h, w = model.input_size
@@ -77,7 +77,7 @@ def _polyhead_scores(model_path: Path, images: list[Path]) -> dict[str, dict[str
 
 @pytest.mark.slow
 def test_mediapipe_image_classifier_reads_every_file_as_polyhead_does(converted):
-    from edge.card_archive import read_card
+    from edge.contract.card_archive import read_card
 
     run, images = converted
     files = sorted((run / "edge").glob("*.tflite"))

@@ -173,7 +173,7 @@ def test_joint_and_separate_train_only_on_their_rows_even_fine_tuned(tmp_path, c
 
 
 def test_split_metrics_count_labelled_rows_only():
-    from edge.schema import LabelSchema
+    from edge.contract.schema import LabelSchema
     from train.fit import split_metrics
 
     schema = LabelSchema.from_labels(("a", "b"), [("x", "p"), ("y", "q")])
@@ -213,8 +213,8 @@ def test_report_shows_labelled_counts_only_when_labels_are_missing(tmp_path):
 
 
 def test_edge_accuracy_counts_each_head_over_its_labelled_rows():
-    from edge.labels import Accuracy
-    from edge.predict import HeadResult, Prediction
+    from edge.runtime.labels import Accuracy
+    from edge.runtime.predict import HeadResult, Prediction
 
     def pred(make: str, type_: str) -> Prediction:
         return Prediction("x.jpg", {"make": HeadResult(make, 0.9, ()), "type": HeadResult(type_, 0.8, ())})

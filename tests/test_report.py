@@ -139,9 +139,9 @@ def test_paper_figures_are_the_published_ones() -> None:
 
 def test_the_fixtures_use_only_keys_the_writers_write() -> None:
     """The fixtures leave keys out (the report must cope), but a key the writers renamed in
-    edge.records_train / edge.records_bench must be renamed here too, or these tests read a ghost."""
-    from edge.records_bench import bench_key_errors
-    from edge.records_train import train_key_errors
+    train.records / edge.bench.records must be renamed here too, or these tests read a ghost."""
+    from edge.bench.records import bench_key_errors
+    from train.records import train_key_errors
 
     errors = train_key_errors(train_json()) + bench_key_errors(bench_json())
     assert [e for e in errors if "unknown key" in e] == []

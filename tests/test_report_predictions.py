@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # converts a tiny Keras model with TensorFlow (~1
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     import edge_fixtures as ef
 
-    from edge.card_archive import write_model
+    from edge.contract.card_archive import write_model
 
     root = tmp_path_factory.mktemp("pred")
     run, data = root / "run", root / "data"

@@ -1,4 +1,4 @@
-"""The guard against a runtime's known crash (edge/runtime_faults.py), on real converted files.
+"""The guard against a runtime's known crash (edge/safety/runtime_faults.py), on real converted files.
 
 The crash itself happens only on ARM: tests/pi/test_pi.py runs it there (the raw interpreter dies
 with SIGSEGV, the edge CLI gives one line). Here: which layers trip the rule, and that ``Model``
@@ -11,9 +11,9 @@ import pytest
 from edge_fixtures import edge_fx_fixture  # noqa: F401
 
 from edge.errors import ModelError
-from edge.model import Model
-from edge.modelcheck import check_model, check_model_file
-from edge.runtime_faults import DenseLayer, known_crash
+from edge.runtime.model import Model
+from edge.safety.modelcheck import check_model, check_model_file
+from edge.safety.runtime_faults import DenseLayer, known_crash
 
 
 class TfliteRuntimeInterpreter:

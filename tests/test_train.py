@@ -15,8 +15,7 @@ from train_fixtures import make_arrays, write_folder  # noqa: E402
 
 keras = pytest.importorskip("keras")
 
-from edge.records_train import train_key_errors  # noqa: E402
-from edge.schema import Head, LabelSchema  # noqa: E402
+from edge.contract.schema import Head, LabelSchema  # noqa: E402
 from train.backbones import (  # noqa: E402
     BackboneError,
     WeightsError,
@@ -28,6 +27,7 @@ from train.backbones import (  # noqa: E402
 from train.fit import TrainConfig, run_training, split_metrics  # noqa: E402
 from train.macc import count_macc  # noqa: E402
 from train.models import build_model, load_model, model_units  # noqa: E402
+from train.records import train_key_errors  # noqa: E402
 
 PAPER = ("alexnet", "googlenet", "squeezenet")
 EDGE = ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0")
@@ -266,7 +266,7 @@ def test_run_folder_and_train_json_contract(tmp_path):
     run = Path(cfg.out)
     on_disk = json.loads((run / "train.json").read_text())
     assert on_disk == json.loads(json.dumps(rec))
-    assert train_key_errors(on_disk) == []  # every key the writer wrote is one edge.records_train names
+    assert train_key_errors(on_disk) == []  # every key the writer wrote is one train.records names
     renamed = json.loads(json.dumps(rec))  # a renamed key is named, at any depth
     renamed["budget"]["lr"] = renamed["budget"].pop("learning_rate")
     renamed["variants"]["joint"]["macs"] = renamed["variants"]["joint"].pop("macc")

@@ -102,7 +102,7 @@ def _photos(size: int) -> np.ndarray:
     skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) holds the test photos")
     from PIL import Image
 
-    from edge.preprocess import resize_rgb  # the function training and the edge use
+    from edge.runtime.preprocess import resize_rgb  # the function training and the edge use
 
     return np.stack([resize_rgb(Image.fromarray(getattr(skimage_data, n)()), size, size)
                      for n in ("chelsea", "coffee")]).astype("float32")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.schema import LabelSchema
+from edge.contract.schema import LabelSchema
 from train.data import Arrays
 
 MAKES = ("blue", "green", "red")

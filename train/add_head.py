@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.contract.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
 from edge.io import atomic_write_json
-from edge.records_train import TrainRecord, TrainVariant
-from edge.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
 from train.data import EVAL_SPLITS, Arrays
 from train.fit import (
     CONFIG_FILE,
@@ -51,6 +50,7 @@ from train.fit import (
     unit_rows,
 )
 from train.models import BACKBONE_LAYER, load_model, make_head, save_model
+from train.records import TrainRecord, TrainVariant
 
 
 class AddHeadError(TrainError):

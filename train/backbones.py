@@ -42,7 +42,7 @@ from typing import Any
 
 from edge.errors import PolyheadError
 from edge.io import file_sha256
-from edge.records_train import WeightsUsed
+from train.records import WeightsUsed
 
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"

@@ -32,7 +32,7 @@ def feature_cache_speedup(
     """
     import keras
 
-    from edge.schema import LabelSchema
+    from edge.contract.schema import LabelSchema
     from train.data import Arrays, steps_per_epoch, train_dataset
     from train.fit import FeatureCache, TrainConfig, _compile, fit_heads_on_features
     from train.models import BACKBONE_LAYER, build_unit, model_units

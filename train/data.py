@@ -1,6 +1,6 @@
 """Data for training: a dataset folder decoded into in-memory arrays, and deterministic batches.
 
-Decoding goes through ``datasets.pipeline.load_split`` (which calls ``edge.preprocess.load_image``,
+Decoding goes through ``datasets.pipeline.load_split`` (which calls ``edge.runtime.preprocess.load_image``,
 the one preprocessing function shared with the edge). Batching is ours: the order of every epoch is
 a function of (seed, epoch) alone, so a resumed run sees exactly the batches an uninterrupted run
 would, and the feature cache sees the same order as a full-model fit.
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.records_train import DatasetInfo
-from edge.schema import JOINT_OUTPUT, LabelSchema
+from edge.contract.schema import JOINT_OUTPUT, LabelSchema
+from train.records import DatasetInfo
 
 EVAL_SPLITS = ("val", "test", "test_unseen")
 

@@ -33,19 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.contract.schema import JOINT_OUTPUT, LabelSchema, all_heads_right
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
-from edge.records_train import (
-    Budget,
-    DatasetInfo,
-    FeatureExtraction,
-    HeadMetrics,
-    SplitMetrics,
-    TrainRecord,
-    TrainVariant,
-    WeightsUsed,
-)
-from edge.schema import JOINT_OUTPUT, LabelSchema, all_heads_right
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
 from train.defaults import DEFAULTS, PROTOCOLS
 from train.models import (
@@ -57,6 +47,16 @@ from train.models import (
     output_names,
     output_size,
     save_model,
+)
+from train.records import (
+    Budget,
+    DatasetInfo,
+    FeatureExtraction,
+    HeadMetrics,
+    SplitMetrics,
+    TrainRecord,
+    TrainVariant,
+    WeightsUsed,
 )
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -114,7 +114,7 @@ class TrainConfig:
     default); convert/ and report/ honour the value saved in config.json."""
 
     def __post_init__(self) -> None:
-        from edge.card import APPROACHES
+        from edge.contract.card import APPROACHES
 
         for a in self.approaches:
             if a not in APPROACHES:

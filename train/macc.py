@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from edge.records_train import MaccCounts, ParamCounts
+from train.records import MaccCounts, ParamCounts
 
 
 def _shape(t: Any) -> tuple:

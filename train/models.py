@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.card import APPROACHES, model_stem
+from edge.contract.card import APPROACHES, model_stem
+from edge.contract.schema import JOINT_OUTPUT, LabelSchema
 from edge.errors import PolyheadError, first_line
-from edge.schema import JOINT_OUTPUT, LabelSchema
 
 BACKBONE_LAYER = "backbone"
 

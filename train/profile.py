@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.schema import LabelSchema
+from edge.contract.schema import LabelSchema
 
 
 def profile(

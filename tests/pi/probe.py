@@ -24,7 +24,7 @@ from pathlib import Path
 
 
 def interpreter_class():
-    from edge.interpreter import load_interpreter_class
+    from edge.runtime.interpreter import load_interpreter_class
 
     cls, runtime, version = load_interpreter_class()
     if not os.environ.get("PROBE_REFERENCE_KERNELS"):
@@ -40,8 +40,8 @@ def interpreter_class():
 
 def raw_outputs(models: Path, images: list[Path], cls) -> dict:
     """{file: {image: {card output key: raw output list} or {"error": one line}}}."""
-    from edge.model import Model
-    from edge.preprocess import load_image
+    from edge.runtime.model import Model
+    from edge.runtime.preprocess import load_image
 
     out = {}
     for path in sorted(models.glob("*.tflite")):
@@ -66,7 +66,7 @@ def given_pixels(models: Path, pixels_npz: Path, cls) -> dict:
     """{file: {name: {card output key: raw output list}}} for the host-decoded pixels in ``pixels_npz``."""
     import numpy as np
 
-    from edge.model import Model
+    from edge.runtime.model import Model
 
     with np.load(pixels_npz, allow_pickle=False) as npz:
         pixels = {name: npz[name] for name in npz.files}
@@ -83,7 +83,7 @@ def given_pixels(models: Path, pixels_npz: Path, cls) -> dict:
 def cli_predictions(models: Path, image_dir: Path) -> dict:
     """`polyhead-edge predict MODELS IMAGES --variant V --format jsonl` for every variant, in this process."""
     from edge.cli import main
-    from edge.variants import discover
+    from edge.runtime.variants import discover
 
     out = {}
     for vid in sorted(discover(models)):

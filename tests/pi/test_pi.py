@@ -124,7 +124,7 @@ def pi_files(tmp_path_factory) -> PiFiles:
     build_models(foreign, dense_per_channel=True, files=("multihead.int8.tflite",))
     from edge_fixtures import SIZE
 
-    from edge.preprocess import load_image
+    from edge.runtime.preprocess import load_image
 
     pixels = {p.name: load_image(p, SIZE, SIZE) for p in sorted(photos.iterdir()) if p.name != "labels.csv"}
     np.savez(base / "pixels.npz", **pixels)
@@ -299,7 +299,7 @@ def test_tampered_file_is_one_line(pi_run: PiRun):
 def test_known_runtime_crash_is_one_line(pi_run: PiRun):
     """A file from elsewhere that tflite-runtime 2.14 on ARM crashes on (its own Interpreter dies
     with SIGSEGV: the finding, pinned) is one line from the edge CLI, naming the file and the way
-    out; ai-edge-litert runs it (edge/runtime_faults.py)."""
+    out; ai-edge-litert runs it (edge/safety/runtime_faults.py)."""
     proc = pi_run.foreign
     if pi_run.env.runtime != "tflite-runtime":
         assert proc.returncode == 0 and proc.stdout.count("make:") >= 6, proc.stderr[-2000:]

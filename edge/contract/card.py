@@ -5,7 +5,7 @@ serves and under which signature output names, the input tensor (size, dtype, qu
 range), how the file was made, and the SHA-256 of the model it describes. This module is the card
 as data: its fields, their validation (an unknown format version or a malformed field is a
 one-line ``CardError``) and its JSON form, at most ``MAX_CARD_BYTES``. How it travels inside a
-.tflite file, and how reading binds it to that model, is ``edge.card_archive``.
+.tflite file, and how reading binds it to that model, is ``edge.contract.card_archive``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from edge.cardcheck import card_field_problem
+from edge.contract.cardcheck import card_field_problem
+from edge.contract.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 from edge.errors import PolyheadError, first_line
-from edge.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 
 CARD_FORMAT_VERSION = 1
 MAX_CARD_BYTES = 1 << 20
@@ -111,7 +111,7 @@ class ModelCard:
     """Free-form provenance (training metrics, weights used, created_at)."""
     format_version: int = CARD_FORMAT_VERSION
     model_sha256: str = ""
-    """SHA-256 of the flatbuffer the card was embedded in (set by ``edge.card_archive.embed_card``);
+    """SHA-256 of the flatbuffer the card was embedded in (set by ``edge.contract.card_archive.embed_card``);
     reading checks it, so a card moved onto another model or a tampered model is refused."""
 
     def __post_init__(self) -> None:

@@ -8,18 +8,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.card import CardError
+from edge.bench.records import AccuracyRecord
+from edge.contract.card import CardError
 from edge.errors import first_line
-from edge.paths import open_regular, walk_files
-from edge.predict import Prediction
-from edge.records_bench import AccuracyRecord
+from edge.runtime.predict import Prediction
+from edge.safety.paths import open_regular, walk_files
 from edge.text import printable
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursive, iterative, regular files only, symlinked folders not
     followed), sorted."""
-    from edge.preprocess import is_image_file
+    from edge.runtime.preprocess import is_image_file
 
     return walk_files(folder, is_image_file)
 

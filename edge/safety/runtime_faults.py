@@ -1,6 +1,6 @@
 """Models one runtime is known to crash on, refused with one line before that runtime sees them.
 
-``edge.modelcheck`` refuses what no interpreter should run. This refuses what one runtime on one
+``edge.safety.modelcheck`` refuses what no interpreter should run. This refuses what one runtime on one
 architecture cannot run although others can, as found by running the edge package on emulated
 Raspberry Pi OS (tests/pi, docs/raspberry-pi.md):
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.flatbuf import OperatorF, QuantizationF, Table, TensorF
+from edge.safety.flatbuf import OperatorF, QuantizationF, Table, TensorF
 
 ARM_MACHINES = ("aarch64", "arm64", "armv7l", "armv6l", "armv8l")
 _INT8 = 9

@@ -5,7 +5,7 @@ Studio need: the ``TFLITE_METADATA`` entry of the model's ``metadata`` vector, w
 ``ModelMetadata`` flatbuffer (schema ``metadata_schema.fbs`` of tensorflow/tflite-support,
 identifier ``M001``), and the label files it names, which must be members of the archive appended
 to the model. The edge has no flatbuffers package (tflite-runtime does not bring one), so this reads the
-few fields shown with ``edge.flatbuf``'s bounds-checked tables, and a malformed file gives a
+few fields shown with ``edge.safety.flatbuf``'s bounds-checked tables, and a malformed file gives a
 one-line ``MetadataReadError``, never a traceback. Field slots follow the schemas' field order.
 """
 
@@ -17,8 +17,8 @@ import struct
 import zipfile
 from dataclasses import dataclass
 
-from edge import flatbuf
 from edge.errors import PolyheadError, first_line
+from edge.safety import flatbuf
 
 _U32 = struct.Struct("<I")
 
@@ -63,7 +63,7 @@ class StandardMetadata:
 
 
 class _Table(flatbuf.Table):
-    """``edge.flatbuf``'s bounds-checked table, plus the two vector kinds metadata needs."""
+    """``edge.safety.flatbuf``'s bounds-checked table, plus the two vector kinds metadata needs."""
 
     def _vector(self, i: int, elem_size: int) -> tuple[int, int]:
         at = self._target(i)

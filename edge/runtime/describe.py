@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge import tflite_metadata
+from edge.contract import tflite_metadata
 from edge.errors import PolyheadError
-from edge.modelcheck import DEFAULT_LIMITS, ModelLimits
-from edge.probe import DEFAULT_PROBE, ProbeLimits
+from edge.safety.modelcheck import DEFAULT_LIMITS, ModelLimits
+from edge.safety.probe import DEFAULT_PROBE, ProbeLimits
 from edge.text import printable
 
 
@@ -28,14 +28,14 @@ def _card_entry(card) -> dict[str, Any]:
 def describe_file(f: Path, limits: ModelLimits = DEFAULT_LIMITS, probe: ProbeLimits = DEFAULT_PROBE,
                   trusted_key: Any = None) -> dict[str, Any]:
     """One file's entry: its card, the model check, and the verdict of a limited child on loading it."""
-    from edge.card_archive import read_card
-    from edge.modelcheck import check_model_file
-    from edge.probe import probe_in_child
+    from edge.contract.card_archive import read_card
+    from edge.safety.modelcheck import check_model_file
+    from edge.safety.probe import probe_in_child
 
     entry: dict[str, Any] = {"bytes": f.stat().st_size}
     try:
         if trusted_key is not None:
-            from edge.signing import verify
+            from edge.safety.signing import verify
 
             verify(f, trusted_key)
         card = read_card(f)
@@ -62,7 +62,7 @@ def describe_file(f: Path, limits: ModelLimits = DEFAULT_LIMITS, probe: ProbeLim
 def describe(path: str | Path, limits: ModelLimits = DEFAULT_LIMITS, probe: ProbeLimits = DEFAULT_PROBE,
              trusted_key: Any = None) -> dict[str, Any]:
     """Everything ``info`` shows about a deployment, as a dict (each file, then the variants)."""
-    from edge.variants import discover, tflite_files
+    from edge.runtime.variants import discover, tflite_files
 
     path = Path(path)
     out: dict[str, Any] = {"path": str(path), "files": {}, "variants": {}, "problems": []}
@@ -114,7 +114,7 @@ def _load_lines(e: dict[str, Any]) -> list[str]:
 
 def format_info(d: dict[str, Any]) -> str:
     """``describe``'s dict as the text ``info`` prints, every line escaped (``edge.text.printable``)."""
-    from edge.interpreter import load_interpreter_class
+    from edge.runtime.interpreter import load_interpreter_class
 
     lines = []
     try:

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ModelError, first_line
-from edge.interpreter import load_interpreter_class
-from edge.model import Model
-from edge.modelcheck import DEFAULT_LIMITS, ModelLimits
-from edge.paths import regular_file_problem
-from edge.preprocess import ImageError, load_image
+from edge.runtime.interpreter import load_interpreter_class
+from edge.runtime.model import Model
+from edge.runtime.preprocess import ImageError, load_image
+from edge.runtime.variants import Variant
+from edge.safety.modelcheck import DEFAULT_LIMITS, ModelLimits
+from edge.safety.paths import regular_file_problem
 from edge.text import printable
-from edge.variants import Variant
 
 
 @dataclass(frozen=True)

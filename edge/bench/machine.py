@@ -7,7 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
-from edge.records_bench import MachineInfo
+from edge.bench.records import MachineInfo
 
 
 def _read(path: str) -> str | None:
@@ -93,7 +93,7 @@ def current_rss_mb() -> float:
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted."""
-    from edge.preprocess import is_image_file
+    from edge.runtime.preprocess import is_image_file
 
     folder = Path(folder)
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))

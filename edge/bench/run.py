@@ -1,15 +1,15 @@
 """Benchmark a deployment: every variant in rounds, interleaved, each round in a fresh subprocess.
 
 ``run_bench`` (the parent) finds the variants and the machine facts, then runs ``rounds`` rounds in
-the order A B C A B C ...: every (round, variant) is a fresh ``python -m edge.bench_worker`` process
-(edge.bench_worker.bench_round), so no variant inherits another's memory, a worker's peak RSS is
+the order A B C A B C ...: every (round, variant) is a fresh ``python -m edge.bench.worker`` process
+(edge.bench.worker.bench_round), so no variant inherits another's memory, a worker's peak RSS is
 its variant's alone, and drift on a shared machine falls on every variant alike. A round that fails
 is recorded in the variant's ``rounds`` and its other rounds are kept.
 
 Each variant's record has the pooled statistics over its rounds (``interpreter_ms`` etc.: mean,
 p50, p90, p99, std), and ``rounds``: per round its load average, statistics and a compact
 histogram of the per-image samples. Ratios and their bootstrap intervals over rounds come from
-edge.bench_stats, the one code path the report and ``make bench`` share.
+edge.bench.stats, the one code path the report and ``make bench`` share.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.bench_machine import busy_warning, list_images, load_average, system_info
-from edge.bench_stats import bench_ratios, histogram, latency_stats
-from edge.records_bench import (
+from edge.bench.machine import busy_warning, list_images, load_average, system_info
+from edge.bench.records import (
     KINDS,
     BenchRecord,
     BenchRound,
@@ -37,6 +36,7 @@ from edge.records_bench import (
     MeasuredVariant,
     RoundLatency,
 )
+from edge.bench.stats import bench_ratios, histogram, latency_stats
 
 __all__ = ["list_images", "round_order", "run_bench", "summarise_variant"]
 
@@ -62,7 +62,7 @@ def run_worker(job: dict[str, Any], python: str | None, timeout_s: float,
     stderr_tail: list[str] = []
     env = {**os.environ, **WORKER_ENV}
     # ``with``: the pipes are closed and the worker reaped even if a progress callback raises.
-    with subprocess.Popen([python or sys.executable, "-m", "edge.bench_worker", json.dumps(job)],
+    with subprocess.Popen([python or sys.executable, "-m", "edge.bench.worker", json.dumps(job)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
@@ -179,8 +179,8 @@ def run_bench(path: str | os.PathLike, images: str | os.PathLike | None = None, 
               timeout_s: float | None = None, rounds: int = DEFAULT_ROUNDS,
               min_time_s: float = DEFAULT_MIN_TIME_S) -> BenchRecord:
     """Benchmark every variant at ``path`` in interleaved rounds of fresh subprocesses; the bench.json dict."""
-    from edge.interpreter import load_interpreter_class
-    from edge.variants import discover
+    from edge.runtime.interpreter import load_interpreter_class
+    from edge.runtime.variants import discover
 
     problems: list[tuple[str, str]] = []
     variants = discover(path, problems)

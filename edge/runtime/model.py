@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from edge.card import CardError, ModelCard
-from edge.card_archive import read_card
+from edge.contract.card import CardError, ModelCard
+from edge.contract.card_archive import read_card
 from edge.errors import ModelError, first_line
-from edge.interpreter import load_interpreter_class, runtime_of
-from edge.modelcheck import DEFAULT_LIMITS, ModelLimits, check_model_file
-from edge.runtime_faults import known_crash
+from edge.runtime.interpreter import load_interpreter_class, runtime_of
+from edge.safety.modelcheck import DEFAULT_LIMITS, ModelLimits, check_model_file
+from edge.safety.runtime_faults import known_crash
 
 
 def _input_lut(card: ModelCard, dtype: np.dtype) -> np.ndarray | None:
@@ -44,11 +44,11 @@ class Model:
         self.card = card if card is not None else read_card(self.path)
         name = str(self.path)
         # Before any interpreter sees the file: it would crash, hang or exhaust memory on files its
-        # structural verifier accepts (edge/modelcheck.py). Every signature is checked; the card's is
+        # structural verifier accepts (edge/safety/modelcheck.py). Every signature is checked; the card's is
         # looked up below, so a card naming another signature stays a CardError.
         self.summary = check_model_file(self.path, None, limits)
         cls = interpreter_class or load_interpreter_class()[0]
-        # ...and before a runtime known to crash on what the file holds (edge/runtime_faults.py).
+        # ...and before a runtime known to crash on what the file holds (edge/safety/runtime_faults.py).
         crash = known_crash(self.summary.dense, *runtime_of(cls), platform.machine())
         if crash:
             raise ModelError(f"{name}: {crash}")

@@ -2,7 +2,7 @@
 
 What no static check can foresee (a kernel that crashes or spins on a shape it was never built for)
 must not take the caller down: ``info`` asks a child, and a signal, a timeout or a memory limit is
-then a one-line verdict about the file. ``python -m edge.probe FILE`` is the child's side: it loads
+then a one-line verdict about the file. ``python -m edge.safety.probe FILE`` is the child's side: it loads
 the file as the device does (card checked against the signature, the model check first), runs one
 trial invoke, and prints one JSON line.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import first_line
-from edge.modelcheck import DEFAULT_LIMITS, ModelLimits
+from edge.safety.modelcheck import DEFAULT_LIMITS, ModelLimits
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,10 @@ def probe_in_child(path: str | os.PathLike, model_limits: ModelLimits = DEFAULT_
     Returns ``{"loads": bool, "error": str | None, "missing_ops": [...], "signature": {...}}``; a
     crash, a timeout or the memory limit is ``loads: False`` with the reason in ``error``.
     """
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the folder holding edge/
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
-    args = [python or sys.executable, "-m", "edge.probe", os.fspath(path), str(model_limits.max_input_pixels),
+    args = [python or sys.executable, "-m", "edge.safety.probe", os.fspath(path), str(model_limits.max_input_pixels),
             str(model_limits.max_arena_mb)]
     failed: dict[str, Any] = {"loads": False, "missing_ops": [], "signature": None}
     try:
@@ -91,8 +91,8 @@ def probe_in_child(path: str | os.PathLike, model_limits: ModelLimits = DEFAULT_
 def probe_here(path: str, model_limits: ModelLimits) -> dict[str, Any]:
     """The child's side: load as the device does, one trial invoke, describe the signature."""
     from edge.errors import PolyheadError
-    from edge.interpreter import missing_ops
-    from edge.model import Model
+    from edge.runtime.interpreter import missing_ops
+    from edge.runtime.model import Model
 
     def details(d: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {k: {"shape": [int(x) for x in v["shape"]], "dtype": str(v["dtype"].__name__)} for k, v in d.items()}

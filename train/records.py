@@ -1,7 +1,7 @@
 """train.json as TypedDicts: what train/fit.py (a training run) and train/add_head.py (a grown run) write.
 
 ``train_key_errors`` lists every key a train.json misses or has in excess; the tests hold every
-train.json they write to it. Standard library only, like edge.records.
+train.json they write to it. Standard library only, like convert.records.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from edge.records import key_errors
+from edge.io import key_errors
 
 
 class HeadMetrics(TypedDict):

@@ -1,5 +1,5 @@
 """A small, bounds-checked reader of the TFLite flatbuffer: only the tables and fields the semantic
-model check needs (edge/modelcheck.py).
+model check needs (edge/safety/modelcheck.py).
 
 Why not the runtime's ``schema_py_generated`` or the ``flatbuffers`` package: tflite-runtime 2.14
 (Raspberry Pi OS's Python 3.11) ships neither, and their readers trust every offset, so a hostile

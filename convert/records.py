@@ -1,6 +1,6 @@
-"""The shape of the JSON records the stages write, as TypedDicts: convert.json here, and ``key_errors``.
+"""convert.json's shape, as TypedDicts (``key_errors`` itself is edge.io's).
 
-train.json is in edge.records_train, bench.json in edge.records_bench, each with its
+train.json is in train.records, bench.json in edge.bench.records, each with its
 ``*_key_errors``. The writers build their entries through these types and the tests hold every
 record they write to them (``key_errors``), so a renamed or dropped key fails a check instead of a
 reader showing "not measured". Standard library only: the edge and the report may read them too.
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, TypedDict
+
+from edge.io import key_errors
 
 
 class _HeadCheckRequired(TypedDict):
@@ -136,15 +138,6 @@ class ConvertRecord(TypedDict):
     variants: dict[str, ConvertVariant]
     warnings: list[str]
     errors: list[str]
-
-
-def key_errors(record: Mapping[str, Any], kind: type, where: str = "") -> list[str]:
-    """One line per key of ``record`` missing from, or unknown to, the TypedDict ``kind`` (one level)."""
-    required, optional = kind.__required_keys__, kind.__optional_keys__  # type: ignore[attr-defined]
-    missing = sorted(required - set(record))
-    unknown = sorted(set(record) - required - optional)
-    name = where or kind.__name__
-    return [f"{name}: missing key '{k}'" for k in missing] + [f"{name}: unknown key '{k}'" for k in unknown]
 
 
 def _check_key_errors(check: Mapping[str, Any], where: str) -> list[str]:

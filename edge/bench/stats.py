@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.records_bench import Histogram, LatencyStats, RatioRecord
+from edge.bench.records import Histogram, LatencyStats, RatioRecord
 
 HIST_BIN_LOG10 = 0.01
 """Histogram bin width in log10(ms): each bin is 2.3 % wide, so a percentile read back is within 1.2 %."""

@@ -49,7 +49,7 @@ def signature_path(path: str | os.PathLike) -> Path:
 def _file_sha256(path: str | os.PathLike) -> str:
     import hashlib
 
-    from edge.paths import open_regular
+    from edge.safety.paths import open_regular
 
     digest = hashlib.sha256()
     with open_regular(path) as f:
@@ -64,7 +64,7 @@ def _statement(sha256: str) -> bytes:
 
 def _read_key(key_path: str | os.PathLike, private: bool):
     serialization, ed25519, _ = _crypto()
-    from edge.paths import open_regular
+    from edge.safety.paths import open_regular
 
     try:
         with open_regular(key_path) as f:
@@ -101,7 +101,7 @@ def verify(path: str | os.PathLike, public_key: str | os.PathLike | object) -> N
     name = printable(path)
     if not os.path.lexists(sig_path):
         raise SignatureError(f"{name}: unsigned (no {sig_path.name}), and a trusted key is set")
-    from edge.paths import open_regular
+    from edge.safety.paths import open_regular
 
     try:
         with open_regular(sig_path) as f:
@@ -144,10 +144,10 @@ def generate_keypair(private_path: str | os.PathLike, public_path: str | os.Path
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m edge.signing keygen PRIVATE PUBLIC`` | ``sign PRIVATE FILE...`` | ``verify PUBLIC FILE...``."""
+    """``python -m edge.safety.signing keygen PRIVATE PUBLIC`` | ``sign PRIVATE FILE...`` | ``verify PUBLIC FILE...``."""
     import sys
 
-    usage = ("usage: python -m edge.signing keygen PRIVATE.pem PUBLIC.pem | sign PRIVATE.pem FILE... | "
+    usage = ("usage: python -m edge.safety.signing keygen PRIVATE.pem PUBLIC.pem | sign PRIVATE.pem FILE... | "
              "verify PUBLIC.pem FILE...")
     if len(argv) < 3 or argv[0] not in ("keygen", "sign", "verify") or (argv[0] == "keygen" and len(argv) != 3):
         print(usage, file=sys.stderr)

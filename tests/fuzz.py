@@ -1,6 +1,6 @@
 """Fuzz the edge CLI with mutated model files: no signal, no hang, no traceback, bounded memory.
 
-``python -m edge.fuzz MODEL.tflite --n 300`` mutates the flatbuffer of a real deployment file N times
+``python tests/fuzz.py MODEL.tflite --n 300`` mutates the flatbuffer of a real deployment file N times
 (bytes flipped, 32-bit fields overwritten with boundary values), re-embeds the card with a
 recomputed SHA-256 (as an attacker who can write the file would), and runs ``predict`` (jsonl and
 table) and ``info`` on each in a child process with a time and an address-space limit. It prints one
@@ -56,7 +56,7 @@ def write_mutants(src: Path, out: Path, n: int, seed: int = 0) -> list[Path]:
     """``n`` mutants of ``src`` in ``out``, each with its card re-embedded and re-hashed."""
     import numpy as np
 
-    from edge.card_archive import embed_card, read_card, strip_card
+    from edge.contract.card_archive import embed_card, read_card, strip_card
 
     card = read_card(src).with_updates(model_sha256="")
     flat = strip_card(src.read_bytes())
@@ -140,7 +140,7 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
 
 
 def _main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edge.fuzz", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python tests/fuzz.py", description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path, help="a real polyhead .tflite (with its card)")
     ap.add_argument("--n", type=int, default=300, help="number of mutants")
     ap.add_argument("--seed", type=int, default=0)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.card import CardError, ModelCard
-from edge.card_archive import read_card
+from edge.contract.card import CardError, ModelCard
+from edge.contract.card_archive import read_card
+from edge.contract.schema import LabelSchema
 from edge.errors import PolyheadError
-from edge.schema import LabelSchema
 from edge.text import printable
 
 
@@ -94,7 +94,7 @@ def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = Non
     ``errors`` (a list) to have them appended as ``(path_or_variant, message)`` and skipped instead.
     """
     if isinstance(trusted_key, (str, os.PathLike)):
-        from edge.signing import load_public_key
+        from edge.safety.signing import load_public_key
 
         trusted_key = load_public_key(trusted_key)
     path = Path(path)
@@ -104,7 +104,7 @@ def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = Non
     for f in files:
         try:
             if trusted_key is not None:
-                from edge.signing import verify
+                from edge.safety.signing import verify
 
                 verify(f, trusted_key)  # before anything else reads the file
             card = read_card(f)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.bench_stats import bench_ratios, ratio_lines
+from edge.bench.stats import bench_ratios, ratio_lines
 
 
 def csv_rows(bench: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:

@@ -1,7 +1,7 @@
-"""bench.json as TypedDicts: what ``polyhead-edge bench`` (edge/bench.py) writes.
+"""bench.json as TypedDicts: what ``polyhead-edge bench`` (edge/bench/run.py) writes.
 
 ``bench_key_errors`` lists every key a bench.json misses or has in excess; the tests hold every
-bench.json they write to it. Standard library only, like edge.records. Times are milliseconds
+bench.json they write to it. Standard library only, like convert.records. Times are milliseconds
 (``_ms``) or seconds (``_s``), memory megabytes (``_mb``, 2^20 bytes).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
-from edge.records import key_errors
+from edge.io import key_errors
 
 KINDS = ("interpreter", "invoke", "decode", "file_to_labels")
 """Per-image sample kinds a round records; each is a ``<kind>_ms`` field of a round and of a variant."""
@@ -66,7 +66,7 @@ class BenchRound(TypedDict):
 
 
 class AccuracyRecord(TypedDict):
-    """Accuracy over the images' labels.csv (edge.labels.Accuracy): fractions 0..1."""
+    """Accuracy over the images' labels.csv (edge.runtime.labels.Accuracy): fractions 0..1."""
 
     heads: dict[str, float]
     heads_n: dict[str, int]
@@ -138,7 +138,7 @@ BenchVariant = MeasuredVariant | FailedVariant
 
 
 class RatioRecord(TypedDict):
-    """A latency ratio (edge.bench_stats.Interval), p50 paired by round, with its 95 % bootstrap interval."""
+    """A latency ratio (edge.bench.stats.Interval), p50 paired by round, with its 95 % bootstrap interval."""
 
     value: float
     low: float | None
@@ -156,7 +156,7 @@ class FileError(TypedDict):
 
 
 class MachineInfo(TypedDict):
-    """The machine (edge.bench_machine.system_info)."""
+    """The machine (edge.bench.machine.system_info)."""
 
     board: str
     cpu: str

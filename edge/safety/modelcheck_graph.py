@@ -1,13 +1,13 @@
-"""The model check's graph rules: buffers, operators, signatures and dataflow (``edge.modelcheck``).
+"""The model check's graph rules: buffers, operators, signatures and dataflow (``edge.safety.modelcheck``).
 
-Each rule raises ``Refused`` naming the rule and what broke it; ``edge.modelcheck`` turns that into
+Each rule raises ``Refused`` naming the rule and what broke it; ``edge.safety.modelcheck`` turns that into
 one line naming the file. The tensor rules (types, shapes, quantisation) are
-``edge.modelcheck_tensors``.
+``edge.safety.modelcheck_tensors``.
 """
 
 from __future__ import annotations
 
-from edge.flatbuf import BufferF, OperatorCodeF, OperatorF, SignatureDefF, Table, TensorMapF
+from edge.safety.flatbuf import BufferF, OperatorCodeF, OperatorF, SignatureDefF, Table, TensorMapF
 
 
 class Refused(Exception):

@@ -1,15 +1,15 @@
-"""The model check's tensor rules: types, shapes, buffers and quantisation (``edge.modelcheck``).
+"""The model check's tensor rules: types, shapes, buffers and quantisation (``edge.safety.modelcheck``).
 
 Every tensor has a type a polyhead model holds, a shape of at most ``MAX_RANK`` non-negative
 dimensions, a buffer that exists, and no state; its quantisation has finite scales in a sane range,
 zero points inside its type and per-channel counts that match its shape (an absurd scale makes an
-int8 kernel corrupt the heap). A broken rule raises ``edge.modelcheck_graph.Refused``.
+int8 kernel corrupt the heap). A broken rule raises ``edge.safety.modelcheck_graph.Refused``.
 """
 
 from __future__ import annotations
 
-from edge.flatbuf import QuantizationF, Table, TensorF
-from edge.modelcheck_graph import Refused
+from edge.safety.flatbuf import QuantizationF, Table, TensorF
+from edge.safety.modelcheck_graph import Refused
 
 # TensorType -> bytes per element (types a polyhead model can hold; any other type is refused).
 ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 9: 1, 10: 8, 15: 4, 16: 2}

@@ -1,11 +1,11 @@
-"""One bench round of one variant, in its own fresh process: ``python -m edge.bench_worker '<job json>'``.
+"""One bench round of one variant, in its own fresh process: ``python -m edge.bench.worker '<job json>'``.
 
 ``bench_round`` loads the variant and runs the measurements below, each returning its part of the
 round's record; the worker prints the record as one JSON line on stdout (progress goes to stderr).
 Each timed loop runs for at least ``runs`` images *and* at least its share of ``min_time_s``, so a
 fast model is timed over a fixed wall time, not over a count that takes a millisecond.
 
-Per-image samples (ms), kept raw here; the parent (edge.bench) turns them into statistics and
+Per-image samples (ms), kept raw here; the parent (edge.bench.run) turns them into statistics and
 compact histograms:
 - ``interpreter``: a decoded uint8 image to per-head probabilities (quantise, every file's
   signature runner, dequantise, joint decode);
@@ -55,9 +55,9 @@ def _timed(runs: int, min_time_s: float) -> Iterator[int]:
 
 def open_variant(path: str, variant_id: str, threads: int) -> tuple[Any, dict[str, Any]]:
     """The variant's Predictor and the record's identity and load-time part."""
-    from edge.interpreter import limit_malloc_arenas
-    from edge.predict import Predictor
-    from edge.variants import discover, select_variant
+    from edge.runtime.interpreter import limit_malloc_arenas
+    from edge.runtime.predict import Predictor
+    from edge.runtime.variants import discover, select_variant
 
     limit_malloc_arenas()
     variant = select_variant(discover(path), variant_id)
@@ -73,7 +73,7 @@ def open_variant(path: str, variant_id: str, threads: int) -> tuple[Any, dict[st
 
 def sample_arrays(predictor: Any, paths: list[Path]) -> tuple[list[np.ndarray], int]:
     """A few decoded images for the interpreter loop (random pixels without images); failures counted."""
-    from edge.preprocess import ImageError
+    from edge.runtime.preprocess import ImageError
 
     arrays, failed = [], 0
     for p in paths[:4]:
@@ -126,7 +126,7 @@ def _time_all(calls: list[Callable[[], None]]) -> float:
 
 def measure_decode(predictor: Any, paths: list[Path], runs: int, min_time_s: float) -> dict[str, Any]:
     """File to input pixels, one thread, cycling over the images; failures timed and counted."""
-    from edge.preprocess import ImageError
+    from edge.runtime.preprocess import ImageError
 
     if not paths:
         return {"decode_samples": [], "decode_failures": 0}
@@ -148,7 +148,7 @@ def _endless(paths: list[Path]) -> Iterator[Path]:
 
 def measure_stream(predictor: Any, paths: list[Path], runs: int, warmup: int, min_time_s: float) -> dict[str, Any]:
     """Files to labels with prefetched decoding: the time between consecutive results."""
-    from edge.predict import iter_predictions
+    from edge.runtime.predict import iter_predictions
 
     if not paths:
         return {"file_to_labels_samples": [], "stream_errors": 0}
@@ -169,8 +169,8 @@ def measure_stream(predictor: Any, paths: list[Path], runs: int, warmup: int, mi
 
 def measure_accuracy(predictor: Any, images: str | None, progress: Progress) -> dict[str, Any]:
     """Per-head and joint accuracy over a labels.csv beside the images (None without one)."""
-    from edge.labels import Accuracy, read_labels_csv
-    from edge.predict import iter_predictions
+    from edge.runtime.labels import Accuracy, read_labels_csv
+    from edge.runtime.predict import iter_predictions
 
     labels_csv = Path(images) / "labels.csv" if images else None
     if labels_csv is None or not labels_csv.is_file():
@@ -189,8 +189,8 @@ def measure_accuracy(predictor: Any, images: str | None, progress: Progress) -> 
 
 def soak(predictor: Any, paths: list[Path], arrays: list[np.ndarray], duration_s: float) -> dict[str, Any]:
     """Loop over the images for ``duration_s``: count errors and sample RSS to see it stays flat."""
-    from edge.bench_machine import current_rss_mb
-    from edge.predict import iter_predictions
+    from edge.bench.machine import current_rss_mb
+    from edge.runtime.predict import iter_predictions
 
     t_start = time.perf_counter()
     samples: list[tuple[float, float]] = [(0.0, current_rss_mb())]
@@ -225,7 +225,7 @@ def soak(predictor: Any, paths: list[Path], arrays: list[np.ndarray], duration_s
 
 def bench_round(job: dict[str, Any], progress: Progress = lambda s: None) -> dict[str, Any]:
     """One round of one variant: the job's measurements in this process, as one record."""
-    from edge.bench_machine import list_images, peak_rss_mb
+    from edge.bench.machine import list_images, peak_rss_mb
 
     runs, warmup, min_time_s = int(job["runs"]), int(job["warmup"]), float(job["min_time_s"])
     predictor, record = open_variant(job["path"], job["variant_id"], int(job["threads"]))

@@ -19,8 +19,8 @@ input). This module refuses such files with one line naming the file and the rul
 - ``size``: the input's pixels and the arena estimated from tensor shapes are under ``ModelLimits``.
 
 This module runs the rules in order and owns the limits (``ModelLimits``, the ``size`` rule); the
-graph rules are ``edge.modelcheck_graph``, the tensor and quantisation rules
-``edge.modelcheck_tensors``.
+graph rules are ``edge.safety.modelcheck_graph``, the tensor and quantisation rules
+``edge.safety.modelcheck_tensors``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ import os
 from dataclasses import dataclass
 
 from edge.errors import ModelError
-from edge.flatbuf import FlatbufferError, ModelF, SubGraphF, root
-from edge.modelcheck_graph import Refused, check_dataflow, check_signatures, constant_buffers, operator_names
-from edge.modelcheck_tensors import check_tensors
-from edge.runtime_faults import DenseLayer, dense_layers
+from edge.safety.flatbuf import FlatbufferError, ModelF, SubGraphF, root
+from edge.safety.modelcheck_graph import (
+    Refused,
+    check_dataflow,
+    check_signatures,
+    constant_buffers,
+    operator_names,
+)
+from edge.safety.modelcheck_tensors import check_tensors
+from edge.safety.runtime_faults import DenseLayer, dense_layers
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class ModelCheckError(ModelError):
 @dataclass(frozen=True)
 class ModelSummary:
     """What the check found: operator names, tensor count, the arena estimate in MB, and the dense
-    layers' shapes (``edge.runtime_faults`` refuses some of them on one runtime)."""
+    layers' shapes (``edge.safety.runtime_faults`` refuses some of them on one runtime)."""
 
     operators: tuple[str, ...]
     tensors: int
@@ -67,7 +73,7 @@ def check_model_file(path: str | os.PathLike, signature: str | None = "serving_d
     ``ModelCheckError``. ``signature`` None checks every signature the file has."""
     import mmap
 
-    from edge.paths import PathError, open_regular
+    from edge.safety.paths import PathError, open_regular
 
     try:
         with open_regular(path) as f:

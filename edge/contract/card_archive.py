@@ -1,6 +1,6 @@
 """The card archive: a model card and its label files, appended to a .tflite file as a zip.
 
-The card (``edge.card``) is JSON stored as the member ``metadata.json`` of a zip archive appended to
+The card (``edge.contract.card``) is JSON stored as the member ``metadata.json`` of a zip archive appended to
 the flatbuffer (the interpreter ignores trailing bytes; ``zipfile`` finds the archive from the end,
 as TFLite's own metadata packer does). The same archive holds the label files of the model's
 standard TFLite Metadata (``convert.metadata``), one per output: every member is stored
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from edge.card import MAX_CARD_BYTES, CardError, ModelCard
+from edge.contract.card import MAX_CARD_BYTES, CardError, ModelCard
 from edge.errors import first_line
 
 CARD_MEMBER = "metadata.json"
