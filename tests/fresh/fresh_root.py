@@ -75,7 +75,7 @@ def mounts(ca: str | None = HOST_CA) -> tuple[Mount, ...]:
         Mount("binfmt_misc", "/proc/sys/fs/binfmt_misc", ("-t", "binfmt_misc"),
               "the kernel's binfmt_misc, so make setup-pi can register qemu for the nested Pi roots"),
         Mount("/sys", "/sys", ("--bind",), "sysfs (nested mmdebstrap and chroot)"),
-        Mount("/dev", "/dev", ("--bind",), "devices (/dev/null, /dev/urandom, loop-free)"),
+        Mount("/dev", "/dev", ("--bind",), "devices (/dev/null, /dev/urandom)"),
         Mount("/dev/pts", "/dev/pts", ("--bind",), "ptys for apt and dpkg scripts"),
         Mount("/dev/shm", "/dev/shm", ("--bind",), "POSIX shared memory (multiprocessing, chromium)"),
         Mount("/etc/resolv.conf", "/etc/resolv.conf", ("--bind", "-o", "ro"), "DNS"),
