@@ -22,6 +22,7 @@ THREADS     ?= 1
 RUNS        ?= 50
 ROUNDS      ?= 8
 PYTEST_ARGS ?=
+REF         ?= HEAD
 
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -32,7 +33,7 @@ MEDIAPIPE := .venv-mediapipe
 MEDIAPIPE_STAMP := $(MEDIAPIPE)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-legacy setup-mediapipe setup-pi all data train convert bench report paper compare test test-fast test-pi lint clean
+.PHONY: help setup setup-legacy setup-mediapipe setup-pi setup-system test-fresh all data train convert bench report paper compare test test-fast test-pi lint clean
 
 # The variables above, by name: `make help` prints the value each has in this invocation.
 VARIABLES := $(shell sed -nE 's/^([A-Z_]+) +\?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
@@ -102,15 +103,23 @@ paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientn
 compare: $(STAMP) ## scratch vs frozen vs fine-tuned, all approaches, on its own 600-image set: runs/compare/compare.md
 	$(BIN)/python -m report.compare --out runs/compare --seed $(SEED)
 
-test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) test-pi ## every test: slow, tflite-runtime 2.14, MediaPipe and emulated Raspberry Pi ones
+test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) setup-system test-pi ## every test: slow, tflite-runtime 2.14, MediaPipe and emulated Raspberry Pi ones
 	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 POLYHEAD_REQUIRE_PI=1 $(BIN)/python -m pytest --ignore=tests/pi $(PYTEST_ARGS)
 
-# Root only (mmdebstrap, chroot, mounts); not root, it says so and changes nothing. See docs/raspberry-pi.md.
-setup-pi: ## apt-get install qemu-user-static binfmt-support mmdebstrap rsync if missing; enable binfmt_misc
+# The Debian packages the tests need, each with its reason: tests/system_packages.py (one list).
+# Root only; not root, it says so and changes nothing. See docs/raspberry-pi.md.
+setup-system: ## apt-get install the Debian packages the tests need (tests/system_packages.py list) if missing
+	$(PY) tests/system_packages.py install
+
+setup-pi: ## apt-get install the Pi roots' host packages (mmdebstrap, arch-test, qemu-user-static, ...) if missing; enable binfmt_misc
 	$(PY) tests/pi/piroot.py setup-host
 
 test-pi: $(STAMP) $(LEGACY_STAMP) setup-pi ## the edge package on emulated Raspberry Pi OS (arm64, armhf; both runtimes)
 	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_PI=1 $(BIN)/python -m pytest tests/pi $(PYTEST_ARGS)
+
+# Not part of `make test`: 30-60 min, root only. Run it after changing an install step (docs/development.md).
+test-fresh: ## the README's two commands (make all, CI=true make test) in a clean Debian root, repository at REF
+	$(PY) tests/fresh/fresh_root.py --ref $(REF)
 
 test-fast: $(STAMP) ## the fast tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

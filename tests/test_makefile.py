@@ -29,6 +29,7 @@ USES = {
     "test": ("PYTEST_ARGS",),
     "test-fast": ("PYTEST_ARGS",),
     "test-pi": ("PYTEST_ARGS",),
+    "test-fresh": ("REF",),
     "setup": ("PY",),
     "setup-legacy": ("PY_LEGACY",),
     "setup-mediapipe": ("PY_MEDIAPIPE",),
@@ -90,3 +91,4 @@ def test_test_targets_require_the_environment_tests():
     assert all(f"POLYHEAD_REQUIRE_{env}=1" in line for env in ("LEGACY", "MEDIAPIPE", "PI"))
     pi = next(ln for ln in out.splitlines() if "pytest tests/pi" in ln)
     assert "POLYHEAD_REQUIRE_PI=1" in pi and "tests/pi/piroot.py setup-host" in out
+    assert "tests/system_packages.py install" in out  # the Debian packages, before any test (issue 21)

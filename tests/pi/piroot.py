@@ -13,7 +13,7 @@ Every mount is undone in a ``finally`` (SIGTERM included); mounts left by a kill
 undone before anything else touches the cache.
 
 CLI (run as root; the Makefile calls these):
-    python tests/pi/piroot.py setup-host   # apt-get install qemu-user-static binfmt-support mmdebstrap rsync; binfmt_misc
+    python tests/pi/piroot.py setup-host   # apt-get install HOST_PACKAGES (tests/system_packages.py, group pi); binfmt_misc
     python tests/pi/piroot.py build [ARCH...]
     python tests/pi/piroot.py problem      # prints why the Pi tests cannot run here, or nothing
 """
@@ -35,12 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+import system_packages  # noqa: E402  (the one list of the tests' Debian packages)
+
 DOC = REPO / "docs" / "raspberry-pi.md"
 CACHE_ENV = "POLYHEAD_PI_CACHE"
 MIRROR_ENV = "POLYHEAD_PI_MIRROR"
 REQUIRE_ENV = "POLYHEAD_REQUIRE_PI"
 SUITE = "bookworm"
-HOST_PACKAGES = ("qemu-user-static", "binfmt-support", "mmdebstrap", "rsync")
+HOST_PACKAGES = tuple(p.name for p in system_packages.packages(["pi"]))
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 PI_UID = 1000
 PI_HOME = "/home/pi"
@@ -179,17 +183,18 @@ def host_problem() -> str | None:
         return f"needs Linux (this is {sys.platform})"
     if os.geteuid() != 0:
         return "needs root (mmdebstrap, chroot and bind mounts); run `make test-pi` as root"
-    for tool in ("mmdebstrap", "chroot", "mount", "rsync"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (make setup-pi installs {' '.join(HOST_PACKAGES)})"
+    missing = system_packages.missing_tool(["pi"], setup="make setup-pi")
+    if missing:
+        return missing
+    for tool in ("chroot", "mount"):  # coreutils and mount: essential, but a container may lack them
+        if system_packages.which(tool) is None:
+            return f"{tool} is not installed"
     for arch in ARCHES.values():
         entry = BINFMT / f"qemu-{arch.qemu}"
         if not BINFMT.joinpath("status").exists():
             return f"binfmt_misc is not mounted at {BINFMT} (make setup-pi mounts it)"
         if not entry.exists() or "enabled" not in entry.read_text():
             return f"binfmt entry {entry} is missing or disabled (make setup-pi: update-binfmts --enable qemu-{arch.qemu})"
-        if shutil.which(f"qemu-{arch.qemu}-static") is None:
-            return f"qemu-{arch.qemu}-static is not installed"
     return None
 
 
@@ -214,16 +219,10 @@ def setup_host() -> str:
     fail under POLYHEAD_REQUIRE_PI=1)."""
     if os.geteuid() != 0:
         return "setup-pi: not root, nothing installed; the Pi tests will say why they cannot run"
-    done = []
-    missing = [p for p in HOST_PACKAGES
-               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True)
-               .stdout.strip() != "install ok installed"]
-    if missing:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        _run(["apt-get", "update", "-qq"], "apt-get update", env=env)
-        _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-             f"apt-get install {' '.join(missing)}", env=env)
-        done.append("installed " + " ".join(missing))
+    try:
+        done = [system_packages.install(["pi"], label="setup-pi").removeprefix("setup-pi: ")]
+    except system_packages.SystemPackageError as e:
+        raise PiError(str(e)) from None
     if not BINFMT.joinpath("status").exists():
         _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], f"mount binfmt_misc on {BINFMT}")
         done.append("mounted binfmt_misc")
@@ -232,7 +231,7 @@ def setup_host() -> str:
         if not entry.exists() or "enabled" not in entry.read_text():
             _run(["update-binfmts", "--enable", f"qemu-{arch.qemu}"], f"update-binfmts --enable qemu-{arch.qemu}")
             done.append(f"enabled qemu-{arch.qemu}")
-    return "setup-pi: " + ("; ".join(done) if done else "host tools and binfmt_misc already in place")
+    return "setup-pi: " + "; ".join(done)
 
 
 # -- mounts ---------------------------------------------------------------------------------------

@@ -118,3 +118,25 @@ def test_full_disk_is_one_line_and_leaves_no_cache(tmp_path, monkeypatch):
         assert os.listdir(cache) == []
     finally:
         piroot.unmount_all(cache)
+
+
+# -- the host's packages (tests/system_packages.py, group pi) -------------------------------------
+
+
+def test_a_missing_tool_is_one_line_naming_its_package(monkeypatch):
+    """Issue 21: mmdebstrap only recommends arch-test, so `--no-install-recommends` dropped it; the
+    list names it, and a host without it is told which package to install before any root is built."""
+    import system_packages
+
+    assert {"mmdebstrap", "arch-test", "qemu-user-static", "binfmt-support", "rsync"} <= set(piroot.HOST_PACKAGES)
+    assert "--no-install-recommends" in system_packages.apt_install_cmd(["x"])
+    absent = {"arch-test"}
+    monkeypatch.setattr(system_packages, "which", lambda tool: None if tool in absent else f"/usr/bin/{tool}")
+    monkeypatch.setattr(piroot.os, "geteuid", lambda: 0)
+    msg = piroot.host_problem()
+    assert msg == ("arch-test is not installed: make setup-pi installs arch-test (mmdebstrap refuses a "
+                   "foreign-architecture root without it; only a Recommends of mmdebstrap)")
+    with pytest.raises(PiError, match=r"^cannot build the arm64 root: arch-test is not installed: make setup-pi installs arch-test"):
+        piroot.build_root(ARCHES["arm64"], log=lambda m: None)
+    absent = {"qemu-arm-static"}
+    assert piroot.host_problem().startswith("qemu-arm-static is not installed: make setup-pi installs qemu-user-static (")
