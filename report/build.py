@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from artifacts.layout import RunLayout
 from edge.io import atomic_write_text
 from report.render import ReportError, find_runs, load_run, render_markdown
 
@@ -32,6 +33,6 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path | None = None,
             prefix = ""
             if len(runs) > 1:
                 prefix = (run.backbone if names.count(run.backbone) == 1 else run.path.name) + "_"
-            made[str(run.path)] = make_plots(run, out / "plots", prefix)
+            made[str(run.path)] = make_plots(run, RunLayout(out).plots_dir, prefix)
     text = render_markdown(runs, made, out)
-    return atomic_write_text(out / "report.md", text)
+    return atomic_write_text(RunLayout(out).report, text)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from artifacts.layout import RunLayout
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from edge.log import configure_logging
@@ -100,7 +101,7 @@ def run_paper(data: Path, out: Path, weights: str = "none", backbones: Sequence[
         )
         run_pipeline(settings)
         # Stage times as the backbone's pipeline.json keeps them (a reused stage keeps its last real time).
-        steps = json.loads((out / backbone / "pipeline.json").read_text()).get("steps", [])
+        steps = json.loads(RunLayout(out / backbone).pipeline_record.read_text()).get("steps", [])
         record["backbones"][backbone] = {  # type: ignore[index]
             "wall_s": round(time.perf_counter() - start, 1), "weights": chosen,
             "accuracy_source": accuracy_source(chosen, freeze),

@@ -71,7 +71,7 @@ def test_model_names_round_trip_and_match_training():
 
 
 def test_tflite_names_read_back_to_their_stem():
-    from convert.plan import tflite_name, tflite_stem
+    from artifacts.layout import tflite_name, tflite_stem
 
     assert tflite_name("separate.body.type", "int8") == "edge/separate.body.type.int8.tflite"
     assert tflite_stem(tflite_name("separate.body.type", "int8")) == "separate.body.type"

@@ -139,7 +139,8 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
 def resolve_config(config_file: str | None, resume: bool, alpha: float | None, flags: dict[str, Any],
                    protocol: str | None = None) -> Any:
     """defaults < --config FILE < the run's config.json (with --resume) < --protocol < flags given."""
-    from train.fit import CONFIG_FILE, TrainConfig, TrainError
+    from artifacts.layout import RunLayout
+    from train.fit import TrainConfig, TrainError
 
     def read(path: str | Path) -> dict[str, Any]:
         try:
@@ -154,7 +155,7 @@ def resolve_config(config_file: str | None, resume: bool, alpha: float | None, f
     if resume:
         if not out:
             raise TrainError("--resume needs --out (the run folder)")
-        prev = Path(out) / CONFIG_FILE
+        prev = RunLayout(Path(out)).config
         if prev.is_file():
             settings.update(read(prev))
     if protocol is not None:
