@@ -43,10 +43,12 @@ help: ## list targets and variables (with the values in force: `make help EPOCHS
 	@echo "variables (value in force; override as VAR=value):"
 	@$(foreach v,$(VARIABLES),printf '  %s=%s\n' '$(v)' '$($(v))';)
 
-$(STAMP): pyproject.toml
+# Two distributions: polyhead (pyproject.toml, edge/ only: what a Pi installs) and polyhead-host
+# (host/pyproject.toml: datasets, train, convert, report, artifacts).
+$(STAMP): pyproject.toml host/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[host,dev]'
+	$(BIN)/pip install -q -e '.[host,dev]' -e ./host
 	@touch $@
 
 setup: $(STAMP) ## create .venv with the host and dev extras (re-run only when pyproject.toml changes)
