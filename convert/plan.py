@@ -22,7 +22,8 @@ from convert.errors import ConvertError
 from convert.records import ConvertRecord, ConvertSettings
 from convert.specs import resolve_approach, resolve_precision
 from convert.tflite import ConversionSettings, settings_for
-from edge.contract.card import ModelCard, split_model_stem
+from edge.contract.approaches import split_model_stem
+from edge.contract.card import ModelCard
 from edge.contract.schema import LabelSchema, SchemaError
 from edge.io import JsonFileError, atomic_write_json, file_sha256, read_json_object
 from edge.runtime.interpreter import dist_version

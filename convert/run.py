@@ -219,7 +219,7 @@ def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, image
 
 
 def _load_keras(path: Path) -> Any:
-    from train.models import KerasModelError, load_model
+    from artifacts.keras_io import KerasModelError, load_model
 
     try:
         return load_model(path)
@@ -272,7 +272,7 @@ def convert_one(
     from convert.errors import UnsupportedOpError
     from convert.inspect import map_outputs, non_builtin_ops, op_versions, signature_info
     from convert.tflite import convert_keras
-    from train.models import output_size
+    from edge.contract.approaches import output_size
 
     t0 = time.perf_counter()
     try:

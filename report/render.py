@@ -18,6 +18,8 @@ from artifacts import layout
 from artifacts.layout import RunLayout
 from edge.bench.stats import Interval
 from edge.bench.stats import ratio as bench_ratio
+from edge.contract.approaches import APPROACH_SPECS
+from edge.contract.schema import JOINT_OUTPUT
 from edge.errors import PolyheadError
 from edge.io import JsonFileError, read_json_object
 from report.paper_data import PAPER_CITATION, PAPER_TABLES
@@ -261,8 +263,8 @@ def approach_table(run: RunData) -> Table:
                          lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "n"), layout.TRAIN_RECORD)
             per_approach(f"{head} labelled images (train)", fmt_int,
                          # joint: the rows labelled for every head, the only ones it trains on
-                         lambda a, h=head: train_figure(run, a, "train_n", h) if a != "joint"
-                         else train_figure(run, a, "train_n", "joint"), layout.TRAIN_RECORD)
+                         lambda a, h=head: train_figure(run, a, "train_n", h) if not APPROACH_SPECS[a].joint_output
+                         else train_figure(run, a, "train_n", JOINT_OUTPUT), layout.TRAIN_RECORD)
         per_approach("test images labelled for every head", fmt_int,
                      lambda a: train_figure(run, a, "metrics", "test", "n_all_labelled"), layout.TRAIN_RECORD)
     per_approach("unseen-combination test images", fmt_int,

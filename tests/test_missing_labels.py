@@ -109,7 +109,7 @@ def _cfg(out, **kw):
 
 
 def _weights(run, model: str, layer: str) -> list[np.ndarray]:
-    from train.models import load_model
+    from artifacts.keras_io import load_model
 
     return load_model(run / "models" / f"{model}.keras").get_layer(layer).get_weights()
 

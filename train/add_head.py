@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from artifacts.keras_io import load_model, save_model
 from artifacts.layout import RunLayout, model_name
-from edge.contract.card import model_stem
+from edge.contract.approaches import model_stem
 from edge.contract.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
 from edge.io import atomic_write_json
 from train.data import EVAL_SPLITS, Arrays
@@ -49,7 +50,7 @@ from train.fit import (
     split_metrics,
     unit_rows,
 )
-from train.models import BACKBONE_LAYER, load_model, make_head, save_model
+from train.models import BACKBONE_LAYER, make_head
 from train.records import TrainRecord, TrainVariant
 
 
@@ -197,7 +198,7 @@ def _train_heads(cfg: TrainConfig, schema: LabelSchema, outputs: tuple[str, ...]
     """
     import keras
 
-    from train.models import output_size
+    from edge.contract.approaches import output_size
 
     x, train = _labelled_for(outputs, feats["train"], data["train"])
     if train.n == 0:

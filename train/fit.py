@@ -34,22 +34,15 @@ from typing import Any
 import numpy as np
 
 from artifacts import layout
+from artifacts.keras_io import load_model, save_model
 from artifacts.layout import RunLayout
+from edge.contract.approaches import output_size
 from edge.contract.schema import JOINT_OUTPUT, LabelSchema, all_heads_right
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
 from train.defaults import DEFAULTS, PROTOCOLS
-from train.models import (
-    BACKBONE_LAYER,
-    ModelUnit,
-    build_unit,
-    load_model,
-    model_units,
-    output_names,
-    output_size,
-    save_model,
-)
+from train.models import BACKBONE_LAYER, ModelUnit, build_unit, model_units, output_names
 from train.records import (
     Budget,
     DatasetInfo,
