@@ -381,7 +381,7 @@ def run_pipeline(s: PipelineSettings, stages: Sequence[Stage] = STAGES) -> Path:
     failures = [f for f in (_run_stage(stage, s, record) for stage in stages) if f]
     record.steps.append(Step("report", display([_python(), "-m", "report", str(s.run)]), "ran"))
     record.save()
-    from report.build import write_report
+    from report.render.build import write_report
 
     t = time.perf_counter()
     path = write_report([s.run])

@@ -146,7 +146,7 @@ def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int =
     if not samples:
         return None
     from edge.runtime.preprocess import ImageError, load_image
-    from report.plots import pyplot, save_png
+    from report.render.plots import pyplot, save_png
 
     plt = pyplot()
 

@@ -192,7 +192,7 @@ def test_report_shows_labelled_counts_only_when_labels_are_missing(tmp_path):
 
     from report_fixtures import write_run
 
-    from report.render import approach_table, load_run
+    from report.render.markdown import approach_table, load_run
 
     run = write_run(tmp_path / "full")
     labels = [r.label for r in approach_table(load_run(run)).rows]

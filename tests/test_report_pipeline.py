@@ -12,7 +12,7 @@ import pytest
 from report_fixtures import train_json
 
 from edge.io import file_sha256
-from report.bench_suite import cpu_peak, ratio_table
+from report.benchmarks.suite import cpu_peak, ratio_table
 from report.pipeline import (
     PipelineError,
     PipelineSettings,

@@ -22,7 +22,7 @@ from edge.contract.approaches import APPROACH_SPECS
 from edge.contract.schema import JOINT_OUTPUT
 from edge.errors import PolyheadError
 from edge.io import JsonFileError, read_json_object
-from report.paper_data import PAPER_CITATION, PAPER_TABLES
+from report.experiments.paper_data import PAPER_CITATION, PAPER_TABLES
 
 APPROACHES = ("multihead", "separate", "joint")
 """Column order of the paper's tables: the proposed design first, then the two alternatives."""

@@ -75,7 +75,7 @@ def run_paper(data: Path, out: Path, weights: str = "none", backbones: Sequence[
               bench_runs: int = 20, bench_images: int = 50, protocol: str = "frozen",
               transfer_backbone: str | None = TRANSFER_BACKBONE) -> Path:
     """Run the pipeline per backbone into ``out/<backbone>`` and write ``out/report.md`` and ``out/summary.md``."""
-    from report.build import write_report
+    from report.render.build import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     frozen = freeze_for(protocol, weights)
@@ -119,7 +119,7 @@ def summary_markdown(runs: Sequence[Path], sources: dict[str, dict[str, str]]) -
 
     Every number comes from the run's train.json, convert.json and bench.json.
     """
-    from report.render import (
+    from report.render.markdown import (
         NOT_MEASURED,
         fmt_mb_bytes,
         fmt_ms,
@@ -128,7 +128,7 @@ def summary_markdown(runs: Sequence[Path], sources: dict[str, dict[str, str]]) -
         load_run,
         tflite_bytes,
     )
-    from report.render import train_figure as tf_
+    from report.render.markdown import train_figure as tf_
 
     lines = [
         "| backbone | accuracy source | multihead size float32 | multihead params | multihead MACC | "

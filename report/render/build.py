@@ -7,7 +7,7 @@ from pathlib import Path
 
 from artifacts.layout import RunLayout
 from edge.io import atomic_write_text
-from report.render import ReportError, find_runs, load_run, render_markdown
+from report.render.markdown import ReportError, find_runs, load_run, render_markdown
 
 
 def write_report(paths: Sequence[str | Path], out_dir: str | Path | None = None, plots: bool = True) -> Path:
@@ -25,7 +25,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path | None = None,
     runs = [load_run(p) for p in run_paths]
     made: dict[str, list[Path]] = {}
     if plots:
-        from report.plots import make_plots
+        from report.render.plots import make_plots
 
         names = [r.backbone for r in runs]
         for run in runs:
