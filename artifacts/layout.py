@@ -4,7 +4,8 @@
 runs/<name>/
   config.json, schema.json                  train: the resolved settings and the label schema
   models/<model>.keras                      train (``multihead``, ``joint``, ``separate.<head>``)
-  logs/<model>.csv, checkpoints/<model>/    train: per-epoch log, resumable checkpoints
+  logs/<model>.csv, checkpoints/<model>/    train: per-epoch log, resumable checkpoints (inside,
+                                            train.fit's own resume files: epoch-NNNN.keras, done.json)
   features/                                 train: the frozen base's cached features (add-head)
   train.json                                train: the record of every approach
   edge/<model>.<precision>.tflite           convert: the deployment (copy this folder to a Pi)

@@ -32,10 +32,6 @@ class ModelUnit:
     name: str
     outputs: tuple[str, ...]
 
-    @property
-    def file_name(self) -> str:
-        return f"{self.name}.keras"
-
 
 def model_units(approach: str, schema: LabelSchema) -> tuple[ModelUnit, ...]:
     """The models an approach needs (``edge.contract.approaches``: separate is one per head)."""
