@@ -35,6 +35,7 @@ import click
 
 from artifacts.layout import RunLayout
 from convert.plan import conversion_done
+from datasets.folder import LABELS_FILE, META_FILE
 from edge.bench.records import bench_is_current
 from edge.contract.card import APPROACHES
 from edge.errors import PolyheadError
@@ -142,13 +143,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def data_ready(data: Path) -> bool:
-    """A finished dataset folder: the synthetic generator writes labels.csv last."""
-    return (data / "labels.csv").is_file()
+    """A finished dataset folder (the datasets stage's answer): the synthetic generator writes labels.csv last."""
+    return (data / LABELS_FILE).is_file()
 
 
 def data_differences(s: PipelineSettings) -> list[str]:
     """Settings in which an existing synthetic set (its dataset.json) differs from the ones asked for."""
-    meta = _read_json(s.data / "dataset.json")
+    meta = _read_json(s.data / META_FILE)
     if not meta or meta.get("source") != "synthetic":
         return []
     wanted = {"num_images": s.num_images, "image_size": s.synth_size, "seed": s.seed}
@@ -239,7 +240,7 @@ def prepare_bench_images(data: Path, out: Path, count: int, allow_outside_paths:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image", "split", *heads])
     writer.writerows([name, r.split, *r.labels] for r, name in zip(records, names, strict=True))
-    labels = out / "labels.csv"
+    labels = out / LABELS_FILE
     if labels.is_file() and labels.read_text(encoding="utf-8") == buf.getvalue() and all(
         (out / name).is_file() for name in names
     ):
@@ -270,13 +271,13 @@ class Stage:
 
 def _data_done(s: PipelineSettings) -> tuple[bool, str]:
     if not data_ready(s.data):
-        return False, f"no {s.data / 'labels.csv'}"
+        return False, f"no {s.data / LABELS_FILE}"
     diffs = data_differences(s)
     if diffs:
         # Rebuilding would silently invalidate every run trained on it: reuse, and say so.
         click.echo(f"[data] note: {s.data} was made with {', '.join(diffs)}; reusing it "
                    f"(delete the folder to rebuild)", err=True)
-    return True, f"{s.data / 'labels.csv'} exists"
+    return True, f"{s.data / LABELS_FILE} exists"
 
 
 def _train_done(s: PipelineSettings) -> tuple[bool, str]:
