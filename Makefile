@@ -44,10 +44,12 @@ help: ## list targets and variables (with the values in force: `make help EPOCHS
 	@echo "variables (value in force; override as VAR=value):"
 	@$(foreach v,$(VARIABLES),printf '  %s=%s\n' '$(v)' '$($(v))';)
 
-$(STAMP): pyproject.toml
+# Two distributions: polyhead (pyproject.toml, edge/ only: what a Pi installs) and polyhead-host
+# (host/pyproject.toml: datasets, train, convert, report, artifacts).
+$(STAMP): pyproject.toml host/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[host,dev]'
+	$(BIN)/pip install -q -e '.[host,dev]' -e ./host
 	@touch $@
 
 setup: $(STAMP) ## create .venv with the host and dev extras (re-run only when pyproject.toml changes)
@@ -91,17 +93,17 @@ convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 	$(BIN)/python -m convert $(RUN) --precision $(PRECISIONS)
 
 bench: $(STAMP) ## the performance suite on RUN's models (ROUNDS rounds of RUNS runs): bench/results.json, ratios [95 % CI]
-	$(BIN)/python -m report.bench_suite --out bench/results.json --run $(RUN) --runs $(RUNS) --rounds $(ROUNDS) --threads $(THREADS)
+	$(BIN)/python -m report.benchmarks.suite --out bench/results.json --run $(RUN) --runs $(RUNS) --rounds $(ROUNDS) --threads $(THREADS)
 
 report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)
 
 paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientnet_lite0 (real transfer learning)
-	$(BIN)/python -m report.paper --data $(DATA) --out runs/paper --weights $(PAPER_WEIGHTS) --epochs $(EPOCHS) \
+	$(BIN)/python -m report.experiments.paper --data $(DATA) --out runs/paper --weights $(PAPER_WEIGHTS) --epochs $(EPOCHS) \
 	  --num-images $(NUM_IMAGES) --threads $(THREADS) --seed $(SEED)
 
 compare: $(STAMP) ## scratch vs frozen vs fine-tuned, all approaches, on its own 600-image set: runs/compare/compare.md
-	$(BIN)/python -m report.compare --out runs/compare --seed $(SEED)
+	$(BIN)/python -m report.experiments.compare --out runs/compare --seed $(SEED)
 
 test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) setup-system test-pi ## every test: slow, tflite-runtime 2.14, MediaPipe and emulated Raspberry Pi ones
 	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 POLYHEAD_REQUIRE_PI=1 $(BIN)/python -m pytest --ignore=tests/pi $(PYTEST_ARGS)

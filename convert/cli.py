@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from artifacts.layout import RunLayout
 from edge.contract.card import PRECISIONS
 from edge.errors import PolyheadError
 from edge.log import configure_logging
@@ -65,6 +66,6 @@ def main(run_dir: Path, precisions: tuple[str, ...], calibration: int, force: bo
         click.secho(f"WARNING: {w}", fg="yellow", bold=True, err=True)
     for e in doc["errors"]:
         click.secho(f"CHECK FAILED: {e}", fg="red", bold=True, err=True)
-    click.echo(f"wrote {run_dir / 'convert.json'} ({len(doc['files'])} files, {len(doc['errors'])} failed checks)")
+    click.echo(f"wrote {RunLayout(run_dir).convert_record} ({len(doc['files'])} files, {len(doc['errors'])} failed checks)")
     if doc["errors"]:
         sys.exit(1)

@@ -9,19 +9,21 @@ state instead of the previous one.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from artifacts.layout import KERAS_SUFFIX, RunLayout, model_name, tflite_name
 from convert.data import CheckImages
 from convert.errors import ConvertError
 from convert.records import ConvertRecord, ConvertSettings
 from convert.specs import resolve_approach, resolve_precision
 from convert.tflite import ConversionSettings, settings_for
-from edge.contract.card import ModelCard, split_model_stem
+from edge.contract.approaches import split_model_stem
+from edge.contract.card import ModelCard
 from edge.contract.schema import LabelSchema, SchemaError
 from edge.io import JsonFileError, atomic_write_json, file_sha256, read_json_object
 from edge.runtime.interpreter import dist_version
@@ -51,27 +53,16 @@ class SourceModel:
         return resolve_approach(self.approach).output_keys(self.heads)
 
 
-def tflite_name(stem: str, precision: str) -> str:
-    """A converted file's name in the run folder: ``edge/<stem>.<precision>.tflite``."""
-    return f"edge/{stem}.{precision}.tflite"
-
-
-def tflite_stem(name: str) -> str:
-    """The model stem of a name ``tflite_name`` made (a head name may hold dots)."""
-    return Path(name).name.rsplit(".", 2)[0]
-
-
 def find_models(run_dir: Path, schema: LabelSchema) -> list[SourceModel]:
     """The run's models/*.keras, each with its approach; anything unrecognised is an error."""
-    models_dir = run_dir / "models"
-    files = sorted(models_dir.glob("*.keras")) if models_dir.is_dir() else []
+    files = RunLayout(run_dir).keras_files()
     if not files:
         raise ConvertError(
             f"{run_dir}: no models (expected models/multihead.keras, models/joint.keras or models/separate.<head>.keras)"
         )
     found = []
     for f in files:
-        stem = f.name[: -len(".keras")]
+        stem = f.name[: -len(KERAS_SUFFIX)]
         try:
             approach, head = split_model_stem(stem)
         except ValueError:
@@ -178,7 +169,7 @@ class RunState:
 
     @property
     def json_path(self) -> Path:
-        return self.run_dir / "convert.json"
+        return RunLayout(self.run_dir).convert_record
 
     def save(self) -> None:
         """Write convert.json (atomic): after every file, so it always describes what is on disk."""
@@ -195,12 +186,13 @@ def plan(run_dir: Path, options: ConvertOptions, log: Log) -> RunState:
         raise ConvertError(
             f"--calibration must be at least 1 for {','.join(calibrated)}. Received: calibration={options.calibration}"
         )
-    schema = _load_schema(run_dir / "schema.json")
+    files = RunLayout(run_dir)
+    schema = _load_schema(files.schema)
     sources = find_models(run_dir, schema)
-    config = read_json(run_dir / "config.json", "the run's resolved settings")
-    for name in _clean_stale_temps(run_dir / "edge", run_dir):
+    config = read_json(files.config, "the run's resolved settings")
+    for name in _clean_stale_temps(files.edge_dir, run_dir):
         log(f"removed a temporary file left by an interrupted write: {name}")
-    previous = read_previous(run_dir / "convert.json", log)
+    previous = read_previous(files.convert_record, log)
     state = RunState(run_dir, options, schema, config, sources, {s.stem: file_sha256(s.path) for s in sources},
                      previous, log, dist_version("tensorflow"))
     kept = _split_todo(state)
@@ -222,16 +214,49 @@ def _load_schema(path: Path) -> LabelSchema:
 
 def _is_fresh(state: RunState, old: Any, source: SourceModel, settings: ConversionSettings, path: Path) -> bool:
     """The file on disk is what this conversion would write, and it was checked."""
+    return not state.options.force and _entry_is_fresh(old, state.source_sha[source.stem], settings,
+                                                       state.tf_version, path)
+
+
+def _entry_is_fresh(old: Any, source_sha: str, settings: ConversionSettings, tf_version: str | None,
+                    path: Path) -> bool:
+    """convert.json's entry ``old`` is of this source, settings and converter, and the file it describes
+    is on disk unchanged and was checked: converting again would write the same file."""
     return (
-        not state.options.force
-        and isinstance(old, dict)
-        and old.get("source", {}).get("sha256") == state.source_sha[source.stem]
+        isinstance(old, dict)
+        and old.get("source", {}).get("sha256") == source_sha
         and old.get("settings") == settings.to_dict()
-        and old.get("tensorflow") == state.tf_version  # a new converter makes new files
+        and old.get("tensorflow") == tf_version  # a new converter makes new files
         and path.is_file()
         and old.get("sha256") == file_sha256(path)
         and old.get("check") is not None
     )
+
+
+def conversion_done(run_dir: Path, precisions: Sequence[str], calibration: int = DEFAULT_CALIBRATION,
+                    seed: int = 0) -> tuple[bool, str]:
+    """Whether ``convert RUN --precision ...`` would keep every file as it is, and why (no TensorFlow).
+
+    The same test the conversion makes before converting (hashes of each .keras and .tflite, the
+    settings and the installed converter's version against convert.json), without writing anything.
+    """
+    files = RunLayout(run_dir)
+    try:
+        sources = find_models(run_dir, _load_schema(files.schema))
+    except ConvertError as e:
+        return False, str(e)
+    if not files.convert_record.is_file():
+        return False, f"no {files.convert_record.name}"
+    previous = read_previous(files.convert_record, lambda s: None)
+    tf_version = dist_version("tensorflow")
+    for s in sources:
+        sha = file_sha256(s.path)
+        for p in precisions:
+            name = s.output_name(p)
+            if not _entry_is_fresh(previous.files.get(name), sha, settings_for(p, calibration, seed), tf_version,
+                                   run_dir / name):
+                return False, f"{name} is not the conversion of {model_name(s.stem)} with these settings"
+    return True, "every model converted at every precision"
 
 
 def _split_todo(state: RunState) -> dict[str, Any]:

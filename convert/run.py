@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from artifacts.layout import RunLayout, model_name, tflite_stem
 from convert.check import check_heads, verdict
 from convert.data import CheckImages
 from convert.errors import ConvertError
@@ -34,7 +35,6 @@ from convert.plan import (
     RunState,
     SourceModel,
     plan,
-    tflite_stem,
 )
 from convert.records import CheckRecord, ConvertFile, ConvertRecord, InputRecord, RuntimeCompat, SourceRecord
 from convert.summary import DeviceCheck, refresh_verdicts, summarise
@@ -168,7 +168,7 @@ def _card_extra(state: RunState, source: SourceModel, size: tuple[int, int], cal
     """The card's run-specific facts (``ModelCard.extra``)."""
     return {
         "run": state.run_dir.name,
-        "source": f"models/{source.path.name}",
+        "source": model_name(source.stem),
         "source_sha256": state.source_sha[source.stem],
         "image_size": list(size),
         "weights": state.config.get("weights"),
@@ -189,7 +189,7 @@ def _file_entry(state: RunState, job: Job, made: ConvertedFile, cal: np.ndarray 
         precision=job.settings.precision,
         bytes=out_path.stat().st_size,
         sha256=file_sha256(out_path),
-        source=SourceRecord(path=f"models/{s.path.name}", sha256=state.source_sha[s.stem], bytes=s.path.stat().st_size),
+        source=SourceRecord(path=model_name(s.stem), sha256=state.source_sha[s.stem], bytes=s.path.stat().st_size),
         settings=job.settings.to_dict(),
         tensorflow=state.tf_version,
         input=InputRecord(dtype=card.input.dtype, scale=card.input.scale, zero_point=card.input.zero_point,
@@ -219,7 +219,7 @@ def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, image
 
 
 def _load_keras(path: Path) -> Any:
-    from train.models import KerasModelError, load_model
+    from artifacts.keras_io import KerasModelError, load_model
 
     try:
         return load_model(path)
@@ -272,7 +272,7 @@ def convert_one(
     from convert.errors import UnsupportedOpError
     from convert.inspect import map_outputs, non_builtin_ops, op_versions, signature_info
     from convert.tflite import convert_keras
-    from train.models import output_size
+    from edge.contract.approaches import output_size
 
     t0 = time.perf_counter()
     try:
@@ -389,7 +389,7 @@ def _device_check(state: RunState) -> DeviceCheck:
 
     def check(vid: str, names: list[str]) -> dict[str, Any] | None:
         if not discovered:
-            discovered.update(discover(state.run_dir / "edge", errors=[]))
+            discovered.update(discover(RunLayout(state.run_dir).edge_dir, errors=[]))
         if vid not in discovered:
             return None
         probs = Predictor(discovered[vid], num_threads=state.options.threads).predict_array(test.images)

@@ -1,11 +1,12 @@
 """What a precision and an approach mean to the converter: one table each, resolved once.
 
-The names themselves live in ``edge.contract.card`` (``PRECISIONS``, ``APPROACHES``: the card validates
-them on the device); these tables add what only the host needs. ``resolve_precision("int8")``
+The precision names live in ``edge.contract.card`` (``PRECISIONS``: the card validates them on the
+device) and the approach table in ``edge.contract.approaches`` (train, convert and the card read
+it); the precision table here adds what only the converter needs. ``resolve_precision("int8")``
 turns a name into everything it implies, as timm's ``resolve_precision`` does; code downstream
-reads the spec's fields and never compares precision or approach strings. Adding a precision or an
-approach means adding one row here (and its name in ``edge.contract.card``); ``tests/test_convert_specs.py``
-fails until both agree.
+reads the spec's fields and never compares precision or approach strings. Adding a precision means
+adding one row here (and its name in ``edge.contract.card``); ``tests/test_convert_specs.py`` fails
+until both agree.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from convert.errors import ConvertError
-from edge.contract.card import APPROACHES, PRECISIONS, model_stem
-from edge.contract.schema import JOINT_OUTPUT, LabelSchema
+from edge.contract.approaches import APPROACH_SPECS, APPROACHES, ApproachSpec
+from edge.contract.card import PRECISIONS
 
 INT8_MAX_DROP = 0.02
 """An accuracy drop above this (2 points) on any head of a quantised file is a loud warning."""
@@ -61,43 +62,6 @@ def resolve_precision(name: str) -> PrecisionSpec:
         return PRECISION_SPECS[name]
     except (KeyError, TypeError):
         raise ConvertError(f"unknown precision. Known: {list(PRECISIONS)}. Received: precision={name!r}") from None
-
-
-@dataclass(frozen=True)
-class ModelUnitSpec:
-    """One model file of an approach: its stem (``separate.make``) and the heads it predicts."""
-
-    stem: str
-    heads: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ApproachSpec:
-    """How an approach splits into model files and what those files output."""
-
-    name: str
-    one_model_per_head: bool
-    """``separate``: one single-head model per head; otherwise one model covers every head."""
-    joint_output: bool
-    """The model has one output over the train combinations (``joint``), decoded into heads."""
-
-    def units(self, schema: LabelSchema) -> tuple[ModelUnitSpec, ...]:
-        """The approach's model files for ``schema``, in head order."""
-        if self.one_model_per_head:
-            return tuple(ModelUnitSpec(model_stem(self.name, h), (h,)) for h in schema.head_names)
-        return (ModelUnitSpec(model_stem(self.name), schema.head_names),)
-
-    def output_keys(self, heads: tuple[str, ...]) -> tuple[str, ...]:
-        """The output names of a model of this approach that predicts ``heads``."""
-        return (JOINT_OUTPUT,) if self.joint_output else heads
-
-
-_APPROACH_SPECS = (
-    ApproachSpec("multihead", one_model_per_head=False, joint_output=False),
-    ApproachSpec("joint", one_model_per_head=False, joint_output=True),
-    ApproachSpec("separate", one_model_per_head=True, joint_output=False),
-)
-APPROACH_SPECS: dict[str, ApproachSpec] = {s.name: s for s in _APPROACH_SPECS}
 
 
 def resolve_approach(name: str) -> ApproachSpec:

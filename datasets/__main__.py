@@ -6,6 +6,7 @@ import click
 
 from edge.errors import PolyheadError
 from edge.log import configure_logging
+from train.defaults import DEFAULTS
 
 
 class _KnownErrors(click.Group):
@@ -28,11 +29,12 @@ def main() -> None:
 
 @main.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (created).")
-@click.option("--num-images", default=10_000, show_default=True, type=click.IntRange(min=10))
-@click.option("--image-size", default=128, show_default=True, type=click.IntRange(16, 1024), help="Side in pixels.")
-@click.option("--holdout-combos", default=4, show_default=True, type=click.IntRange(min=0),
+@click.option("--num-images", default=DEFAULTS.num_images, show_default=True, type=click.IntRange(min=10))
+@click.option("--image-size", default=DEFAULTS.synth_size, show_default=True, type=click.IntRange(16, 1024),
+              help="Side in pixels.")
+@click.option("--holdout-combos", default=DEFAULTS.holdout_combos, show_default=True, type=click.IntRange(min=0),
               help="Make/type combinations kept out of train/val/test, in test_unseen only.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int)
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes [default: CPU count].")
 @click.option("--contact-sheet", "contact_sheet_path", default=None, type=click.Path(dir_okay=False),
               help="Also write a PNG grid of samples here.")

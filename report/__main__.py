@@ -15,7 +15,7 @@ from edge.log import configure_logging
 @click.option("--no-plots", is_flag=True, help="Tables only.")
 def main(runs: tuple[str, ...], out_dir: str | None, no_plots: bool) -> None:
     """Render the paper-style report of RUN (a run folder, or a folder of runs, one per backbone)."""
-    from report.build import write_report
+    from report.render.build import write_report
 
     configure_logging()
     try:

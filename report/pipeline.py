@@ -5,10 +5,15 @@ memory never sits in the process that benchmarks, and a stage that crashes canno
 orchestration down with it. Every stage is skipped when its output is already up to date:
 
 - data: ``DATA/labels.csv`` exists;
-- train: ``train.json`` holds every approach and ``config.json`` matches the requested settings;
-- convert: every model has a .tflite per precision newer than the .keras, listed in convert.json;
-- bench: ``bench.json`` is newer than every .tflite and was measured with the same threads;
-- predictions: ``predictions.json`` is newer than the multihead .tflite.
+- train: ``train.json`` holds every approach and ``config.json`` matches the requested settings
+  (``train.done``);
+- convert: convert.json records every model at every precision from these very files (hashes) with
+  these settings and this converter: the conversion would keep every file (``convert.plan``);
+- bench: ``bench.json`` is newer than every .tflite and was measured with the same threads
+  (``edge.bench.records``);
+- predictions: ``predictions.json`` is newer than the multihead .tflite (``report.predictions``).
+
+Each stage answers for itself; this module only asks. Every path is ``artifacts.layout``'s.
 
 The commands, their wall times and whether they ran are saved in ``RUN/pipeline.json`` for the
 report. The last line printed is the report's path.
@@ -28,11 +33,17 @@ from typing import Any
 
 import click
 
+from artifacts.layout import RunLayout
+from convert.plan import conversion_done
+from datasets.folder import LABELS_FILE, META_FILE
+from edge.bench.records import bench_is_current
 from edge.contract.card import APPROACHES
 from edge.errors import PolyheadError
 from edge.io import JsonFileError, atomic_write_bytes, atomic_write_json, read_json_object
 from edge.log import configure_logging
 from train.defaults import DEFAULTS, PROTOCOLS, as_text
+from train.done import config_conflict
+from train.done import training_done as train_done
 
 
 class PipelineError(PolyheadError):
@@ -132,13 +143,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def data_ready(data: Path) -> bool:
-    """A finished dataset folder: the synthetic generator writes labels.csv last."""
-    return (data / "labels.csv").is_file()
+    """A finished dataset folder (the datasets stage's answer): the synthetic generator writes labels.csv last."""
+    return (data / LABELS_FILE).is_file()
 
 
 def data_differences(s: PipelineSettings) -> list[str]:
     """Settings in which an existing synthetic set (its dataset.json) differs from the ones asked for."""
-    meta = _read_json(s.data / "dataset.json")
+    meta = _read_json(s.data / META_FILE)
     if not meta or meta.get("source") != "synthetic":
         return []
     wanted = {"num_images": s.num_images, "image_size": s.synth_size, "seed": s.seed}
@@ -149,21 +160,8 @@ def data_differences(s: PipelineSettings) -> list[str]:
     return diffs
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return [str(x) for x in a] == [str(x) for x in b]
-    return str(a) == str(b)
-
-
-def settings_conflict(settings: PipelineSettings) -> str | None:
-    """Why the run folder's config.json was made with other settings (None when it matches or is absent).
-
-    The training stage reuses a finished model whatever the epochs asked, and refuses another
-    backbone in the same folder, so a changed setting is reported here rather than silently reused.
-    """
-    config = _read_json(settings.run / "config.json")
-    if config is None:
-        return None
+def wanted_config(settings: PipelineSettings) -> dict[str, Any]:
+    """The config.json values ``settings`` ask training for (the keys a finished run is judged by)."""
     wanted: dict[str, Any] = {
         "backbone": settings.backbone,
         "image_size": [settings.image_size, settings.image_size],
@@ -174,82 +172,21 @@ def settings_conflict(settings: PipelineSettings) -> str | None:
     }
     if settings.batch_size:
         wanted["batch_size"] = settings.batch_size
-    for key, value in wanted.items():
-        if key in config and not _same(config[key], value):
-            return f"{settings.run / 'config.json'} has {key}={config[key]!r}, asked for {value!r}"
-    if "data" in config and Path(str(config["data"])).resolve() != settings.data.resolve():
-        return f"{settings.run / 'config.json'} has data={config['data']!r}, asked for {str(settings.data)!r}"
-    return None
+    return wanted
+
+
+def settings_conflict(settings: PipelineSettings) -> str | None:
+    """Why the run folder's config.json was made with other settings (None when it matches or is absent).
+
+    The training stage reuses a finished model whatever the epochs asked, and refuses another
+    backbone in the same folder, so a changed setting is reported here rather than silently reused.
+    """
+    return config_conflict(RunLayout(settings.run), wanted_config(settings), settings.data)
 
 
 def training_done(settings: PipelineSettings) -> tuple[bool, str]:
-    """Whether ``train.json`` already holds every approach trained with the requested settings."""
-    conflict = settings_conflict(settings)
-    if conflict:
-        return False, conflict
-    train = _read_json(settings.run / "train.json")
-    if train is None:
-        return False, "no train.json"
-    variants = train.get("variants") or {}
-    missing = [a for a in APPROACHES if a not in variants]
-    if missing:
-        return False, f"train.json lacks {missing}"
-    for approach in APPROACHES:
-        for name in variants[approach].get("files") or []:
-            if not (settings.run / name).exists():
-                return False, f"{name} is missing"
-    return True, "train.json has every approach with these settings"
-
-
-def keras_files(run: Path) -> list[Path]:
-    return sorted((run / "models").glob("*.keras"))
-
-
-def tflite_paths(run: Path) -> list[Path]:
-    return sorted((run / "edge").glob("*.tflite"))
-
-
-def conversion_done(run: Path, precisions: Sequence[str]) -> tuple[bool, str]:
-    """Every .keras has a newer .tflite per precision, and convert.json lists them."""
-    convert = _read_json(run / "convert.json")
-    if convert is None:
-        return False, "no convert.json"
-    listed = set((convert.get("files") or {}).keys())
-    models = keras_files(run)
-    if not models:
-        return False, "no models"
-    for model in models:
-        for precision in precisions:
-            rel = f"edge/{model.stem}.{precision}.tflite"
-            target = run / rel
-            if rel not in listed or not target.exists():
-                return False, f"{rel} missing"
-            if target.stat().st_mtime < model.stat().st_mtime:
-                return False, f"{rel} older than {model.name}"
-    return True, "every model converted at every precision"
-
-
-def bench_done(run: Path, threads: int) -> tuple[bool, str]:
-    """bench.json exists, is newer than every .tflite, and used the same thread count."""
-    path = run / "bench.json"
-    bench = _read_json(path)
-    if bench is None:
-        return False, "no bench.json"
-    files = tflite_paths(run)
-    if not files:
-        return False, "no .tflite files"
-    newest = max(f.stat().st_mtime for f in files)
-    if path.stat().st_mtime < newest:
-        return False, "bench.json older than a .tflite"
-    if bench.get("threads") is not None and int(bench["threads"]) != threads:
-        return False, f"bench.json measured with threads={bench['threads']}"
-    return True, "bench.json newer than every .tflite"
-
-
-def newer_than(target: Path, sources: Sequence[Path]) -> bool:
-    if not target.exists():
-        return False
-    return all(target.stat().st_mtime >= s.stat().st_mtime for s in sources if s.exists())
+    """Whether ``train.json`` already holds every approach trained with the requested settings (train's answer)."""
+    return train_done(RunLayout(settings.run), APPROACHES, wanted_config(settings), settings.data)
 
 
 # -- the steps ----------------------------------------------------------------------------------
@@ -275,8 +212,9 @@ def convert_command(s: PipelineSettings) -> list[str]:
 
 
 def bench_command(s: PipelineSettings, images: Path) -> list[str]:
-    return [*edge_cli(), "bench", str(s.run / "edge"), "--images", str(images), "--runs", str(s.bench_runs),
-            "--threads", str(s.threads), "--out", str(s.run / "bench.json")]
+    run = RunLayout(s.run)
+    return [*edge_cli(), "bench", str(run.edge_dir), "--images", str(images), "--runs", str(s.bench_runs),
+            "--threads", str(s.threads), "--out", str(run.bench_record)]
 
 
 def prepare_bench_images(data: Path, out: Path, count: int, allow_outside_paths: bool = False) -> Path:
@@ -302,7 +240,7 @@ def prepare_bench_images(data: Path, out: Path, count: int, allow_outside_paths:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image", "split", *heads])
     writer.writerows([name, r.split, *r.labels] for r, name in zip(records, names, strict=True))
-    labels = out / "labels.csv"
+    labels = out / LABELS_FILE
     if labels.is_file() and labels.read_text(encoding="utf-8") == buf.getvalue() and all(
         (out / name).is_file() for name in names
     ):
@@ -333,13 +271,13 @@ class Stage:
 
 def _data_done(s: PipelineSettings) -> tuple[bool, str]:
     if not data_ready(s.data):
-        return False, f"no {s.data / 'labels.csv'}"
+        return False, f"no {s.data / LABELS_FILE}"
     diffs = data_differences(s)
     if diffs:
         # Rebuilding would silently invalidate every run trained on it: reuse, and say so.
         click.echo(f"[data] note: {s.data} was made with {', '.join(diffs)}; reusing it "
                    f"(delete the folder to rebuild)", err=True)
-    return True, f"{s.data / 'labels.csv'} exists"
+    return True, f"{s.data / LABELS_FILE} exists"
 
 
 def _train_done(s: PipelineSettings) -> tuple[bool, str]:
@@ -352,14 +290,8 @@ def _train_done(s: PipelineSettings) -> tuple[bool, str]:
 def _bench_images(s: PipelineSettings) -> Path:
     from report.predictions import run_allows_outside_paths
 
-    return prepare_bench_images(s.data, s.run / "bench_images", s.bench_images,
+    return prepare_bench_images(s.data, RunLayout(s.run).bench_images, s.bench_images,
                                 run_allows_outside_paths(s.run, s.data))
-
-
-def _predicted_model(s: PipelineSettings) -> Path | None:
-    """The multihead .tflite the predictions stage shows (float32 when there is one)."""
-    multihead = [p for p in tflite_paths(s.run) if p.name.startswith("multihead.")]
-    return next((p for p in multihead if ".float32." in p.name), multihead[0] if multihead else None)
 
 
 def predictions_command(s: PipelineSettings) -> list[str]:
@@ -367,12 +299,15 @@ def predictions_command(s: PipelineSettings) -> list[str]:
 
 
 def _predictions_done(s: PipelineSettings) -> tuple[bool, str]:
-    chosen = _predicted_model(s)
-    if chosen is None:
-        return True, "no multihead .tflite"
-    if newer_than(s.run / "predictions.json", [chosen]):
-        return True, "predictions.json newer than the multihead model"
-    return False, "predictions.json missing or older than the multihead model"
+    from report.predictions import predictions_done
+
+    return predictions_done(s.run)
+
+
+def bench_done(run: Path, threads: int) -> tuple[bool, str]:
+    """The bench stage's answer: bench.json measured every .tflite as it is now, with ``threads``."""
+    files = RunLayout(run)
+    return bench_is_current(files.bench_record, files.tflite_files(), threads)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -394,7 +329,7 @@ class _Record:
         self.start = time.perf_counter()
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.steps: list[Step] = []
-        old = _read_json(s.run / "pipeline.json") or {}
+        old = _read_json(RunLayout(s.run).pipeline_record) or {}
         self.previous = {st.get("name"): st for st in old.get("steps", []) if isinstance(st, Mapping)}
         # Every invocation's total, so a 2-second re-run does not hide what the first run cost.
         self.history = [h for h in old.get("invocations", []) if isinstance(h, Mapping)][-9:]
@@ -409,7 +344,7 @@ class _Record:
         total = round(time.perf_counter() - self.start, 2)
         now = {"started": self.started_at, "total_wall_s": total,
                "ran": [st.name for st in self.steps if st.status == "ran"]}
-        atomic_write_json(self.s.run / "pipeline.json", {
+        atomic_write_json(RunLayout(self.s.run).pipeline_record, {
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.s).items()},
             "steps": [asdict(st) for st in self.steps],
             "total_wall_s": total,
@@ -447,7 +382,7 @@ def run_pipeline(s: PipelineSettings, stages: Sequence[Stage] = STAGES) -> Path:
     failures = [f for f in (_run_stage(stage, s, record) for stage in stages) if f]
     record.steps.append(Step("report", display([_python(), "-m", "report", str(s.run)]), "ran"))
     record.save()
-    from report.build import write_report
+    from report.render.build import write_report
 
     t = time.perf_counter()
     path = write_report([s.run])

@@ -16,6 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
+from artifacts.layout import RunLayout
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json
 from edge.log import configure_logging
@@ -35,7 +36,7 @@ def run_allows_outside_paths(run: Path, data: Path | None = None) -> bool:
     stage honours it: a run's permission does not carry over to another ``--data``.
     """
     try:
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(RunLayout(run).config.read_text(encoding="utf-8"))
         if config.get("allow_outside_paths") is not True:
             return False
     except (OSError, ValueError, AttributeError):
@@ -71,15 +72,32 @@ def choose_variant(run: Path, variant: str | None = None) -> Any:
     """The multihead variant to predict with: ``variant`` if given, else float32, else any precision."""
     from edge.runtime.variants import discover
 
-    variants = discover(run / "edge")
+    edge_dir = RunLayout(run).edge_dir
+    variants = discover(edge_dir)
     if variant:
         if variant not in variants:
-            raise PredictionsError(f"{run / 'edge'}: no variant {variant}. Found: {sorted(variants)}")
+            raise PredictionsError(f"{edge_dir}: no variant {variant}. Found: {sorted(variants)}")
         return variants[variant]
     for vid in ("multihead.float32", *sorted(v for v in variants if v.startswith("multihead."))):
         if vid in variants:
             return variants[vid]
-    raise PredictionsError(f"{run / 'edge'}: no multihead .tflite. Found: {sorted(variants)}")
+    raise PredictionsError(f"{edge_dir}: no multihead .tflite. Found: {sorted(variants)}")
+
+
+def predicted_model(run: Path) -> Path | None:
+    """The multihead .tflite the predictions stage shows (float32 when there is one), None without one."""
+    multihead = [p for p in RunLayout(run).tflite_files() if p.name.startswith("multihead.")]
+    return next((p for p in multihead if ".float32." in p.name), multihead[0] if multihead else None)
+
+
+def predictions_done(run: Path) -> tuple[bool, str]:
+    """Whether predictions.json was written after the multihead model it shows changed; and why."""
+    chosen, path = predicted_model(run), RunLayout(run).predictions
+    if chosen is None:
+        return True, "no multihead .tflite"
+    if path.exists() and path.stat().st_mtime >= chosen.stat().st_mtime:
+        return True, f"{path.name} newer than the multihead model"
+    return False, f"{path.name} missing or older than the multihead model"
 
 
 def compute_predictions(run: Path, data: Path, threads: int = 1, limit: int | None = 2000,
@@ -128,7 +146,7 @@ def draw_grid(data: Path, samples: list[dict[str, Any]], path: Path, size: int =
     if not samples:
         return None
     from edge.runtime.preprocess import ImageError, load_image
-    from report.plots import pyplot, save_png
+    from report.render.plots import pyplot, save_png
 
     plt = pyplot()
 
@@ -157,7 +175,7 @@ def write_predictions(run: Path, data: Path, threads: int = 1, limit: int | None
     result = compute_predictions(run, data, threads, limit, variant)
     if draw_grid(data, result["samples"], run / GRID_FILE) is not None:
         result["grid"] = GRID_FILE
-    return atomic_write_json(run / "predictions.json", result)
+    return atomic_write_json(RunLayout(run).predictions, result)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

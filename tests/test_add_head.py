@@ -129,10 +129,10 @@ def test_out_must_be_new_and_cli_errors_are_one_line(tmp_path, data_dir):
 def test_add_head_keeps_old_heads_bit_for_bit_through_convert(tmp_path, data_dir):
     """Train a frozen-base run, add ``colour``, convert both runs to float32 TFLite: the old heads'
     outputs are identical, old weights and untouched files are equal, and the new run is complete."""
+    from artifacts.keras_io import load_model
     from convert.run import convert_run
     from convert.runner import predict_outputs
     from train.fit import run_training
-    from train.models import load_model
 
     folder = tmp_path / "ds"
     run, new = tmp_path / "run", tmp_path / "run_colour"

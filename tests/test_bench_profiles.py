@@ -6,8 +6,8 @@ from __future__ import annotations
 from edge_fixtures import edge_fx_fixture  # noqa: F401
 
 from edge.runtime.preprocess import load_image
-from report.decode_profile import Source, photo_jpeg, profile
-from report.memory_profile import steps
+from report.benchmarks.decode_profile import Source, photo_jpeg, profile
+from report.benchmarks.memory_profile import steps
 
 
 def test_decode_profile_uses_the_draft_size_load_image_decodes_at():

@@ -10,8 +10,8 @@ from report_fixtures import write_run
 
 from edge.bench.run import summarise_variant
 from edge.bench.stats import bench_ratios
-from report.bench_suite import ratio_table as suite_table
-from report.build import write_report
+from report.benchmarks.suite import ratio_table as suite_table
+from report.render.build import write_report
 
 
 class _V:
@@ -67,7 +67,7 @@ def test_make_bench_table_uses_the_same_intervals():
 
 
 def test_make_bench_records_the_edge_bench_ratios(tmp_path):
-    from report.bench_suite import record_edge_bench
+    from report.benchmarks.suite import record_edge_bench
 
     (tmp_path / "train.json").write_text(json.dumps({"variants": {"multihead": {"macc": {"total": 1e6}}}}))
     results = {"ratios": {}, "how": {}, "machine": {"platform": "linux"}, "threads": 1}
@@ -81,7 +81,7 @@ def test_make_bench_records_the_edge_bench_ratios(tmp_path):
 
 
 def test_latency_plot_reads_the_rounds_histograms():
-    from report.plots import latency_samples
+    from report.render.plots import latency_samples
 
     record = _bench(busy=False)["variants"]["separate.float32"]  # 2 rounds x 3 samples of 2.0 ms
     samples = latency_samples(record, "interpreter")

@@ -3,7 +3,7 @@ on a tiny learnable dataset, then every number of every Markdown table in report
 lines) is read back and compared with the JSON file it comes from.
 
 The expected cells are computed here, from the JSON files and the .tflite files on disk, with this
-file's own lookups and formats: nothing is taken from report.render, so a row reading the wrong
+file's own lookups and formats: nothing is taken from report.render.markdown, so a row reading the wrong
 field, a swapped column, a broken format or a lost row fails here.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from report.paper_data import PAPER_TABLES
+from report.experiments.paper_data import PAPER_TABLES
 from tests import train_fixtures
 
 pytestmark = pytest.mark.slow

@@ -220,7 +220,7 @@ def test_all_precisions_all_approaches_with_cards_and_checks(tmp_path, dataset):
 
 
 def _resave_with_new_weights(path: Path) -> None:
-    from train.models import load_model
+    from artifacts.keras_io import load_model
 
     model = load_model(path)
     layer = model.get_layer("make")

@@ -51,7 +51,7 @@ def test_settings_record_is_unchanged_so_earlier_files_stay_fresh():
 
 def test_model_names_round_trip_and_match_training():
     from convert.specs import APPROACH_SPECS
-    from edge.contract.card import model_stem, split_model_stem
+    from edge.contract.approaches import model_stem, split_model_stem
     from train.models import model_units
 
     for approach, spec in APPROACH_SPECS.items():
@@ -71,7 +71,7 @@ def test_model_names_round_trip_and_match_training():
 
 
 def test_tflite_names_read_back_to_their_stem():
-    from convert.plan import tflite_name, tflite_stem
+    from artifacts.layout import tflite_name, tflite_stem
 
     assert tflite_name("separate.body.type", "int8") == "edge/separate.body.type.int8.tflite"
     assert tflite_stem(tflite_name("separate.body.type", "int8")) == "separate.body.type"
@@ -128,3 +128,29 @@ def test_summary_keeps_unchanged_variants_checks_from_the_previous_document():
     assert [e for v in doc["variants"].values() for e in key_errors(v, ConvertVariant)] == []
     summarise(doc, SCHEMA, {"separate.float32": {"files": ["other"], "check": device}}, set(), None)
     assert "check" not in doc["variants"]["separate.float32"]  # other files: the old check does not apply
+
+
+def test_convert_imports_nothing_from_train():
+    """convert reads what train wrote through artifacts/ and edge/ only (no import, not even a lazy one)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "convert"
+    found = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {n}" for n in names if n == "train" or n.startswith("train.")]
+    assert not found, found
+
+
+def test_the_card_and_training_read_the_one_approach_table():
+    from edge.contract.approaches import APPROACH_SPECS, PER_HEAD_APPROACHES
+    from edge.contract.card import APPROACHES
+    from train.models import model_units
+
+    assert APPROACHES == tuple(APPROACH_SPECS) and PER_HEAD_APPROACHES == ("separate",)
+    for name, spec in APPROACH_SPECS.items():
+        assert [(u.name, u.outputs) for u in model_units(name, SCHEMA)] == [
+            (u.stem, u.outputs) for u in spec.units(SCHEMA)]

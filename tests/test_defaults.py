@@ -86,3 +86,56 @@ def test_make_targets_pass_their_variables(target: str, flags: list[str]) -> Non
     line = " ".join(out.stdout.replace("\\\n", " ").split())
     for flag in flags:
         assert flag in line, (flag, line[-600:])
+
+
+# A command in the docs that writes the default dataset or run folder states the defaults: its flags
+# must be train/defaults.py's (flag -> Defaults field; "..." stands for "any").
+_DOC_FLAGS = {
+    "datasets synth": ("--out data/synthetic", {"--num-images": "num_images", "--image-size": "synth_size",
+                                                "--holdout-combos": "holdout_combos", "--seed": "seed"}),
+    "train": ("--out runs/default", {"--backbone": "backbone", "--weights": "weights", "--protocol": "protocol",
+                                     "--image-size": "image_size", "--epochs": "epochs", "--seed": "seed",
+                                     "--approach": "approaches", "--batch-size": "batch_size"}),
+    "convert": ("runs/default", {"--precision": "precisions"}),
+}
+
+
+def _doc_commands() -> list[tuple[str, str]]:
+    """(page, command) for every ``python -m ...`` command of a code block or a list item in README.md
+    and docs/ (continuations joined); a command quoted in a paragraph records what was run once."""
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = re.sub(r"\\\n\s*", " ", page.read_text())
+        places = re.findall(r"```.*?```", text, flags=re.S) + re.findall(r"^\s*(?:\d+\.|-) .*$", text, flags=re.M)
+        found += [(page.name, m.group(0)) for place in places for m in re.finditer(r"python -m [^\n`;]+", place)]
+    return found
+
+
+def test_docs_stated_defaults_equal_train_defaults() -> None:
+    """docs/training.md's ``Defaults`` line and every doc command that makes the default data or run."""
+    checked, wrong = 0, []
+    training = (ROOT / "docs" / "training.md").read_text()
+    stated = re.search(r"Defaults \(train/defaults\.py[^`]*`([^`]+)`", training)
+    assert stated, "docs/training.md lost its Defaults line"
+    for var, value in re.findall(r"([A-Z_]+)=(\S+)", stated.group(1)):
+        checked += 1
+        if value != as_text(getattr(DEFAULTS, MAKEFILE_VARIABLES[var])):
+            wrong.append(f"training.md: {var}={value}")
+    for page, command in _doc_commands():
+        for stage, (marker, flags) in _DOC_FLAGS.items():
+            if not command.startswith(f"python -m {stage} ") or marker not in command:
+                continue
+            for flag, value in re.findall(r"(--[a-z-]+)[ =](\S+)", command):
+                if flag in flags and value != "...":
+                    checked += 1
+                    if value != as_text(getattr(DEFAULTS, flags[flag])):
+                        wrong.append(f"{page}: {command} ({flag} {value})")
+    assert checked >= 10 and not wrong, wrong
+
+
+def test_synth_cli_defaults_are_make_all_s() -> None:
+    from datasets.__main__ import synth
+
+    params = {p.name: p.default for p in synth.params}
+    assert (params["num_images"], params["image_size"], params["holdout_combos"], params["seed"]) == (
+        DEFAULTS.num_images, DEFAULTS.synth_size, DEFAULTS.holdout_combos, DEFAULTS.seed)

@@ -44,12 +44,12 @@ CLIS = [
     ("datasets.__main__", ["check", "{tmp}"], "datasets.folder.check"),
     ("train.__main__", ["--data", "{tmp}", "--out", "{tmp}"], "train.__main__.resolve_config"),
     ("convert.cli", ["{tmp}"], "convert.run.convert_run"),
-    ("report.__main__", ["{tmp}"], "report.build.write_report"),
+    ("report.__main__", ["{tmp}"], "report.render.build.write_report"),
     ("report.predictions", ["{tmp}", "--data", "{tmp}"], "report.predictions.write_predictions"),
     ("report.pipeline", [], "report.pipeline.run_pipeline"),
-    ("report.paper", [], "report.paper.run_paper"),
-    ("report.compare", [], "report.compare.run_compare"),
-    ("report.bench_suite", [], "report.bench_suite.run_suite"),
+    ("report.experiments.paper", [], "report.experiments.paper.run_paper"),
+    ("report.experiments.compare", [], "report.experiments.compare.run_compare"),
+    ("report.benchmarks.suite", [], "report.benchmarks.suite.run_suite"),
 ]
 
 

@@ -109,7 +109,7 @@ def _cfg(out, **kw):
 
 
 def _weights(run, model: str, layer: str) -> list[np.ndarray]:
-    from train.models import load_model
+    from artifacts.keras_io import load_model
 
     return load_model(run / "models" / f"{model}.keras").get_layer(layer).get_weights()
 
@@ -192,7 +192,7 @@ def test_report_shows_labelled_counts_only_when_labels_are_missing(tmp_path):
 
     from report_fixtures import write_run
 
-    from report.render import approach_table, load_run
+    from report.render.markdown import approach_table, load_run
 
     run = write_run(tmp_path / "full")
     labels = [r.label for r in approach_table(load_run(run)).rows]

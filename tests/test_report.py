@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from report_fixtures import bench_json, convert_json, train_json, write_run
 
-from report.build import write_report
-from report.paper_data import PAPER_TABLES
-from report.render import NOT_MEASURED, ReportError, load_run
+from report.experiments.paper_data import PAPER_TABLES
+from report.render.build import write_report
+from report.render.markdown import NOT_MEASURED, ReportError, load_run
 
 
 def parse_tables(markdown: str) -> dict[str, dict[str, dict[str, str]]]:
@@ -185,7 +185,7 @@ def test_plots_are_written_and_linked(tmp_path: Path) -> None:
 def test_latency_plot_from_percentiles_only(tmp_path: Path) -> None:
     from PIL import Image
 
-    from report.plots import plot_latency_distribution
+    from report.render.plots import plot_latency_distribution
 
     run = load_run(write_run(tmp_path / "run", samples=False))
     png = plot_latency_distribution(run, tmp_path / "lat.png")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from report.compare import compare_markdown, summarise, train_command
+from report.experiments.compare import compare_markdown, summarise, train_command
 
 
 def _train_json(acc: float) -> dict:
@@ -50,7 +50,7 @@ def test_scratch_trains_without_weights_whatever_is_asked() -> None:
 def test_compare_end_to_end_on_a_tiny_set(tmp_path: Path) -> None:
     """Three protocols with tiny_cnn (no pretrained weights: frozen is a random base here), 1 epoch."""
     out = tmp_path / "cmp"
-    args = [sys.executable, "-m", "report.compare", "--out", str(out), "--backbone", "tiny_cnn", "--image-size",
+    args = [sys.executable, "-m", "report.experiments.compare", "--out", str(out), "--backbone", "tiny_cnn", "--image-size",
             "32", "--epochs", "1", "--num-images", "120", "--weights", "none"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -64,4 +64,4 @@ def test_compare_end_to_end_on_a_tiny_set(tmp_path: Path) -> None:
     assert frozen["mode"] == "freeze_base"
     assert record["protocols"]["frozen"]["backbone_image_passes"] == frozen["feature_extraction"]["images"]
     assert json.loads((out / "fine-tune" / "config.json").read_text())["warmup_epochs"] > 0
-    assert (out / "compare.md").read_text() == __import__("report.compare", fromlist=["x"]).compare_markdown(record)
+    assert (out / "compare.md").read_text() == __import__("report.experiments.compare", fromlist=["x"]).compare_markdown(record)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from report.paper import PAPER_BACKBONES, freeze_for, weights_for
+from report.experiments.paper import PAPER_BACKBONES, freeze_for, weights_for
 from report.pipeline import PipelineError
 
 
@@ -46,7 +46,7 @@ def test_summary_shows_accuracy_only_for_pretrained_weights(tmp_path: Path) -> N
     sys.path.insert(0, str(Path(__file__).parent))
     from report_fixtures import write_run
 
-    from report.paper import accuracy_source, summary_markdown
+    from report.experiments.paper import accuracy_source, summary_markdown
 
     runs = [write_run(tmp_path / "squeezenet"), write_run(tmp_path / "efficientnet_lite0")]
     sources = {"squeezenet": {"accuracy_source": accuracy_source("none", True)},

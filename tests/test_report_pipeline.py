@@ -6,11 +6,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from report_fixtures import train_json
 
-from report.bench_suite import cpu_peak, ratio_table
+from edge.io import file_sha256
+from report.benchmarks.suite import cpu_peak, ratio_table
 from report.pipeline import (
     PipelineError,
     PipelineSettings,
@@ -66,21 +68,51 @@ def test_training_reused_only_with_the_same_settings(tmp_path: Path) -> None:
     assert not training_done(s)[0]
 
 
-def test_conversion_and_bench_freshness(tmp_path: Path) -> None:
-    s = _trained_run(tmp_path)
-    assert conversion_done(s.run, ("float32", "int8"))[0] is False
+def _converted(s: PipelineSettings, precisions: tuple[str, ...]) -> dict[str, Any]:
+    """convert.json as a conversion of the run's models at ``precisions`` writes it (the keys freshness reads)."""
+    from convert.tflite import settings_for
+    from edge.contract.schema import LabelSchema
+    from edge.io import file_sha256
+    from edge.runtime.interpreter import dist_version
+
+    LabelSchema.from_labels(("make", "type"), [("Audi", "SUV"), ("BMW", "sedan")]).save(s.run / "schema.json")
     files = {}
     for name in ("multihead", "joint", "separate.make", "separate.type"):
-        for precision in ("float32", "int8"):
+        source = s.run / "models" / f"{name}.keras"
+        for precision in precisions:
             rel = f"edge/{name}.{precision}.tflite"
-            _touch(s.run / rel, time.time() - 50)
-            files[rel] = {"bytes": 1}
-    (s.run / "convert.json").write_text(json.dumps({"files": files}))
-    assert conversion_done(s.run, ("float32", "int8"))[0]
-    _touch(s.run / "models" / "joint.keras")  # retrained: now newer than its .tflite
-    done, why = conversion_done(s.run, ("float32", "int8"))
-    assert not done and "older than joint.keras" in why
+            _touch(s.run / rel, time.time() - 50, text=f"{name} {precision}")
+            files[rel] = {"source": {"sha256": file_sha256(source)}, "settings": settings_for(precision, 256).to_dict(),
+                          "tensorflow": dist_version("tensorflow"), "sha256": file_sha256(s.run / rel), "check": {}}
+    doc = {"files": files}
+    (s.run / "convert.json").write_text(json.dumps(doc))
+    return doc
 
+
+def test_conversion_is_done_when_convert_would_keep_every_file(tmp_path: Path) -> None:
+    """convert's own answer: hashes of the sources and files, the settings and the converter (not file times)."""
+    s = _trained_run(tmp_path)
+    assert conversion_done(s.run, ("float32", "int8"))[0] is False  # no schema.json, no convert.json
+    doc = _converted(s, ("float32", "int8"))
+    assert conversion_done(s.run, ("float32", "int8")) == (True, "every model converted at every precision")
+    os.utime(s.run / "models" / "joint.keras")  # touched, not changed: still done
+    assert conversion_done(s.run, ("float32", "int8"))[0]
+    assert conversion_done(s.run, ("float32", "float16")) == (
+        False, "edge/joint.float16.tflite is not the conversion of models/joint.keras with these settings")
+    _touch(s.run / "models" / "joint.keras", text="retrained")
+    done, why = conversion_done(s.run, ("float32", "int8"))
+    assert not done and why.startswith("edge/joint.float32.tflite is not the conversion of models/joint.keras"), why
+    doc["files"]["edge/joint.float32.tflite"]["source"]["sha256"] = file_sha256(s.run / "models" / "joint.keras")
+    doc["files"]["edge/joint.int8.tflite"]["source"]["sha256"] = file_sha256(s.run / "models" / "joint.keras")
+    (s.run / "convert.json").write_text(json.dumps(doc))
+    assert conversion_done(s.run, ("float32", "int8"))[0]
+    _touch(s.run / "edge" / "joint.int8.tflite", text="another file")
+    assert not conversion_done(s.run, ("float32", "int8"))[0]
+
+
+def test_bench_freshness(tmp_path: Path) -> None:
+    s = _trained_run(tmp_path)
+    _converted(s, ("float32", "int8"))
     assert not bench_done(s.run, 1)[0]
     _touch(s.run / "bench.json", text=json.dumps({"threads": 1, "variants": {}}))
     assert bench_done(s.run, 1)[0]
@@ -187,12 +219,7 @@ def test_a_failed_bench_still_writes_the_report(tmp_path: Path, monkeypatch: pyt
     s = _trained_run(tmp_path)
     _labelled(s.data, [("img/0.png", "test", "Audi", "SUV"), ("img/1.png", "train", "Audi", "SUV"),
                        ("img/2.png", "train", "BMW", "Sedan"), ("img/3.png", "val", "BMW", "Sedan")])
-    files = {}
-    for name in ("multihead", "joint", "separate.make", "separate.type"):
-        for precision in ("float32", "int8"):
-            _touch(s.run / "edge" / f"{name}.{precision}.tflite")
-            files[f"edge/{name}.{precision}.tflite"] = {"bytes": 1}
-    (s.run / "convert.json").write_text(json.dumps({"files": files}))
+    _converted(s, s.precisions)
 
     def failing(name: str, command, cwd=None) -> float:
         raise pipeline.PipelineError(f"stage '{name}' failed (exit 1): {command[0]}")

@@ -48,8 +48,8 @@ def test_predictions_json_counts_every_test_image(tiny_run: tuple[Path, Path]) -
 
 
 def test_report_draws_confusion_and_links_grid(tiny_run: tuple[Path, Path]) -> None:
-    from report.build import write_report
     from report.predictions import write_predictions
+    from report.render.build import write_report
 
     run, data = tiny_run
     write_predictions(run, data)

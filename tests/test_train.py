@@ -15,6 +15,7 @@ from train_fixtures import make_arrays, write_folder  # noqa: E402
 
 keras = pytest.importorskip("keras")
 
+from artifacts.keras_io import load_model  # noqa: E402
 from edge.contract.schema import Head, LabelSchema  # noqa: E402
 from train.backbones import (  # noqa: E402
     BackboneError,
@@ -26,7 +27,7 @@ from train.backbones import (  # noqa: E402
 )
 from train.fit import TrainConfig, run_training, split_metrics  # noqa: E402
 from train.macc import count_macc  # noqa: E402
-from train.models import build_model, load_model, model_units  # noqa: E402
+from train.models import build_model, model_units  # noqa: E402
 from train.records import train_key_errors  # noqa: E402
 
 PAPER = ("alexnet", "googlenet", "squeezenet")

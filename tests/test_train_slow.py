@@ -20,8 +20,9 @@ from train_fixtures import make_arrays, write_folder  # noqa: E402
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from artifacts.keras_io import load_model  # noqa: E402
 from train.backbones import backbone_spec, list_backbones  # noqa: E402
-from train.models import build_model, load_model  # noqa: E402
+from train.models import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "train_worker.py"

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from artifacts.layout import RunLayout
 from edge.errors import PolyheadError, first_line
 from edge.log import configure_logging
 from train.defaults import DEFAULTS as _D
@@ -133,13 +134,13 @@ def main(ctx: click.Context, config_file: str | None, resume: bool, alpha: float
         click.echo(summary_table(record))
         if any("test_unseen" in v["metrics"] for v in record["variants"].values()):
             click.echo(summary_table(record, "test_unseen"))
-        click.echo(f"wrote {Path(cfg.out) / 'train.json'}")
+        click.echo(f"wrote {RunLayout(Path(cfg.out)).train_record}")
 
 
 def resolve_config(config_file: str | None, resume: bool, alpha: float | None, flags: dict[str, Any],
                    protocol: str | None = None) -> Any:
     """defaults < --config FILE < the run's config.json (with --resume) < --protocol < flags given."""
-    from train.fit import CONFIG_FILE, TrainConfig, TrainError
+    from train.fit import TrainConfig, TrainError
 
     def read(path: str | Path) -> dict[str, Any]:
         try:
@@ -154,7 +155,7 @@ def resolve_config(config_file: str | None, resume: bool, alpha: float | None, f
     if resume:
         if not out:
             raise TrainError("--resume needs --out (the run folder)")
-        prev = Path(out) / CONFIG_FILE
+        prev = RunLayout(Path(out)).config
         if prev.is_file():
             settings.update(read(prev))
     if protocol is not None:
@@ -234,7 +235,7 @@ def add_head_cmd(run: str, data: str, heads: tuple[str, ...], out: str, retrain_
     click.echo(summary_table(record))
     a = record["add_head"]
     click.echo(f"added {', '.join(a['heads'])} in {a['wall_s']:.1f} s "
-               f"(features {a['feature_extract_s']:.1f} s, training {a['train_s']:.1f} s); wrote {Path(out) / 'train.json'}")
+               f"(features {a['feature_extract_s']:.1f} s, training {a['train_s']:.1f} s); wrote {RunLayout(Path(out)).train_record}")
 
 
 @main.command("backbones")

@@ -35,12 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from artifacts.keras_io import load_model, save_model
+from artifacts.layout import RunLayout, model_name
+from edge.contract.approaches import model_stem
 from edge.contract.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
 from edge.io import atomic_write_json
 from train.data import EVAL_SPLITS, Arrays
 from train.fit import (
-    CONFIG_FILE,
-    TRAIN_JSON,
     TrainConfig,
     TrainError,
     compile_heads,
@@ -49,7 +50,7 @@ from train.fit import (
     split_metrics,
     unit_rows,
 )
-from train.models import BACKBONE_LAYER, load_model, make_head, save_model
+from train.models import BACKBONE_LAYER, make_head
 from train.records import TrainRecord, TrainVariant
 
 
@@ -65,15 +66,16 @@ class _RunInfo:
 
 
 def _read_run(run: Path) -> _RunInfo:
-    for name in (CONFIG_FILE, "schema.json", TRAIN_JSON):
-        if not (run / name).is_file():
-            raise AddHeadError(f"{run / name}: missing (add-head needs a finished training run)")
+    files = RunLayout(run)
+    for path in (files.config, files.schema, files.train_record):
+        if not path.is_file():
+            raise AddHeadError(f"{path}: missing (add-head needs a finished training run)")
     try:
-        cfg = TrainConfig.from_dict(json.loads((run / CONFIG_FILE).read_text()))
-        record = json.loads((run / TRAIN_JSON).read_text())
+        cfg = TrainConfig.from_dict(json.loads(files.config.read_text()))
+        record = json.loads(files.train_record.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise AddHeadError(f"{run}: cannot read the run: {e}") from None
-    return _RunInfo(cfg, LabelSchema.load(run / "schema.json"), record)
+    return _RunInfo(cfg, LabelSchema.load(files.schema), record)
 
 
 def check_new_heads(heads: Sequence[str], schema: LabelSchema, run: Path) -> tuple[str, ...]:
@@ -196,7 +198,7 @@ def _train_heads(cfg: TrainConfig, schema: LabelSchema, outputs: tuple[str, ...]
     """
     import keras
 
-    from train.models import output_size
+    from edge.contract.approaches import output_size
 
     x, train = _labelled_for(outputs, feats["train"], data["train"])
     if train.n == 0:
@@ -275,16 +277,16 @@ def _grow_multihead(job: _Growth, old_model: Any) -> _Grown:
     layers = {h: old_model.get_layer(h) for h in job.old.head_names}
     layers.update({h: trained[h] for h in job.new_heads})
     model = _assemble(old_model.name, old_model.get_layer(BACKBONE_LAYER), layers, job.cfg.image_size)
-    save_model(model, job.tmp / "models" / "multihead.keras")
-    return _Grown(["models/multihead.keras"], [model], [layers], train_s)
+    save_model(model, RunLayout(job.tmp).model("multihead"))
+    return _Grown([model_name("multihead")], [model], [layers], train_s)
 
 
 def _grow_separate(job: _Growth, trained: dict[str, Any]) -> _Grown:
     """The old single-head files copied byte for byte, plus one new model per new head."""
     grown = _Grown([], [], [])
     for h in job.old.head_names:
-        name = f"models/separate.{h}.keras"
-        (job.tmp / "models").mkdir(parents=True, exist_ok=True)
+        name = model_name(model_stem("separate", h))
+        RunLayout(job.tmp).models_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(job.run / name, job.tmp / name)  # untouched: byte for byte
         m = load_model(job.run / name)
         grown.files.append(name)
@@ -300,8 +302,8 @@ def _grow_separate(job: _Growth, trained: dict[str, Any]) -> _Grown:
             layer = _train_heads(job.cfg, job.schema, (h,), job.feats, job.arrays, job.verbose)[h]
             grown.train_s += time.perf_counter() - t0
         m = _assemble(f"separate_{h}", job.backbone, {h: layer}, job.cfg.image_size)
-        save_model(m, job.tmp / "models" / f"separate.{h}.keras")
-        grown.files.append(f"models/separate.{h}.keras")
+        save_model(m, RunLayout(job.tmp).model(model_stem("separate", h)))
+        grown.files.append(model_name(model_stem("separate", h)))
         grown.models.append(m)
         grown.layers_by_model.append({h: layer})
     return grown
@@ -315,8 +317,8 @@ def _grow_joint(job: _Growth, data: str | Path) -> _Grown:
     joint_layers = _train_heads(job.cfg, job.schema, (JOINT_OUTPUT,), job.feats, job.arrays, job.verbose)
     train_s = time.perf_counter() - t0
     m = _assemble("joint", job.backbone, joint_layers, job.cfg.image_size)
-    save_model(m, job.tmp / "models" / "joint.keras")
-    return _Grown(["models/joint.keras"], [m], [joint_layers], train_s)
+    save_model(m, RunLayout(job.tmp).model("joint"))
+    return _Grown([model_name("joint")], [m], [joint_layers], train_s)
 
 
 def _approach_record(approach: str, grown: _Grown, job: _Growth, parent: dict[str, Any],
@@ -414,9 +416,10 @@ def _write_run(tmp: Path, backbone: Any, arrays: dict[str, Any], cfg: Any, schem
     # The new run keeps a feature store too, so a later add-head on it needs no image either.
     save_features(tmp, weights_fingerprint(backbone), [image_key(p) for a in arrays.values() for p in a.paths],
                   np.concatenate([a.images for a in arrays.values()]))
-    atomic_write_json(tmp / CONFIG_FILE, cfg.to_dict())
-    schema.save(tmp / "schema.json")
-    atomic_write_json(tmp / TRAIN_JSON, record)
+    files = RunLayout(tmp)
+    atomic_write_json(files.config, cfg.to_dict())
+    schema.save(files.schema)
+    atomic_write_json(files.train_record, record)
 
 
 def _run_record(parent_record: dict[str, Any], data: str | Path, ds: Any, arrays: dict[str, Arrays],
@@ -444,10 +447,10 @@ def _features(run: Path, approaches: list[str], ds: Any, image_size: Any,
 
     # Every model of a frozen-base run has the same backbone weights: one feature per image, read
     # from the run's feature store where the run saw the image, extracted now otherwise.
-    first_file = (run / "models" / "multihead.keras") if "multihead" in approaches else \
-        next(iter(sorted((run / "models").glob("*.keras"))), None)
+    files = RunLayout(run)
+    first_file = files.model("multihead") if "multihead" in approaches else next(iter(files.keras_files()), None)
     if first_file is None:
-        raise AddHeadError(f"{run / 'models'}: no model files")
+        raise AddHeadError(f"{files.models_dir}: no model files")
     first_model = load_model(first_file)  # loaded once: the slowest step of add-head
     backbone = first_model.get_layer(BACKBONE_LAYER)
     backbone.trainable = False

@@ -1,5 +1,5 @@
 """The one place for default settings: read by ``python -m train``, ``report.pipeline`` (``make all``),
-``report.paper``, ``report.compare`` and ``TrainConfig``; the Makefile's variables equal them (a test
+``report.experiments.paper``, ``report.experiments.compare`` and ``TrainConfig``; the Makefile's variables equal them (a test
 reads the Makefile and compares).
 
 A protocol is how the backbone learns (``PROTOCOLS``): ``frozen`` (the paper's: pretrained base
@@ -70,6 +70,9 @@ class Defaults:
     precisions: tuple[str, ...] = ("float32", "int8")
     threads: int = 1
     bench_runs: int = 50
+    bench_rounds: int = 8
+    """``make bench``'s interleaved rounds (8: two runs agree within 0.02); ``make all``'s bench and
+    ``python -m report.benchmarks.suite`` keep the edge bench's own 5 (``edge.bench.run.DEFAULT_ROUNDS``)."""
     bench_images: int = 100
     paper_weights: str = "none"
     """make paper's weights for alexnet/googlenet/squeezenet: none offline (structure and latency only)."""
@@ -94,6 +97,7 @@ MAKEFILE_VARIABLES: dict[str, str] = {
     "PRECISIONS": "precisions",
     "THREADS": "threads",
     "RUNS": "bench_runs",
+    "ROUNDS": "bench_rounds",
     "PAPER_WEIGHTS": "paper_weights",
 }
 """Makefile variable -> ``Defaults`` field (the test that keeps them equal reads this)."""

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-STORE_DIR = "features"
+from artifacts.layout import FEATURES, RunLayout
+
+STORE_DIR = FEATURES
 
 
 def image_key(path: str | os.PathLike) -> str:
@@ -33,7 +35,7 @@ def image_key(path: str | os.PathLike) -> str:
 
 
 def store_path(run_dir: str | os.PathLike, fingerprint: str) -> Path:
-    return Path(run_dir) / STORE_DIR / f"{fingerprint[:16]}.npz"
+    return RunLayout(Path(run_dir)).features_dir / f"{fingerprint[:16]}.npz"
 
 
 def save_features(run_dir: str | os.PathLike, fingerprint: str, keys: Sequence[str], features: np.ndarray) -> Path:

@@ -33,21 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from artifacts import layout
+from artifacts.keras_io import load_model, save_model
+from artifacts.layout import RunLayout
+from edge.contract.approaches import output_size
 from edge.contract.schema import JOINT_OUTPUT, LabelSchema, all_heads_right
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from train.data import EVAL_SPLITS, Arrays, eval_dataset, one_hot_targets, steps_per_epoch, train_dataset
 from train.defaults import DEFAULTS, PROTOCOLS
-from train.models import (
-    BACKBONE_LAYER,
-    ModelUnit,
-    build_unit,
-    load_model,
-    model_units,
-    output_names,
-    output_size,
-    save_model,
-)
+from train.models import BACKBONE_LAYER, ModelUnit, build_unit, model_units, output_names
 from train.records import (
     Budget,
     DatasetInfo,
@@ -61,8 +56,8 @@ from train.records import (
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 _PROTOCOL = PROTOCOLS[DEFAULTS.protocol]
-CONFIG_FILE = "config.json"
-TRAIN_JSON = "train.json"
+CONFIG_FILE = layout.CONFIG
+TRAIN_JSON = layout.TRAIN_RECORD
 log = logging.getLogger(__name__)
 
 
@@ -786,8 +781,9 @@ def train_unit(
     chief: bool = True,
 ) -> UnitResult:
     """Train (or resume, or skip if done) one model; save models/<name>.keras; return its record."""
-    model_path = run_dir / "models" / unit.file_name
-    ckpt_dir = run_dir / "checkpoints" / unit.name
+    run = RunLayout(run_dir)
+    model_path = run.model(unit.name)
+    ckpt_dir = run.checkpoints(unit.name)
     done_path = ckpt_dir / "done.json"
     finished = _finished_unit(unit, model_path, done_path)
     if finished is not None:
@@ -795,7 +791,7 @@ def train_unit(
 
     ckpt, done_epochs = latest_checkpoint(ckpt_dir)
     wall_before = _wall_before(ckpt_dir, ckpt)
-    callbacks = _callbacks(interrupt, ckpt_dir, run_dir / "logs" / f"{unit.name}.csv", done_epochs,
+    callbacks = _callbacks(interrupt, ckpt_dir, run.log(unit.name), done_epochs,
                            cfg.keep_checkpoints, chief)
     job = _unit_job(unit, cfg, schema, data, ckpt, done_epochs, callbacks)
     _announce_train_rows(job)
@@ -862,8 +858,8 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
         raise TrainError("schema is required with in-memory data")
     if "train" not in data or data["train"].n == 0:
         raise TrainError(f"{cfg.data}: no training images")
-    atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
-    schema.save(run_dir / "schema.json")
+    atomic_write_json(RunLayout(run_dir).config, cfg.to_dict())
+    schema.save(RunLayout(run_dir).schema)
     _setup_determinism(cfg)
 
     cache = FeatureCache(cfg.batch_size)
@@ -884,7 +880,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return {}
     record = _run_record(cfg, weights_used, int(strategy.num_replicas_in_sync), data_info, data, cache, variants)
-    atomic_write_json(run_dir / TRAIN_JSON, record)
+    atomic_write_json(RunLayout(run_dir).train_record, record)
     return record
 
 
@@ -932,7 +928,7 @@ def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainCon
         approach=approach,
         # Train rows that carried each output's label (joint: rows labelled for every head).
         train_n={o: int(data["train"].labelled(o).sum()) for r in results for o in r.unit.outputs},
-        files=[f"models/{r.unit.file_name}" for r in results],
+        files=[layout.model_name(r.unit.name) for r in results],
         params=costs["params"],
         macc=costs["macc"],
         keras_bytes=sum(r.path.stat().st_size for r in results),
@@ -978,7 +974,8 @@ def _store_features(run_dir: Path, base: Any, data: Mapping[str, Arrays], cache:
 
 def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     """Refuse to mix runs: existing checkpoints must come from the same settings."""
-    old = run_dir / CONFIG_FILE
+    run = RunLayout(run_dir)
+    old = run.config
     if not old.is_file():
         return
     try:
@@ -988,7 +985,7 @@ def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     keys = ("backbone", "image_size", "batch_size", "seed", "weights", "freeze_base")
     cur = cfg.to_dict()
     diff = [k for k in keys if k in prev and prev[k] != cur[k]]
-    has_ckpt = any((run_dir / "checkpoints").glob("*/epoch-*.keras")) or any((run_dir / "models").glob("*.keras"))
+    has_ckpt = any(run.checkpoints_dir.glob("*/epoch-*.keras")) or bool(run.keras_files())
     if diff and has_ckpt:
         raise TrainError(
             f"{run_dir}: holds a run with different {', '.join(f'{k}={prev[k]}' for k in diff)}; "

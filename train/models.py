@@ -12,22 +12,16 @@ feature cache relies on this.
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edge.contract.card import APPROACHES, model_stem
-from edge.contract.schema import JOINT_OUTPUT, LabelSchema
-from edge.errors import PolyheadError, first_line
+from artifacts.keras_io import KerasModelError
+from edge.contract.approaches import APPROACH_SPECS, APPROACHES, output_size
+from edge.contract.schema import LabelSchema
 
 BACKBONE_LAYER = "backbone"
-
-
-class KerasModelError(PolyheadError):
-    """A model cannot be built or loaded (one line naming the value or file)."""
 
 
 @dataclass(frozen=True)
@@ -38,25 +32,13 @@ class ModelUnit:
     name: str
     outputs: tuple[str, ...]
 
-    @property
-    def file_name(self) -> str:
-        return f"{self.name}.keras"
-
 
 def model_units(approach: str, schema: LabelSchema) -> tuple[ModelUnit, ...]:
-    """The models an approach needs (separate: one per head)."""
-    if approach == "multihead":
-        return (ModelUnit("multihead", model_stem("multihead"), schema.head_names),)
-    if approach == "joint":
-        return (ModelUnit("joint", model_stem("joint"), (JOINT_OUTPUT,)),)
-    if approach == "separate":
-        return tuple(ModelUnit("separate", model_stem("separate", h), (h,)) for h in schema.head_names)
-    raise KerasModelError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={approach!r}")
-
-
-def output_size(schema: LabelSchema, output: str) -> int:
-    """Number of classes of an output name (a head, or ``joint``)."""
-    return schema.num_combinations if output == JOINT_OUTPUT else schema.head(output).num_classes
+    """The models an approach needs (``edge.contract.approaches``: separate is one per head)."""
+    spec = APPROACH_SPECS.get(approach)
+    if spec is None:
+        raise KerasModelError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={approach!r}")
+    return tuple(ModelUnit(approach, u.stem, u.outputs) for u in spec.units(schema))
 
 
 def _head_seed(seed: int, output: str) -> int:
@@ -137,27 +119,3 @@ def output_names(model: Any) -> list[str]:
     if isinstance(out, dict):
         return list(out.keys())
     return list(model.output_names)
-
-
-def load_model(path: str | Path, compile: bool = False) -> Any:
-    """Load a ``.keras`` file with ``safe_mode=True`` (no Lambda/pickled code is ever run)."""
-    import keras
-
-    path = Path(path)
-    if not path.is_file():
-        raise KerasModelError(f"{path}: model file not found")
-    try:
-        return keras.saving.load_model(str(path), compile=compile, safe_mode=True)
-    except Exception as e:  # noqa: BLE001 - a broken/hostile file is one line, not a traceback
-        first = first_line(e, None)
-        raise KerasModelError(f"{path}: cannot load model: {first}") from None
-
-
-def save_model(model: Any, path: str | Path) -> Path:
-    """Write a ``.keras`` file atomically: a temp file beside it, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.keras"
-    model.save(str(tmp))
-    os.replace(tmp, path)
-    return path

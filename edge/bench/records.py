@@ -7,10 +7,11 @@ bench.json they write to it. Standard library only, like convert.records. Times 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypedDict
 
-from edge.io import key_errors
+from edge.io import JsonFileError, key_errors, read_json_object
 
 KINDS = ("interpreter", "invoke", "decode", "file_to_labels")
 """Per-image sample kinds a round records; each is a ``<kind>_ms`` field of a round and of a variant."""
@@ -227,3 +228,21 @@ def bench_key_errors(doc: Mapping[str, Any]) -> list[str]:
     for vid, variant in doc.get("variants", {}).items():
         errors += _variant_key_errors(variant, f"variant {vid}")
     return errors
+
+
+def bench_is_current(record: Path, models: Sequence[Path], threads: int) -> tuple[bool, str]:
+    """Whether the bench.json at ``record`` measured ``models`` (.tflite files) as they are now, with
+    ``threads``; and why. bench.json keeps no file hashes, so "as they are now" is: written after the
+    newest of them. Device-neutral (paths in, no run folder): ``make all`` asks it on the host."""
+    try:
+        bench = read_json_object(record)
+    except JsonFileError:
+        return False, f"no {record.name}"
+    if not models:
+        return False, "no .tflite files"
+    newest = max(f.stat().st_mtime for f in models)
+    if record.stat().st_mtime < newest:
+        return False, f"{record.name} older than a .tflite"
+    if bench.get("threads") is not None and int(bench["threads"]) != threads:
+        return False, f"{record.name} measured with threads={bench['threads']}"
+    return True, f"{record.name} newer than every .tflite"

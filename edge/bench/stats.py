@@ -1,7 +1,7 @@
 """The bench's figures: latency statistics, compact histograms, and ratios with bootstrap intervals.
 
-One code path: ``polyhead-edge bench`` (its table), ``make bench`` (report.bench_suite) and the
-report (report.render) all compute every ratio through ``ratio`` / ``bench_ratios`` below, from the
+One code path: ``polyhead-edge bench`` (its table), ``make bench`` (report.benchmarks.suite) and the
+report (report.render.markdown) all compute every ratio through ``ratio`` / ``bench_ratios`` below, from the
 same bench.json.
 
 A ratio is paired by round. Rounds run interleaved (A B C A B C ...), so round r of every variant

@@ -15,39 +15,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from edge.contract.approaches import APPROACH_SPECS, APPROACHES
 from edge.contract.cardcheck import card_field_problem
 from edge.contract.schema import JOINT_OUTPUT, LabelSchema, SchemaError
 from edge.errors import PolyheadError, first_line
 
 CARD_FORMAT_VERSION = 1
 MAX_CARD_BYTES = 1 << 20
-APPROACHES = ("multihead", "joint", "separate")
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 INPUT_DTYPES = ("float32", "uint8", "int8")
-PER_HEAD_APPROACHES = ("separate",)
-"""Approaches made of one single-head model per head (their model names carry the head)."""
-
-
-def model_stem(approach: str, head: str | None = None) -> str:
-    """The name of one model: ``multihead``, ``joint`` or ``separate.<head>``.
-
-    Training writes ``models/<stem>.keras`` and conversion ``edge/<stem>.<precision>.tflite``;
-    ``split_model_stem`` reads a stem back. A ValueError (one line) for a combination that is not one.
-    """
-    if approach not in APPROACHES or (approach in PER_HEAD_APPROACHES) != (head is not None) or head == "":
-        raise ValueError(f"no model is named for approach={approach!r}, head={head!r}. Known approaches: {list(APPROACHES)}")
-    return approach if head is None else f"{approach}.{head}"
-
-
-def split_model_stem(stem: str) -> tuple[str, str | None]:
-    """``(approach, head)`` of a stem ``model_stem`` made (head None but for one-model-per-head approaches).
-
-    Any other name is a ValueError (one line) naming it and the known forms.
-    """
-    approach, _, head = stem.partition(".")
-    if approach not in APPROACHES or (approach in PER_HEAD_APPROACHES) != bool(head):
-        raise ValueError(f"unknown model name '{stem}'. Known: multihead, joint, separate.<head>")
-    return approach, head or None
 
 
 class CardError(PolyheadError):
@@ -125,11 +101,12 @@ class ModelCard:
             raise CardError(f"a card needs distinct heads. Received: heads={list(self.heads)}")
         for h in self.heads:
             self.schema.head(h)  # raises for an unknown head
-        if self.approach != "separate" and set(self.heads) != set(self.schema.head_names):
+        spec = APPROACH_SPECS[self.approach]
+        if not spec.one_model_per_head and set(self.heads) != set(self.schema.head_names):
             raise CardError(
                 f"a {self.approach} file serves every head {list(self.schema.head_names)}. Received: heads={list(self.heads)}"
             )
-        expected = {JOINT_OUTPUT} if self.approach == "joint" else set(self.heads)
+        expected = set(spec.output_keys(self.heads))
         if set(self.outputs) != expected:
             raise CardError(
                 f"a {self.approach} card needs outputs for {sorted(expected)}. Received: outputs={sorted(self.outputs)}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.contract import tflite_metadata
+from edge.contract.approaches import APPROACH_SPECS
 from edge.errors import PolyheadError
 from edge.safety.modelcheck import DEFAULT_LIMITS, ModelLimits
 from edge.safety.probe import DEFAULT_PROBE, ProbeLimits
@@ -20,7 +21,7 @@ def _card_entry(card) -> dict[str, Any]:
                  outputs=card.outputs, input=card.to_dict()["input"], backbone=card.backbone,
                  converter_version=card.converter_version, tensorflow_version=card.tensorflow_version,
                  runtime_compat=card.runtime_compat)
-    if card.approach == "joint":
+    if APPROACH_SPECS[card.approach].joint_output:
         entry["combinations"] = card.schema.num_combinations
     return entry
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from artifacts.layout import RunLayout
 from edge.bench.run import DEFAULT_MIN_TIME_S, DEFAULT_ROUNDS
 from edge.bench.stats import Interval, bench_ratios
 from edge.errors import PolyheadError
@@ -179,12 +180,12 @@ def ensure_models(run: Path, work: Path, threads: int) -> tuple[Path, str]:
     from report.pipeline import PipelineSettings, conversion_done, run_pipeline, training_done
 
     wanted = {f"{a}.{p}" for a in APPROACHES for p in ("float32", "int8")}
-    have = set()
-    if (run / "edge").is_dir():
+    have, files = set(), RunLayout(run)
+    if files.edge_dir.is_dir():
         from edge.runtime.variants import discover
 
-        have = set(discover(run / "edge"))
-    if wanted <= have and (run / "train.json").exists():
+        have = set(discover(files.edge_dir))
+    if wanted <= have and files.train_record.exists():
         return run, f"existing run {run}"
     small = work / "run"
     settings = PipelineSettings(data=work / "data", run=small, num_images=480, synth_size=96, image_size=96,
@@ -220,7 +221,7 @@ def record_edge_bench(results: dict[str, Any], bench: Mapping[str, Any], model_r
                                  for vid, r in v.items()}
 
     def macs() -> float:
-        train = json.loads((model_run / "train.json").read_text())
+        train = json.loads(RunLayout(model_run).train_record.read_text())
         total = float(train["variants"]["multihead"]["macc"]["total"])
         peak = cpu_peak(threads, fma_units=fma_units)
         achieved = total / (float(v["multihead.float32"]["interpreter_ms"]["p50"]) / 1000)
@@ -254,7 +255,8 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
         return results
     model_run, results["models"] = source[0], source[1]
     results["run"] = str(model_run)
-    config = json.loads((model_run / "config.json").read_text()) if (model_run / "config.json").exists() else {}
+    model_files = RunLayout(model_run)
+    config = json.loads(model_files.config.read_text()) if model_files.config.exists() else {}
     data = Path(str(config.get("data", work / "data")))
 
     def ratio(name: str, fn: Callable[[], float]) -> None:
@@ -265,7 +267,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
     def edge_bench() -> dict[str, Any]:
         bench_images = prepare_bench_images(data, work / "images", images, run_allows_outside_paths(model_run, data))
         target = work / "edge_bench.json"
-        _run([*edge_cli(), "bench", str(model_run / "edge"), "--images", str(bench_images), "--runs", str(runs),
+        _run([*edge_cli(), "bench", str(model_files.edge_dir), "--images", str(bench_images), "--runs", str(runs),
               "--rounds", str(rounds), "--min-time", str(min_time_s), "--threads", str(threads),
               "--out", str(target)], timeout=900)
         return json.loads(target.read_text())
@@ -274,7 +276,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
     if bench:
         record_edge_bench(results, bench, model_run, threads, fma_units)
 
-    int8_file = model_run / "edge" / "multihead.int8.tflite"
+    int8_file = model_files.tflite("multihead", "int8")
 
     def rss() -> float:
         edge_rss = measure_rss(int8_file, "edge", runs, threads)

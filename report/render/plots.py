@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from report.render import (
+from report.render.markdown import (
     APPROACHES,
     PRECISIONS,
     RunData,

@@ -1,6 +1,6 @@
 """Where the edge bench worker's resident memory goes: RSS after each step of loading and running.
 
-``python -m report.memory_profile MODEL.tflite [IMAGES]`` starts one fresh process per setting
+``python -m report.benchmarks.memory_profile MODEL.tflite [IMAGES]`` starts one fresh process per setting
 (``OPENBLAS_NUM_THREADS`` unset, and 1 as the bench worker sets it) and prints the RSS (MB) after
 each step: Python, numpy, Pillow, the LiteRT module, the model loaded, tensors allocated (the
 arena), the first inference, 50 images through the prefetch pipeline, and the peak.

@@ -14,17 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from artifacts import layout
+from artifacts.layout import RunLayout
 from edge.bench.stats import Interval
 from edge.bench.stats import ratio as bench_ratio
+from edge.contract.approaches import APPROACH_SPECS
+from edge.contract.schema import JOINT_OUTPUT
 from edge.errors import PolyheadError
 from edge.io import JsonFileError, read_json_object
-from report.paper_data import PAPER_CITATION, PAPER_TABLES
+from report.experiments.paper_data import PAPER_CITATION, PAPER_TABLES
 
 APPROACHES = ("multihead", "separate", "joint")
 """Column order of the paper's tables: the proposed design first, then the two alternatives."""
 PRECISIONS = ("float32", "int8")
 NOT_MEASURED = "not measured"
-JSON_FILES = ("config.json", "train.json", "convert.json", "bench.json", "predictions.json", "pipeline.json")
+JSON_FILES = layout.RECORDS
 
 
 class ReportError(PolyheadError):
@@ -93,10 +97,10 @@ def find_runs(path: str | Path) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         raise ReportError(f"{path}: not a run folder (it does not exist or is not a directory)")
-    if any((path / name).exists() for name in ("config.json", "train.json", "convert.json", "bench.json")):
+    if RunLayout(path).is_run():
         return [path]
     subruns = sorted(
-        p for p in path.iterdir() if p.is_dir() and ((p / "train.json").exists() or (p / "config.json").exists())
+        p for p in path.iterdir() if p.is_dir() and (RunLayout(p).train_record.exists() or RunLayout(p).config.exists())
     )
     if not subruns:
         raise ReportError(f"{path}: no config.json, train.json, convert.json or bench.json here or one level down")
@@ -248,52 +252,52 @@ def approach_table(run: RunData) -> Table:
     heads = run.heads
     for head in heads:
         per_approach(f"{head} accuracy (test)", fmt_percent,
-                     lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "accuracy"), "train.json")
+                     lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "accuracy"), layout.TRAIN_RECORD)
         per_approach(f"{head} loss (test)", fmt_loss,
-                     lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "loss"), "train.json")
-    per_approach("test images", fmt_int, lambda a: train_figure(run, a, "metrics", "test", "n"), "train.json")
+                     lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "loss"), layout.TRAIN_RECORD)
+    per_approach("test images", fmt_int, lambda a: train_figure(run, a, "metrics", "test", "n"), layout.TRAIN_RECORD)
     if _partially_labelled(run, heads):
         # Missing labels: each head's accuracy counts its labelled rows only, so show how many.
         for head in heads:
             per_approach(f"{head} labelled images (test)", fmt_int,
-                         lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "n"), "train.json")
+                         lambda a, h=head: train_figure(run, a, "metrics", "test", "heads", h, "n"), layout.TRAIN_RECORD)
             per_approach(f"{head} labelled images (train)", fmt_int,
                          # joint: the rows labelled for every head, the only ones it trains on
-                         lambda a, h=head: train_figure(run, a, "train_n", h) if a != "joint"
-                         else train_figure(run, a, "train_n", "joint"), "train.json")
+                         lambda a, h=head: train_figure(run, a, "train_n", h) if not APPROACH_SPECS[a].joint_output
+                         else train_figure(run, a, "train_n", JOINT_OUTPUT), layout.TRAIN_RECORD)
         per_approach("test images labelled for every head", fmt_int,
-                     lambda a: train_figure(run, a, "metrics", "test", "n_all_labelled"), "train.json")
+                     lambda a: train_figure(run, a, "metrics", "test", "n_all_labelled"), layout.TRAIN_RECORD)
     per_approach("unseen-combination test images", fmt_int,
-                 lambda a: train_figure(run, a, "metrics", "test_unseen", "n"), "train.json")
+                 lambda a: train_figure(run, a, "metrics", "test_unseen", "n"), layout.TRAIN_RECORD)
     per_approach("joint accuracy (test)", fmt_percent,
-                 lambda a: train_figure(run, a, "metrics", "test", "joint_accuracy"), "train.json")
+                 lambda a: train_figure(run, a, "metrics", "test", "joint_accuracy"), layout.TRAIN_RECORD)
     per_approach("joint accuracy (unseen combinations)", fmt_percent,
-                 lambda a: train_figure(run, a, "metrics", "test_unseen", "joint_accuracy"), "train.json")
+                 lambda a: train_figure(run, a, "metrics", "test_unseen", "joint_accuracy"), layout.TRAIN_RECORD)
     for head in heads:
         per_approach(f"{head} accuracy (unseen combinations)", fmt_percent,
                      lambda a, h=head: train_figure(run, a, "metrics", "test_unseen", "heads", h, "accuracy"),
-                     "train.json")
+                     layout.TRAIN_RECORD)
     for precision in PRECISIONS:
-        per_approach(f"size {precision}", fmt_mb_bytes, lambda a, p=precision: tflite_bytes(run, a, p), "convert.json")
-    per_approach("parameters", fmt_int, lambda a: train_figure(run, a, "params", "total"), "train.json")
-    per_approach("trained parameters", fmt_int, lambda a: train_figure(run, a, "params", "trainable"), "train.json")
-    per_approach("trained-layer MACC", fmt_int, lambda a: train_figure(run, a, "macc", "trained"), "train.json")
-    per_approach("total MACC", fmt_int, lambda a: train_figure(run, a, "macc", "total"), "train.json")
+        per_approach(f"size {precision}", fmt_mb_bytes, lambda a, p=precision: tflite_bytes(run, a, p), layout.CONVERT_RECORD)
+    per_approach("parameters", fmt_int, lambda a: train_figure(run, a, "params", "total"), layout.TRAIN_RECORD)
+    per_approach("trained parameters", fmt_int, lambda a: train_figure(run, a, "params", "trainable"), layout.TRAIN_RECORD)
+    per_approach("trained-layer MACC", fmt_int, lambda a: train_figure(run, a, "macc", "trained"), layout.TRAIN_RECORD)
+    per_approach("total MACC", fmt_int, lambda a: train_figure(run, a, "macc", "total"), layout.TRAIN_RECORD)
     for precision in PRECISIONS:
         per_approach(f"latency p50 {precision}, interpreter", fmt_ms,
-                     lambda a, p=precision: latency_ms(run, a, p, "interpreter"), "bench.json")
+                     lambda a, p=precision: latency_ms(run, a, p, "interpreter"), layout.BENCH_RECORD)
         per_approach(f"latency p50 {precision}, file-to-labels", fmt_ms,
-                     lambda a, p=precision: latency_ms(run, a, p, "file_to_labels"), "bench.json")
+                     lambda a, p=precision: latency_ms(run, a, p, "file_to_labels"), layout.BENCH_RECORD)
     for precision in PRECISIONS:
         per_approach(f"peak RSS {precision}", fmt_mb,
-                     lambda a, p=precision: _number(_get(bench_record(run, a, p), "peak_rss_mb")), "bench.json")
+                     lambda a, p=precision: _number(_get(bench_record(run, a, p), "peak_rss_mb")), layout.BENCH_RECORD)
     for precision in PRECISIONS:
         for head in heads:
             per_approach(f"{head} accuracy, tflite {precision} (test)", fmt_percent,
                          lambda a, p=precision, h=head: _number(_get(tflite_check(run, a, p), "heads", h, "accuracy")),
-                         "convert.json")
+                         layout.CONVERT_RECORD)
         per_approach(f"joint accuracy, tflite {precision} (test)", fmt_percent,
-                     lambda a, p=precision: _number(_get(tflite_check(run, a, p), "joint_accuracy")), "convert.json")
+                     lambda a, p=precision: _number(_get(tflite_check(run, a, p), "joint_accuracy")), layout.CONVERT_RECORD)
     return Table(f"{run.backbone}", APPROACHES, tuple(rows))
 
 

@@ -1,6 +1,6 @@
 """Profile ``edge.runtime.preprocess.load_image`` on photo-like JPEGs: where a file's decode time goes.
 
-``python -m report.decode_profile [--repeats N]`` prints, per source and target (224, 96 px), the
+``python -m report.benchmarks.decode_profile [--repeats N]`` prints, per source and target (224, 96 px), the
 JPEG's size in kB and the p50 of: the whole ``load_image``; the JPEG decode alone at full scale and
 at the draft (DCT-scaled) size ``load_image`` uses; and the resize plus array conversion after it.
 The repetitions of every case are interleaved, so load on a shared machine falls on all of them

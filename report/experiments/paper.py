@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from artifacts.layout import RunLayout
 from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from edge.log import configure_logging
@@ -74,7 +75,7 @@ def run_paper(data: Path, out: Path, weights: str = "none", backbones: Sequence[
               bench_runs: int = 20, bench_images: int = 50, protocol: str = "frozen",
               transfer_backbone: str | None = TRANSFER_BACKBONE) -> Path:
     """Run the pipeline per backbone into ``out/<backbone>`` and write ``out/report.md`` and ``out/summary.md``."""
-    from report.build import write_report
+    from report.render.build import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     frozen = freeze_for(protocol, weights)
@@ -100,7 +101,7 @@ def run_paper(data: Path, out: Path, weights: str = "none", backbones: Sequence[
         )
         run_pipeline(settings)
         # Stage times as the backbone's pipeline.json keeps them (a reused stage keeps its last real time).
-        steps = json.loads((out / backbone / "pipeline.json").read_text()).get("steps", [])
+        steps = json.loads(RunLayout(out / backbone).pipeline_record.read_text()).get("steps", [])
         record["backbones"][backbone] = {  # type: ignore[index]
             "wall_s": round(time.perf_counter() - start, 1), "weights": chosen,
             "accuracy_source": accuracy_source(chosen, freeze),
@@ -118,7 +119,7 @@ def summary_markdown(runs: Sequence[Path], sources: dict[str, dict[str, str]]) -
 
     Every number comes from the run's train.json, convert.json and bench.json.
     """
-    from report.render import (
+    from report.render.markdown import (
         NOT_MEASURED,
         fmt_mb_bytes,
         fmt_ms,
@@ -127,7 +128,7 @@ def summary_markdown(runs: Sequence[Path], sources: dict[str, dict[str, str]]) -
         load_run,
         tflite_bytes,
     )
-    from report.render import train_figure as tf_
+    from report.render.markdown import train_figure as tf_
 
     lines = [
         "| backbone | accuracy source | multihead size float32 | multihead params | multihead MACC | "

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from artifacts.layout import RunLayout
 from edge.io import atomic_write_text
-from report.render import ReportError, find_runs, load_run, render_markdown
+from report.render.markdown import ReportError, find_runs, load_run, render_markdown
 
 
 def write_report(paths: Sequence[str | Path], out_dir: str | Path | None = None, plots: bool = True) -> Path:
@@ -24,7 +25,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path | None = None,
     runs = [load_run(p) for p in run_paths]
     made: dict[str, list[Path]] = {}
     if plots:
-        from report.plots import make_plots
+        from report.render.plots import make_plots
 
         names = [r.backbone for r in runs]
         for run in runs:
@@ -32,6 +33,6 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path | None = None,
             prefix = ""
             if len(runs) > 1:
                 prefix = (run.backbone if names.count(run.backbone) == 1 else run.path.name) + "_"
-            made[str(run.path)] = make_plots(run, out / "plots", prefix)
+            made[str(run.path)] = make_plots(run, RunLayout(out).plots_dir, prefix)
     text = render_markdown(runs, made, out)
-    return atomic_write_text(out / "report.md", text)
+    return atomic_write_text(RunLayout(out).report, text)

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from artifacts.layout import RunLayout
 from edge.contract.card import APPROACHES
 from edge.errors import PolyheadError, first_line
 from edge.io import atomic_write_json, atomic_write_text
@@ -133,7 +134,7 @@ def run_compare(out: Path, data: Path | None = None, backbone: str = DEFAULTS.ba
         run = out / name
         start = time.perf_counter()
         run_command(f"train {name}", train_command(data, run, name, backbone, image_size, epochs, seed, weights))
-        train = json.loads((run / "train.json").read_text())
+        train = json.loads(RunLayout(run).train_record.read_text())
         record["protocols"][name] = {
             "description": PROTOCOLS[name].description, "run": str(run), "weights": train.get("weights"),
             "mode": train.get("mode"), "wall_s": round(time.perf_counter() - start, 1),
