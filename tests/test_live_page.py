@@ -252,7 +252,7 @@ def test_slow_mjpeg_client_gets_the_newest_frame(hub):
             for i in range(n - 1):
                 hub.publish(record(i), big[0])
             hub.publish(record(n - 1), frames[1])
-            while not data.endswith(frames[1] + b"\r\n"):
+            while not data.endswith(frames[1] + b"\r\n--polyheadframe\r\nContent-Type: image/jpeg\r\n\r\n"):
                 chunk = sock.recv(1 << 20)
                 assert chunk
                 data += chunk

@@ -353,6 +353,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _mjpeg(self) -> None:
         hub, server = self.server.hub, self.server
         self._headers(f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        # Each part is followed at once by the next boundary and part header: chromium shows a part
+        # only once the next part has begun, and the next frame may be a while coming. So the parts
+        # carry no Content-Length; the boundary ends each one.
+        part_head = b"--%s\r\nContent-Type: image/jpeg\r\n\r\n" % BOUNDARY.encode()
+        self.wfile.write(part_head)
         seen = 0
         while not server.stopping:
             version, jpeg = hub.wait_jpeg(seen, KEEPALIVE_S)
@@ -360,8 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             if jpeg is None:
                 continue
-            self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                             % (BOUNDARY.encode(), len(jpeg), jpeg))
+            self.wfile.write(jpeg + b"\r\n" + part_head)
             self.wfile.flush()
             seen = version
 
