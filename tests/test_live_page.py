@@ -15,7 +15,7 @@ from PIL import Image
 
 from edge.errors import PolyheadError
 from edge.live.annotate import annotate_jpeg, annotation_lines
-from edge.live.hub import FrameHub, exposure_warning, is_loopback, start_server
+from edge.live.hub import FrameHub, is_loopback, start_server
 
 
 def record(seq: int, make: str = "toyota", pad: int = 0) -> dict:
@@ -276,22 +276,19 @@ def test_close_ends_streams_and_frees_the_port(hub):
         socket.create_connection((server.host, server.port), timeout=2)
 
 
-def test_exposure_warning_names_every_interface_and_the_token():
+def test_loopback_names():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("[::1]")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("pi.local")
-    assert exposure_warning("127.0.0.1", None) is None
-    text = exposure_warning("0.0.0.0", None)
-    assert "every interface" in text and "token" in text
-    assert "token" not in exposure_warning("192.168.1.5", "t")
 
 
-def test_start_server_errors_and_loopback_aliases(hub, caplog):
+def test_start_server_errors_and_loopback_aliases(hub):
     # 127.0.0.2 is loopback too: no warning; a name that cannot be bound is a one-line error.
     with pytest.raises(PolyheadError, match="cannot serve the live page on"):
         start_server(hub, host="host.invalid")
     with start_server(hub, host="127.0.0.2") as server:
         assert server.url.startswith("http://127.0.0.2:")
-    assert not [r for r in caplog.records if "listens on" in r.getMessage()]
+    with pytest.raises(PolyheadError, match="max_clients must be at least 1"):
+        start_server(hub, max_clients=0)
 
 
 def test_annotate_draws_each_heads_label():

@@ -133,15 +133,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def exposure_warning(host: str, token: str | None) -> str | None:
-    """The warning for serving on ``host``, or None on loopback (for the CLI to print)."""
-    if is_loopback(host):
-        return None
-    where = "every interface" if host in ("", "0.0.0.0", "::") else host
-    return (f"warning: the live page listens on {where}: anyone who can reach this machine can watch the camera"
-            + ("" if token else "; give a token to require it on every request"))
-
-
 PAGE_SCRIPT = r"""
 "use strict";
 const q = new URLSearchParams(location.search);
@@ -444,8 +435,8 @@ def start_server(hub: FrameHub, host: str = "127.0.0.1", port: int = 0, token: s
                  max_clients: int = 4) -> LiveServer:
     """Serve ``hub``'s live page on ``host``:``port`` (0: any free port) in a background thread.
 
-    127.0.0.1 unless the caller chooses otherwise; another address is logged as a warning (the CLI
-    prints ``exposure_warning``). ``token``: required on every request (403 otherwise).
+    127.0.0.1 unless the caller chooses otherwise (``polyhead-edge live --host`` warns when it is not
+    loopback). ``token``: required on every request (403 otherwise).
     ``max_clients``: concurrent viewers (each one event stream and one MJPEG stream; 503 beyond).
     """
     from edge.errors import PolyheadError
@@ -458,9 +449,6 @@ def start_server(hub: FrameHub, host: str = "127.0.0.1", port: int = 0, token: s
         server = LiveHTTPServer((host, port), hub, token, max_clients)
     except OSError as e:
         raise PolyheadError(f"cannot serve the live page on {host}:{port}: {e.strerror or e}") from None
-    warning = exposure_warning(host, token)
-    if warning:
-        log.warning(warning.removeprefix("warning: "))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="polyhead-live-page", daemon=True)
     thread.start()
