@@ -50,6 +50,7 @@ CLIS = [
     ("report.paper", [], "report.paper.run_paper"),
     ("report.compare", [], "report.compare.run_compare"),
     ("report.bench_suite", [], "report.bench_suite.run_suite"),
+    ("report.live_bench", ["{tmp}", "{tmp}"], "report.live_bench.run_live_bench"),
 ]
 
 
