@@ -6,9 +6,14 @@ another, see that one. Skipped without chromium unless POLYHEAD_REQUIRE_BROWSER=
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import json
 import os
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from browser import REQUIRE_ENV, Browser, chromium_path  # noqa: E402
+from edge_fixtures import edge_fx_fixture  # noqa: E402, F401
 
 from edge.live.annotate import annotate_jpeg  # noqa: E402
 from edge.live.hub import FrameHub, start_server  # noqa: E402
@@ -75,3 +81,84 @@ def test_page_without_the_token_shows_nothing():
         with Browser(server.url.split("?")[0]) as browser:
             text = browser.wait_for("document.body.innerText.trim()", "forbidden: a valid token is required")
             assert text == "forbidden: a valid token is required"
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _labels(edge_fx: Path, images: list[Path]) -> list[dict]:
+    """``predict``'s top-1 label per head for each image (the live page must show the same)."""
+    out = subprocess.run([sys.executable, "-m", "edge", "predict", str(edge_fx / "models"), *map(str, images),
+                          "--variant", "multihead.float32", "--format", "jsonl"],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return [{h: r["label"] for h, r in json.loads(line)["heads"].items()} for line in out.stdout.splitlines()]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("edge.live.command") is None,
+                    reason="polyhead-edge live (edge/live/command.py) is not in this tree")
+def test_live_command_serves_a_page_that_follows_stdin(edge_fx, tmp_path):
+    """End to end: JPEGs on the stdin of ``polyhead-edge live - --serve 0``; the page in chromium
+    shows one image's label, then another's when the stream switches to it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(12):
+        path = tmp_path / f"c{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) // (1 + i % 4)).save(path, quality=90)
+        paths.append(path)
+    labels = _labels(edge_fx, paths)
+    pair = next(((a, b, h) for a in range(len(paths)) for b in range(len(paths)) for h in labels[a]
+                 if labels[a][h] != labels[b][h]), None)
+    assert pair is not None, f"every image has the same labels: {labels[0]}"
+    first, second, head = pair
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "live", str(edge_fx / "models"), "-",
+                             "--variant", "multihead.float32", "--format", "jsonl", "--serve", "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    showing = [paths[first].read_bytes()]
+    stop = threading.Event()
+
+    def feed() -> None:  # a 10 fps camera that shows whatever ``showing`` holds
+        try:
+            while not stop.wait(0.1):
+                proc.stdin.write(showing[0])
+                proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    errors: list[str] = []
+
+    def drain_stderr() -> None:
+        for raw in proc.stderr:
+            errors.append(raw.decode(errors="replace"))
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the JSON lines flowing
+    threading.Thread(target=drain_stderr, daemon=True).start()
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            url = next((line.split(": ", 1)[1].strip() for line in list(errors)
+                        if line.startswith("live page: ")), None)
+            time.sleep(0.05)
+        assert url and url.startswith("http://127.0.0.1:"), "".join(errors)[-1000:]
+        with Browser(url) as browser:
+            want = labels[first][head]
+            assert browser.wait_for(LABEL.format(head=head), want, 60) == want
+            assert browser.wait_for(IMAGE_WIDTH, 64, 30) == 64  # the annotated frame, full size
+            showing[0] = paths[second].read_bytes()
+            want = labels[second][head]
+            assert browser.wait_for(LABEL.format(head=head), want, 60) == want
+    finally:
+        stop.set()
+        writer.join(timeout=5)
+        proc.stdin.close()
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+    assert rc == 0, "".join(errors)[-1000:]
