@@ -114,9 +114,15 @@ def test_page_frame_and_latest(hub):
 
 def test_page_loads_nothing_from_elsewhere(hub):
     with start_server(hub) as server:
-        _, body = get(server.url, "/")
-    text = body.decode()
+        parts = urlsplit(server.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        text, csp = resp.read().decode(), resp.getheader("Content-Security-Policy")
+        conn.close()
     assert "src=\"http" not in text and "href=\"http" not in text and "//cdn" not in text
+    # Only the page's own script runs (by its hash), and it talks only to this server.
+    assert "default-src 'none'" in csp and "script-src 'sha256-" in csp and "connect-src 'self'" in csp
 
 
 def test_event_stream_sends_the_newest_record_and_events(hub):

@@ -248,9 +248,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.close_connection = True
 
-    def _headers(self, content_type: str, length: int | None = None) -> None:
+    def _headers(self, content_type: str, length: int | None = None, csp: bool = False) -> None:
         self.send_response(200)
         self.send_header("Content-Type", content_type)
+        if csp:
+            self.send_header("Content-Security-Policy", CSP)
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")  # the token is in the URL
@@ -283,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         route = parts.path
         if route in ("/", "/index.html"):
-            self._headers("text/html; charset=utf-8", len(PAGE))
+            self._headers("text/html; charset=utf-8", len(PAGE), csp=True)
             self.wfile.write(PAGE)
         elif route == "/latest.json":
             record, _ = self.server.hub.latest()
