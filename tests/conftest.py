@@ -19,9 +19,13 @@ def pytest_report_header(config) -> list[str]:
     from env_checks import legacy_missing_reason
     from piroot import host_problem
 
+    from browser import chromium_path
+
     legacy = legacy_missing_reason()
     pi = host_problem()
+    chromium = chromium_path()
     return [
         "tflite-runtime 2.14 checks: " + (f"SKIPPED, {legacy}" if legacy else "on (.venv-legacy)"),
         "emulated Raspberry Pi checks (tests/pi): " + (f"SKIPPED, {pi}" if pi else "available"),
+        "live page in a browser: " + (f"on ({chromium})" if chromium else "SKIPPED, chromium is not installed"),
     ]
