@@ -252,12 +252,17 @@ def window_figures(live: LiveProcess, sent: Sequence[float], fps: float, start: 
     p95 = _pct(ages, 95)
     age_target = 1000 / fps + (dec or 0) + (inv or 0) + AGE_SLACK_MS
     seqs = [r["seq"] for _, r in live.results()]
+    # The command's own clock between consecutive results: compute-bound, this minus decode + invoke
+    # is what the rest of a cycle costs (hand-offs, smoothing, output) on this machine at this load.
+    stamps = [float(r["time"]) for _, r in rows if "time" in r]
+    interval = _median(list(np.diff(stamps) * 1000)) if len(stamps) > 2 else None
     return {
         "source_fps": fps, "window_s": round(window, 1), "results": len(rows),
         "sustained_fps": round(sustained, 2), "compute_limit_fps": round(compute_fps, 1) if compute_fps else None,
         "expected_fps": round(expected, 2), "fps_ratio": round(sustained / expected, 3) if expected else None,
         "fps_ok": bool(expected and sustained >= 0.9 * expected),
         "decode_ms_p50": dec, "invoke_ms_p50": inv, "compute_ms_p95": _pct(compute, 95) or 0.0,
+        "result_interval_ms_p50": interval,
         "age_ms_p50": _pct(ages, 50), "age_ms_p95": p95, "age_ms_max": _pct(ages, 100),
         "cli_age_ms_p95": _pct([float(r["age_ms"]) for _, r in rows if "age_ms" in r], 95),
         "age_target_ms": round(age_target, 1), "age_ok": p95 is not None and p95 <= age_target,
