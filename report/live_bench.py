@@ -84,7 +84,7 @@ class PacedWriter(threading.Thread):
         super().__init__(name="live-bench-writer", daemon=True)
         self.stream, self.frames, self.fps, self.duration_s = stream, frames, fps, duration_s
         self.sent: list[float] = []
-        self.max_late_ms = 0.0
+        self.late_ms: list[float] = []  # per frame: how far behind its schedule it went out
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -99,7 +99,7 @@ class PacedWriter(threading.Thread):
                 if wait > 0:
                     self.stop.wait(wait)
                 now = time.monotonic()
-                self.max_late_ms = max(self.max_late_ms, (now - due) * 1000)
+                self.late_ms.append((now - due) * 1000)
                 self.sent.append(now)
                 self.stream.write(self.frames[i % len(self.frames)])
                 self.stream.flush()
@@ -271,6 +271,7 @@ def window_figures(live: LiveProcess, sent: Sequence[float], fps: float, start: 
         "age_trend_ok": slope is not None and slope * window <= TREND_LIMIT_MS,
         "seq_strictly_increasing": _strictly_increasing(seqs),
         "dropped": rows[-1][1].get("dropped") if rows else None,
+        "dropped_in_window": rows[-1][1]["dropped"] - rows[0][1]["dropped"] if rows and "dropped" in rows[0][1] else None,
     }
 
 
@@ -294,8 +295,10 @@ def measure_rate(deployment: Path, variant: str | None, frames: Sequence[bytes],
             live.proc.kill()
             live.proc.wait()
     figures = window_figures(live, writer.sent, fps, start, end)
+    # A full pipe holds the writer back: in the window that means the command stopped draining.
+    late = [ms for t, ms in zip(writer.sent, writer.late_ms, strict=False) if start <= t < end]
     figures.update(_end_accounting(live, len(writer.sent)), exit_status=rc,
-                   writer_max_late_ms=round(writer.max_late_ms, 1))
+                   writer_max_late_ms_in_window=round(max(late), 1) if late else None)
     return figures
 
 
