@@ -581,7 +581,9 @@ def live_table(live: dict[str, Any]) -> str:
         lines.append(f"  slow model ({s['source_fps']:.0f} fps source, compute limit {s['compute_limit_fps']}): seq "
                      f"strictly increasing {s['seq_strictly_increasing']}, {s.get('dropped')} dropped, every frame "
                      f"accounted {s.get('every_frame_accounted')}, age p95 {s['age_ms_p95']} ms "
-                     f"[{_yes(s['age_bounded'])} <= {s['age_bound_ms']}, no trend]")
+                     f"[{_yes(s['age_ms_p95'] is not None and s['age_ms_p95'] <= s['age_bound_ms'])} <= "
+                     f"{s['age_bound_ms']}], trend {s.get('age_trend_ms_over_window')} ms over the window "
+                     f"[{_yes(s.get('age_trend_ok'))}]")
     m = live.get("memory")
     if m:
         lines.append(f"  memory ({m['soak_s']} s at {m['source_fps']} fps): RSS {m['rss_mb_first']} -> "
