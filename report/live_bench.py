@@ -421,15 +421,13 @@ def measure_reconnect(deployment: Path, variant: str | None, frames: Sequence[by
     camera = _Camera(frames)
     camera.up()
     live = LiveProcess(deployment, camera.url, variant, threads)
-    resumes, lost_after = [], []
+    resumes, downs = [], []
     try:
         live.check_started()
         time.sleep(warmup_s)
         for _ in range(cycles):
-            down = camera.down()
+            downs.append(camera.down())
             time.sleep(outage_s)
-            lost = [t for t, _ in live.events("lost") if t > down]
-            lost_after.append(round(lost[0] - down, 3) if lost else None)
             back = camera.up()
             deadline = back + 30
             resumed = None
@@ -447,6 +445,8 @@ def measure_reconnect(deployment: Path, variant: str | None, frames: Sequence[by
         camera.close()
     seqs = [r["seq"] for _, r in live.results()]
     done = [r for r in resumes if r is not None]
+    lost_times = [t for t, _ in live.events("lost")]
+    lost_after = [next((round(t - down, 3) for t in lost_times if t > down), None) for down in downs]
     return {
         "cycles": cycles, "outage_s": outage_s, "resume_s": resumes, "resume_s_max": max(done) if done else None,
         "resume_ok": len(done) == cycles and max(done) <= RESUME_LIMIT_S,
