@@ -315,3 +315,19 @@ def test_annotate_falls_back_to_raw_and_takes_any_mode():
     assert annotation_lines(rec)[0] == "make: audi 0.50"
     data = annotate_jpeg(Image.new("L", (16, 16)), rec)  # tiny and grey: still a JPEG, text clipped
     assert Image.open(io.BytesIO(data)).mode == "RGB"
+
+
+def test_streams_end_when_the_producer_closes_the_hub(hub):
+    hub.publish(record(0), jpeg())
+    with start_server(hub) as server:
+        events, _ = open_stream(server.url, "/events")
+        video, _ = open_stream(server.url, "/stream.mjpg")
+        hub.publish({"event": "end", "t": 1.0})
+        hub.close()
+        for sock in (events, video):
+            data = b""
+            while chunk := sock.recv(65536):  # ends: no spinning on a hub that wakes at once
+                data += chunk
+            sock.close()
+            if sock is events:
+                assert b'"event":"end"' in data

@@ -76,6 +76,11 @@ class FrameHub:
             self._cond.notify_all()
 
     @property
+    def closed(self) -> bool:
+        """Whether the producer has ended (``close``): streams send what is left and end."""
+        return self._closed
+
+    @property
     def version(self) -> int:
         """The number of publishes so far."""
         with self._cond:
@@ -331,6 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
             version, messages = hub.wait_messages(seen, KEEPALIVE_S)
             if server.stopping:
                 break
+            if not messages and hub.closed:
+                break  # a closed hub wakes at once: end the stream instead of spinning
             if not messages:
                 if version == seen:
                     self.wfile.write(b": keep-alive\n\n")  # notices a closed client
@@ -342,6 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"".join(b"id: %d\ndata: %s\n\n" % (version, m) for m in messages))
             self.wfile.flush()
             seen = version
+            if hub.closed and hub.version == seen:
+                break  # the producer ended and everything it published has gone out
 
     def _mjpeg(self) -> None:
         hub, server = self.server.hub, self.server
@@ -357,6 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
             if server.stopping:
                 break
             if jpeg is None:
+                if hub.closed:
+                    break  # a closed hub wakes at once: end the stream instead of spinning
                 continue
             self.wfile.write(jpeg + b"\r\n" + part_head)
             self.wfile.flush()
