@@ -68,6 +68,8 @@ def test_page_labels_follow_the_stream():
             assert browser.wait_for("document.getElementById('state').textContent", "lost") == "lost"
             hub.publish({"event": "restored", "t": 2.0})
             assert browser.wait_for("document.getElementById('state').textContent", "restored") == "restored"
+            hub.publish(result(4, "toyota", "van"))
+            assert browser.wait_for("document.getElementById('state').textContent", "live") == "live"
             shot = browser.call("Page.captureScreenshot", format="png")["data"]
     import base64
 

@@ -164,6 +164,7 @@ function row(head) {
   return r;
 }
 function showFrame(rec) {
+  $("state").textContent = "live";  // a result means the source is delivering, whatever came before
   $("seq").textContent = rec.seq ?? "-";
   $("fps").textContent = fmt(rec.fps, 1);
   $("age").textContent = fmt(rec.age_ms, 0);
