@@ -21,6 +21,8 @@ PRECISIONS  ?= float32,int8
 THREADS     ?= 1
 RUNS        ?= 50
 ROUNDS      ?= 8
+LIVE_S      ?= 30
+LIVE_SOAK_S ?= 60
 PYTEST_ARGS ?=
 REF         ?= HEAD
 
@@ -92,8 +94,9 @@ train: $(STAMP) ## train APPROACHES on DATA into RUN (PROTOCOL: frozen, fine-tun
 convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 	$(BIN)/python -m convert $(RUN) --precision $(PRECISIONS)
 
-bench: $(STAMP) ## the performance suite on RUN's models (ROUNDS rounds of RUNS runs): bench/results.json, ratios [95 % CI]
-	$(BIN)/python -m report.benchmarks.suite --out bench/results.json --run $(RUN) --runs $(RUNS) --rounds $(ROUNDS) --threads $(THREADS)
+bench: $(STAMP) ## the performance suite on RUN's models (ROUNDS rounds of RUNS runs): bench/results.json, ratios [95 % CI]; live figures (LIVE_S s per rate, LIVE_SOAK_S s soak; LIVE_S=0 skips)
+	$(BIN)/python -m report.benchmarks.suite --out bench/results.json --run $(RUN) --runs $(RUNS) --rounds $(ROUNDS) --threads $(THREADS) \
+	  --live-seconds $(LIVE_S) --live-soak $(LIVE_SOAK_S)
 
 report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)

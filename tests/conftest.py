@@ -16,12 +16,15 @@ def pytest_report_header(config) -> list[str]:
 
     here = Path(__file__).resolve().parent
     sys.path[:0] = [str(here), str(here / "pi")]
+    from browser import chromium_path
     from env_checks import legacy_missing_reason
     from piroot import host_problem
 
     legacy = legacy_missing_reason()
     pi = host_problem()
+    chromium = chromium_path()
     return [
         "tflite-runtime 2.14 checks: " + (f"SKIPPED, {legacy}" if legacy else "on (.venv-legacy)"),
         "emulated Raspberry Pi checks (tests/pi): " + (f"SKIPPED, {pi}" if pi else "available"),
+        "live page in a browser: " + (f"on ({chromium})" if chromium else "SKIPPED, chromium is not installed"),
     ]

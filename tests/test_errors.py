@@ -50,6 +50,7 @@ CLIS = [
     ("report.experiments.paper", [], "report.experiments.paper.run_paper"),
     ("report.experiments.compare", [], "report.experiments.compare.run_compare"),
     ("report.benchmarks.suite", [], "report.benchmarks.suite.run_suite"),
+    ("report.benchmarks.live", ["{tmp}", "{tmp}"], "report.benchmarks.live.run_live_bench"),
 ]
 
 

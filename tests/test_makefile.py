@@ -22,7 +22,7 @@ USES = {
     "train": ("DATA", "BACKBONE", "APPROACHES", "RUN", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "WEIGHTS", "PROTOCOL",
               "SEED"),
     "convert": ("RUN", "PRECISIONS"),
-    "bench": ("RUN", "THREADS", "RUNS", "ROUNDS"),
+    "bench": ("RUN", "THREADS", "RUNS", "ROUNDS", "LIVE_S", "LIVE_SOAK_S"),
     "report": ("RUN",),
     "paper": ("DATA", "PAPER_WEIGHTS", "EPOCHS", "NUM_IMAGES", "THREADS", "SEED"),
     "compare": ("SEED",),

@@ -236,8 +236,9 @@ def record_edge_bench(results: dict[str, Any], bench: Mapping[str, Any], model_r
 
 def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: int = 100,
               fma_units: int | None = None, feature_cache: bool = True, rounds: int = DEFAULT_ROUNDS,
-              min_time_s: float = DEFAULT_MIN_TIME_S) -> dict[str, Any]:
-    """Measure everything, write ``out`` (JSON) and return the results."""
+              min_time_s: float = DEFAULT_MIN_TIME_S, live_s: float = 30, live_soak_s: float = 60) -> dict[str, Any]:
+    """Measure everything, write ``out`` (JSON) and return the results. ``live_s``: seconds per source
+    rate of the live figures (0: none); ``live_soak_s``: their memory soak (report.benchmarks.live)."""
     from report.pipeline import edge_cli, prepare_bench_images
     from report.predictions import run_allows_outside_paths
 
@@ -290,6 +291,18 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
     ratio("edge peak RSS / tensorflow peak RSS", rss)
     if feature_cache:
         ratio("feature-cached / frozen-fit training time", lambda: feature_cache_ratio(results, config))
+    if live_s > 0:
+        def live() -> dict[str, Any]:
+            from report.benchmarks.live import run_live_bench
+
+            bench_images = prepare_bench_images(data, work / "images", images,
+                                                run_allows_outside_paths(model_run, data))
+            return run_live_bench(model_run / "edge", bench_images, seconds=live_s, soak_s=live_soak_s,
+                                  threads=threads, work=work / "live")
+
+        figures = _measure(results, "live", live)
+        if figures is not None:
+            results["live"] = figures
     results["total_wall_s"] = round(time.perf_counter() - start, 1)
     atomic_write_json(out, results)
     return results
@@ -368,15 +381,24 @@ def ratio_table(results: Mapping[str, Any]) -> str:
 @click.option("--images", type=int, default=100, show_default=True, help="Test images for the edge bench.")
 @click.option("--fma-units", type=int, default=None, help="FMA units per core (default: assumed from flags).")
 @click.option("--no-feature-cache", is_flag=True, help="Skip the training-time measurement.")
+@click.option("--live-seconds", "live_s", type=float, default=30, show_default=True,
+              help="Live figures: measured seconds per source rate (0: skip them).")
+@click.option("--live-soak", "live_soak_s", type=float, default=60, show_default=True,
+              help="Live figures: memory soak seconds (the target is stated for 600).")
 def main(out: Path, run: Path, threads: int, runs: int, rounds: int, min_time_s: float, images: int,
-         fma_units: int | None, no_feature_cache: bool) -> None:
+         fma_units: int | None, no_feature_cache: bool, live_s: float, live_soak_s: float) -> None:
     """Measure the suite's ratios in one run; write OUT and print the table."""
     configure_logging()
     try:
-        results = run_suite(out, run, threads, runs, images, fma_units, not no_feature_cache, rounds, min_time_s)
+        results = run_suite(out, run, threads, runs, images, fma_units, not no_feature_cache, rounds, min_time_s,
+                            live_s, live_soak_s)
     except PolyheadError as e:
         raise click.ClickException(str(e)) from None
     click.echo(ratio_table(results))
+    if results.get("live"):
+        from report.benchmarks.live import live_table
+
+        click.echo("\n" + live_table(results["live"]))
     click.echo(f"\n{out}")
     if "ratios" not in results or not results["ratios"]:
         raise click.ClickException("no ratio could be measured (see errors above)")
