@@ -1,0 +1,10 @@
+"""Live input for the edge: camera, video and network streams, the latest-frame policy, smoothed
+per-head results and change events (``polyhead-edge live``).
+
+- ``frames``: the bounded JPEG splitter;
+- ``sources``: stdin, HTTP MJPEG, and ffmpeg for everything else;
+- ``reader``: the reader thread, the latest-frame slot, lost/restored and restarts;
+- ``smooth``: the time-based average and change events with hysteresis;
+- ``session``: a live run's records (``LiveRun``);
+- ``output``: JSON lines and the terminal status line.
+"""
