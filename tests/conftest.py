@@ -21,7 +21,10 @@ def pytest_report_header(config) -> list[str]:
 
     legacy = legacy_missing_reason()
     pi = host_problem()
+    import shutil
+
     return [
         "tflite-runtime 2.14 checks: " + (f"SKIPPED, {legacy}" if legacy else "on (.venv-legacy)"),
+        "live checks through ffmpeg: " + ("on" if shutil.which("ffmpeg") else "SKIPPED, no ffmpeg (apt-get install -y ffmpeg)"),
         "emulated Raspberry Pi checks (tests/pi): " + (f"SKIPPED, {pi}" if pi else "available"),
     ]

@@ -56,11 +56,18 @@ def mjpeg_video(frames_dir: Path, out: Path, fps: int = 10) -> Path:
     return out
 
 
+REQUIRE_FFMPEG_ENV = "POLYHEAD_REQUIRE_FFMPEG"
+
+
 def need_ffmpeg() -> None:
+    """Skip, saying why, without ffmpeg; fail instead under POLYHEAD_REQUIRE_FFMPEG=1 (``make test``)."""
     import pytest
 
     if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg is not installed (apt-get install -y ffmpeg): the live tests need it")
+        why = "ffmpeg is not installed (apt-get install -y ffmpeg)"
+        if os.environ.get(REQUIRE_FFMPEG_ENV) == "1":
+            pytest.fail(f"{REQUIRE_FFMPEG_ENV}=1 but {why}")
+        pytest.skip(why)
 
 
 class MjpegServer:
