@@ -152,6 +152,10 @@ def _run(run, fmt: str, page: tuple[Any, Any] | None, annotate_dir: str | None) 
             try:
                 printer(record)
             except BrokenPipeError:  # the reader of our stdout went away: nothing left to do
+                import os
+                import sys
+
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
                 run.request_stop("stdout closed")
             if record.get("event") == "end" and record.get("error"):
                 error = record["error"]

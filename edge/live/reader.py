@@ -62,13 +62,17 @@ class LatestSlot:
         self._items: collections.deque[Frame | SourceEvent] = collections.deque()
         self._cond = threading.Condition()
 
-    def put_frame(self, frame: Frame, stop: threading.Event) -> None:
-        """Offer a frame. Live: it replaces a frame the model has not taken yet (a drop). Lossless
-        (a video file without --realtime): wait until the model took the previous one."""
+    def wait_taken(self, stop: threading.Event) -> None:
+        """Lossless (a video file without --realtime): wait until the model took the last frame."""
         with self._cond:
-            if self.lossless:
-                while not stop.is_set() and any(isinstance(i, Frame) for i in self._items):
-                    self._cond.wait(0.1)
+            while self.lossless and not stop.is_set() and any(isinstance(i, Frame) for i in self._items):
+                self._cond.wait(0.1)
+
+    def put_frame(self, frame: Frame, stop: threading.Event) -> None:
+        """Offer a frame: it replaces a frame the model has not taken yet (a drop). Lossless, the
+        caller waits with ``wait_taken`` first, so nothing is replaced."""
+        self.wait_taken(stop)
+        with self._cond:
             if self._items and isinstance(self._items[-1], Frame):
                 self._items[-1] = frame
                 self.dropped += 1
@@ -222,5 +226,8 @@ class Reader:
             self._lost_at = None
         fps = self.source.fps
         media_s = self.frames / fps if (fps and not self.source.live) else None
+        if self.slot.lossless:  # a file: its frame "arrives" when the model is ready for it
+            self.slot.wait_taken(self.stop)
+            mono = time.monotonic()
         self.slot.put_frame(Frame(self.frames, jpeg, time.time(), mono, media_s), self.stop)
         self.frames += 1

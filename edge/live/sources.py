@@ -110,7 +110,9 @@ class HttpMjpegSource(Source):
     def __init__(self, url: str):
         self.url = url
         parts = urlsplit(url)
-        self.name = printable(parts._replace(netloc=parts.hostname or "").geturl() if parts.password else url)
+        # The name goes into logs and records: never the password.
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        self.name = printable(parts._replace(netloc=host).geturl() if parts.username is not None else url)
         self._parts = parts
         self._sock: socket.socket | None = None
         self._pending = b""
