@@ -281,7 +281,9 @@ def test_http_camera_goes_away_and_comes_back(model):
             live.proc.kill()
     end = _check_records(live)
     assert end["reason"] == "SIGTERM" and lost["time"] < first["time"]
-    assert resumed_s < 2.0, resumed_s  # the reconnect target, on 127.0.0.1
+    # Not a speed test (that is a benchmark: docs/edge.md has the figure, about 0.3 s with --retry-max
+    # 0.3): a bound that only a reader that gave up, or waited on a fixed watchdog, would miss.
+    assert resumed_s < 10, resumed_s
 
 
 def _predict_records(folder: Path, model: Path) -> dict[str, dict]:
