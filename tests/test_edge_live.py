@@ -433,3 +433,14 @@ def test_import_edge_does_no_work():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0 and proc.stdout.strip() == "edge.api", proc.stderr
+
+
+def test_cli_defaults_are_the_library_defaults():
+    from edge.cli import main
+    from edge.live.session import LiveOptions
+
+    params = {p.name: p.default for p in main.commands["live"].params}
+    o = LiveOptions()
+    assert (params["min_score"], params["margin"], params["smooth_s"], params["stall_s"], params["retry_max_s"],
+            params["top_k"]) == (o.min_score, o.margin, o.smooth_s, o.stall_s, o.retry_max_s, o.top_k)
+    assert int(params["max_frame_mb"] * (1 << 20)) == o.max_frame_bytes and params["max_frame_pixels"] == o.max_frame_pixels

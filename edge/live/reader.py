@@ -137,6 +137,8 @@ class Reader:
     def _run(self) -> None:
         try:
             self._loop()
+        except FatalSourceError as e:  # e.g. stdin became unreadable
+            self.slot.put_event(SourceEvent("end", time.time(), "source failed", str(e)))
         except Exception as e:  # a bug must not leave the model waiting forever: end, with the reason
             log.exception("live reader failed")
             self.slot.put_event(SourceEvent("end", time.time(), "reader failed", f"{type(e).__name__}: {e}"))

@@ -341,6 +341,7 @@ def open_source(spec: str, realtime: bool = False) -> Source:
     if scheme in ("http", "https"):
         return HttpMjpegSource(spec)
     if scheme or spec.startswith("/dev/"):
+        ffmpeg_path()  # no ffmpeg: say so now, before anything starts
         return FfmpegSource(spec, realtime)
     path = Path(spec)
     if not path.exists():
@@ -348,4 +349,5 @@ def open_source(spec: str, realtime: bool = False) -> Source:
                                "or a URL)")
     if path.is_dir():
         raise FatalSourceError(f"{printable(spec)}: is a folder; use 'polyhead-edge predict' for images")
+    ffmpeg_path()
     return FfmpegSource(spec, realtime)
