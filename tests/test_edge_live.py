@@ -444,3 +444,35 @@ def test_cli_defaults_are_the_library_defaults():
     assert (params["min_score"], params["margin"], params["smooth_s"], params["stall_s"], params["retry_max_s"],
             params["top_k"]) == (o.min_score, o.margin, o.smooth_s, o.stall_s, o.retry_max_s, o.top_k)
     assert int(params["max_frame_mb"] * (1 << 20)) == o.max_frame_bytes and params["max_frame_pixels"] == o.max_frame_pixels
+
+
+def test_table_output_status_line_on_a_terminal_and_lines_in_a_pipe():
+    import io
+
+    from edge.live.output import Printer
+
+    record = {"seq": 7, "time": 1.0, "source_time": 0.9, "age_ms": 12.5, "decode_ms": 1.0, "invoke_ms": 2.0,
+              "fps": 29.7, "dropped": 3, "corrupt": 0,
+              "heads": {"make": {"raw": [["bmw", 0.6]], "smoothed": [["audi", 0.7]]},
+                        "type": {"raw": [["van", 0.9]], "smoothed": [["van", 0.8]]}}}
+    change = {"event": "change", "time": 1.0, "seq": 7, "head": "make", "label": "audi", "score": 0.95,
+              "previous": None}
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    pipe, tty = io.StringIO(), Tty()
+    for stream in (pipe, tty):
+        p = Printer("table", stream)
+        p(record)
+        p(record)
+        p(change)
+        p.close()
+    assert pipe.getvalue().splitlines()[0] == ("#7   29.7 fps  age   12.5 ms  dropped 3  corrupt 0  |  "
+                                               "make: audi 0.70 (now bmw 0.60)  |  type: van 0.80")
+    assert pipe.getvalue().splitlines()[2] == "[change] make: audi (0.95) (was nothing)"
+    assert tty.getvalue().count("\n") == 1 and tty.getvalue().count("\r\x1b[K") == 3
+    jl = io.StringIO()
+    Printer("jsonl", jl)(record)
+    assert json.loads(jl.getvalue()) == record
