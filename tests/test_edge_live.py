@@ -476,3 +476,27 @@ def test_table_output_status_line_on_a_terminal_and_lines_in_a_pipe():
     jl = io.StringIO()
     Printer("jsonl", jl)(record)
     assert json.loads(jl.getvalue()) == record
+
+
+def test_http_url_that_is_not_multipart_goes_through_ffmpeg(model, frames_dir, tmp_path):
+    need_ffmpeg()
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    mjpeg_video(frames_dir, tmp_path / "clip.avi")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    live = Live(model, f"http://127.0.0.1:{server.server_address[1]}/clip.avi")
+    try:
+        live.wait_for(lambda r: "seq" in r and "event" not in r)
+        live.proc.send_signal(signal.SIGTERM)
+        assert live.finish() == 0, live.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "reading it with ffmpeg" in live.stderr and _check_records(live)["reason"] == "SIGTERM"

@@ -152,13 +152,17 @@ class HttpMjpegSource(Source):
         header, _, body = head.partition(b"\r\n\r\n")
         status_line, *fields = header.decode("latin-1").split("\r\n")
         status = status_line.split(" ", 2)
+        headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+        if len(status) >= 2 and status[1] in ("301", "302", "303", "307", "308"):
+            sock.close()  # ffmpeg follows redirects
+            raise NotMjpeg(f"{self.name}: redirected ({printable(status_line[:100])})")
         if len(status) < 2 or status[1] != "200":
             sock.close()
             raise SourceError(f"{self.name}: HTTP answered {printable(status_line[:100])!r}")
-        ctype = next((f.split(":", 1)[1].strip().lower() for f in fields if f.lower().startswith("content-type:")), "")
-        if not ctype.startswith("multipart/"):
-            sock.close()
-            raise NotMjpeg(f"{self.name}: content type {printable(ctype[:80]) or 'none'}, not multipart MJPEG")
+        ctype = headers.get("content-type", "").lower()
+        if not ctype.startswith("multipart/") or "chunked" in headers.get("transfer-encoding", "").lower():
+            sock.close()  # chunk sizes would land inside the JPEGs: ffmpeg reads that
+            raise NotMjpeg(f"{self.name}: content type {printable(ctype[:80]) or 'none'}, not plain multipart MJPEG")
         self._sock = sock
         self._pending = body
 
