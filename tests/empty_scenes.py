@@ -12,7 +12,7 @@ threshold, the share of images whose top score passes it on any head (and on eac
 For a still scene the smoothed score converges to the raw one, so the raw per-image score is what
 ``--min-score`` meets. Host-only (scikit-image is a dev dependency):
 
-    python tests/empty_scenes.py runs/default/edge --data data/synthetic --out build/empty_scenes.json
+    python tests/empty_scenes.py measure runs/default/edge --data data/synthetic --out build/empty_scenes.json
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def pass_rates(scores: np.ndarray) -> dict[str, float]:
     return {f"{t:g}": round(float((scores >= t).mean()), 4) for t in THRESHOLDS}
 
 
-def measure(deployment: str, data: str, n_empty: int = 500, n_cars: int = 500, variant: str | None = None) -> dict:
+def measure(deployment: str, data: str, n_empty: int = 500, n_cars: int = 500, variant: str | None = None,
+            nothing: str | None = None) -> dict:
+    """Pass rates per set and threshold; with ``nothing`` (a background class), that class never passes."""
     import csv
 
     import edge
@@ -79,14 +81,16 @@ def measure(deployment: str, data: str, n_empty: int = 500, n_cars: int = 500, v
     size = clf._predictor.height
     sets: dict[str, list] = {"empty": [empty_scene(rng, size) for _ in range(n_empty)],
                              "photos": list(other_photos().values())}
-    rows = [r for r in csv.DictReader(open(Path(data) / "labels.csv")) if r["split"] == "test"][:n_cars]
+    rows = [r for r in csv.DictReader(open(Path(data) / "labels.csv"))
+            if r["split"] == "test" and r["make"] != nothing][:n_cars]
     sets["cars"] = [Path(data) / r["image"] for r in rows]
-    result: dict = {"variant": clf.variant, "thresholds": list(THRESHOLDS), "sets": {}}
+    result: dict = {"variant": clf.variant, "nothing_label": nothing, "thresholds": list(THRESHOLDS), "sets": {}}
     for name, images in sets.items():
         top = {h: [] for h in clf.heads}
         for image in images:
             for h, p in clf.probabilities(image).items():
-                top[h].append(float(p.max()))
+                best = int(p.argmax())
+                top[h].append(0.0 if clf.classes[h][best] == nothing else float(p[best]))
         per_head = {h: np.array(v) for h, v in top.items()}
         any_head = np.max(np.stack(list(per_head.values())), axis=0)
         result["sets"][name] = {"n": len(images), "any_head": pass_rates(any_head),
@@ -95,17 +99,51 @@ def measure(deployment: str, data: str, n_empty: int = 500, n_cars: int = 500, v
     return result
 
 
+def write_backgrounds(out: str | Path, num: int, size: int = 128, seed: int = 1, label: str = "none",
+                      heads: tuple[str, ...] = ("make", "type")) -> Path:
+    """A dataset folder of ``num`` empty synthetic scenes labelled ``label`` on every head, in the
+    datasets stage's form (splits 80/10/10): merged with the synthetic set (``python -m datasets
+    merge``), it trains the optional "nothing here" class."""
+    from PIL import Image
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = ["image,split," + ",".join(heads)]
+    for i in range(num):
+        name = f"images/empty{i:05d}.jpg"
+        Image.fromarray(empty_scene(rng, size)).save(out / name, "JPEG", quality=90)
+        split = "train" if i % 10 < 8 else "val" if i % 10 == 8 else "test"
+        rows.append(f"{name},{split}," + ",".join([label] * len(heads)))
+    (out / "labels.csv").write_text("\n".join(rows) + "\n")
+    return out
+
+
 if __name__ == "__main__":
     import click
 
-    @click.command()
+    @click.group()
+    def cli() -> None:
+        """Empty scenes: measure (``measure``) or draw a background class (``backgrounds``)."""
+
+    @cli.command("backgrounds")
+    @click.option("--out", required=True, type=click.Path(file_okay=False))
+    @click.option("--num", default=600, show_default=True)
+    @click.option("--size", default=128, show_default=True)
+    @click.option("--label", default="none", show_default=True)
+    def backgrounds(out: str, num: int, size: int, label: str) -> None:
+        """Write NUM empty scenes labelled LABEL on both heads into OUT."""
+        click.echo(write_backgrounds(out, num, size, label=label))
+
+    @cli.command("measure")
     @click.argument("deployment", type=click.Path(exists=True))
     @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="synthetic dataset")
     @click.option("--variant", default=None)
+    @click.option("--nothing-label", default=None, help="the model's background class, if it has one")
     @click.option("--out", default=None, type=click.Path(dir_okay=False))
-    def main(deployment: str, data: str, variant: str | None, out: str | None) -> None:
+    def main(deployment: str, data: str, variant: str | None, nothing_label: str | None, out: str | None) -> None:
         """Print (and write) the pass rates of cars, empty scenes and other photos per threshold."""
-        r = measure(deployment, data, variant=variant)
+        r = measure(deployment, data, variant=variant, nothing=nothing_label)
         text = json.dumps(r, indent=1)
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -115,4 +153,4 @@ if __name__ == "__main__":
         for name, s in r["sets"].items():
             click.echo(f"{name:8s} {s['n']:4d}  " + "  ".join(f"{v:5.3f}" for v in s["any_head"].values()))
 
-    main()
+    cli()

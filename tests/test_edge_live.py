@@ -132,6 +132,13 @@ def test_change_events_have_hysteresis():
     assert events == [[], [("a", None)], [], [], [("b", "a")], [], [], [(None, "b")]]
 
 
+def test_a_nothing_label_is_never_announced_and_clears():
+    t = ChangeTracker({"make": ("a", "b", "none")}, min_score=0.6, margin=0.1, nothing="none")
+    seq = [[0.1, 0.1, 0.8], [0.7, 0.1, 0.2], [0.55, 0.1, 0.35], [0.3, 0.05, 0.65], [0.2, 0.1, 0.7]]
+    events = [[(c.label, c.previous) for c in t.update({"make": np.array(p)})] for p in seq]
+    assert events == [[], [("a", None)], [], [(None, "a")], []]
+
+
 def test_latest_slot_keeps_the_newest_and_counts_drops():
     stop = threading.Event()
     slot = LatestSlot()
@@ -441,6 +448,7 @@ def test_cli_defaults_are_the_library_defaults():
 
     params = {p.name: p.default for p in main.commands["live"].params}
     o = LiveOptions()
+    assert params["nothing_label"] is None and o.nothing_label is None  # the default run has no such class
     assert (params["min_score"], params["margin"], params["smooth_s"], params["stall_s"], params["retry_max_s"],
             params["top_k"]) == (o.min_score, o.margin, o.smooth_s, o.stall_s, o.retry_max_s, o.top_k)
     assert int(params["max_frame_mb"] * (1 << 20)) == o.max_frame_bytes and params["max_frame_pixels"] == o.max_frame_pixels

@@ -35,6 +35,9 @@ def live_command(model_options) -> click.Command:
     @click.option("--margin", default=0.1, show_default=True, type=click.FloatRange(0, 1),
                   help="Hysteresis: a new label must beat the announced one by this much; the announced one "
                        "clears below min-score minus this.")
+    @click.option("--nothing-label", default=None,
+                  help="A class meaning 'no car here' (a model trained with a background class, docs/edge.md): "
+                       "never announced, it clears the announced label.")
     @click.option("--smooth", "smooth_s", default=0.5, show_default=True, type=click.FloatRange(0),
                   help="Time constant of the smoothing average, seconds (0: off).")
     @click.option("--stall", "stall_s", default=5.0, show_default=True, type=click.FloatRange(0),
@@ -59,7 +62,7 @@ def live_command(model_options) -> click.Command:
                   help="Page viewers at once.")
     @model_options
     def live(deployment: str, source: str, variant_name: str | None, fmt: str, top_k: int, threads: int,
-             min_score: float, margin: float, smooth_s: float, stall_s: float, retry_max_s: float,
+             min_score: float, margin: float, nothing_label: str | None, smooth_s: float, stall_s: float, retry_max_s: float,
              realtime: bool, max_frame_mb: float, max_frame_pixels: int, annotate_dir: str | None,
              serve_port: int | None, host: str, token: str | None, max_clients: int, max_input_pixels: int,
              max_arena_mb: float, trusted_key: str | None) -> None:
@@ -78,7 +81,7 @@ def live_command(model_options) -> click.Command:
 
         limit_malloc_arenas()
         options = LiveOptions(top_k=top_k, smooth_s=smooth_s,
-                              min_score=min_score, margin=margin,
+                              min_score=min_score, margin=margin, nothing_label=nothing_label,
                               stall_s=stall_s, retry_max_s=retry_max_s, realtime=realtime,
                               max_frame_bytes=int(max_frame_mb * (1 << 20)), max_frame_pixels=max_frame_pixels)
         try:

@@ -46,6 +46,9 @@ class LiveOptions:
     """No bytes for this long: the source is lost (0: never; for cameras that send only on motion)."""
     retry_max_s: float = 1.0
     """Longest wait between reconnect attempts (the wait doubles from 0.1 s up to this)."""
+    nothing_label: str | None = None
+    """A class meaning "no car here" (a model trained with a background class): never announced,
+    and it clears the announced label. None: every class is a label (the default)."""
     realtime: bool = False
     """A video file at its own frame rate, dropping frames like a camera (default: every frame)."""
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
@@ -70,7 +73,7 @@ class LiveRun:
         self.reader = Reader(self.source, self.slot, self.splitter, options.stall_s, options.retry_max_s)
         self.classes = {h: predictor.schema.head(h).classes for h in predictor.heads}
         self.smoother = Smoother(options.smooth_s)
-        self.tracker = ChangeTracker(self.classes, options.min_score, options.margin)
+        self.tracker = ChangeTracker(self.classes, options.min_score, options.margin, options.nothing_label)
         self.results = 0
         self.decode_failures = 0
         self.last_jpeg: bytes | None = None

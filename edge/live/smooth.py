@@ -61,13 +61,17 @@ class Change:
 class ChangeTracker:
     """Turns smoothed probabilities into change events with hysteresis (see the module docstring)."""
 
-    def __init__(self, classes: dict[str, tuple[str, ...]], min_score: float = 0.5, margin: float = 0.1):
+    def __init__(self, classes: dict[str, tuple[str, ...]], min_score: float = 0.5, margin: float = 0.1,
+                 nothing: str | None = None):
         if not 0 <= min_score <= 1 or not 0 <= margin <= 1:
             raise ValueError(f"min_score and margin must lie in [0, 1]. Received: min_score={min_score}, "
                              f"margin={margin}")
         self.classes = classes
         self.min_score = min_score
         self.margin = margin
+        self.nothing = nothing
+        """A class that means "no car here" (a model trained with a background class): never
+        announced; when it is the top label and passes min_score, the announced label clears."""
         self.current: dict[str, str | None] = {h: None for h in classes}
 
     def update(self, smoothed: dict[str, np.ndarray]) -> list[Change]:
@@ -78,6 +82,11 @@ class ChangeTracker:
             label, score = names[top], float(probs[top])
             cur = self.current[head]
             cur_score = float(probs[names.index(cur)]) if cur is not None else 0.0
+            if label == self.nothing:
+                if cur is not None and (score >= self.min_score or cur_score < self.min_score - self.margin):
+                    changes.append(Change(head, None, cur_score, cur))
+                    self.current[head] = None
+                continue
             if label != cur and score >= self.min_score and (cur is None or score >= cur_score + self.margin):
                 changes.append(Change(head, label, score, cur))
                 self.current[head] = label
