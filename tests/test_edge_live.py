@@ -508,3 +508,13 @@ def test_http_url_that_is_not_multipart_goes_through_ffmpeg(model, frames_dir, t
         server.shutdown()
         server.server_close()
     assert "reading it with ffmpeg" in live.stderr and _check_records(live)["reason"] == "SIGTERM"
+
+
+def test_a_recording_on_stdin_runs_every_frame(model, tmp_path):
+    clip = tmp_path / "clip.mjpeg"
+    clip.write_bytes(b"".join(jpeg_frames(10)))
+    with clip.open("rb") as f:
+        live = Live(model, "-", stdin=f)
+        assert live.finish() == 0, live.stderr
+    end = _check_records(live)
+    assert [r["seq"] for r in live.results] == list(range(10)) and end["dropped"] == 0

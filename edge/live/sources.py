@@ -87,8 +87,15 @@ class PipeSource(Source):
     reopen = False
 
     def __init__(self, fd: int = 0, name: str = "stdin"):
+        import stat
+
         self.fd = fd
         self.name = name
+        try:
+            # A regular file redirected in (``< clip.mjpeg``) is a recording: every frame runs, like a video file.
+            self.live = not stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            pass
 
     def read(self, timeout: float) -> bytes | None:
         if not _wait_readable(self.fd, timeout):
