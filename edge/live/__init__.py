@@ -2,7 +2,7 @@
 per-head results and change events (``polyhead-edge live``).
 
 - ``frames``: the bounded JPEG splitter;
-- ``sources``: stdin, HTTP MJPEG, and ffmpeg for everything else;
+- ``sources``: stdin and HTTP MJPEG, and ``open_source`` (which picks one); ``ffmpeg``: everything else;
 - ``reader``: the reader thread, the latest-frame slot, lost/restored and restarts;
 - ``smooth``: the time-based average and change events with hysteresis;
 - ``session``: a live run's records (``LiveRun``);

@@ -16,8 +16,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from edge.live.ffmpeg import FfmpegSource
 from edge.live.frames import JpegSplitter
-from edge.live.sources import FatalSourceError, FfmpegSource, NotMjpeg, Source, SourceError
+from edge.live.sources import FatalSourceError, NotMjpeg, Source, SourceError
 
 log = logging.getLogger(__name__)
 
