@@ -5,14 +5,15 @@ A classifier always names a make. This script runs a deployment over three sets 
 threshold, the share of images whose top score passes it on any head (and on each head):
 - ``cars``: the synthetic test split (what should pass);
 - ``empty``: synthetic scenes drawn exactly as the generator draws them, without the car
-  (backgrounds, lighting, noise);
+  (``datasets.backgrounds.empty_scene``: backgrounds, lighting, noise; other draws than the
+  optional background class is trained on);
 - ``photos``: photographs of other things bundled with scikit-image and matplotlib (a cat, a
   motorcycle, a horse, a rocket, people, coffee, coins, text ...), whole and in four crops each.
 
 For a still scene the smoothed score converges to the raw one, so the raw per-image score is what
 ``--min-score`` meets. Host-only (scikit-image is a dev dependency):
 
-    python tests/empty_scenes.py measure runs/default/edge --data data/synthetic --out build/empty_scenes.json
+    python tests/empty_scenes.py runs/default/edge --data data/synthetic --out build/empty_scenes.json
 """
 
 from __future__ import annotations
@@ -26,23 +27,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
-
-
-def empty_scene(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A synthetic scene as ``datasets.synth.render_image`` draws it, without the car."""
-    from PIL import Image
-
-    from datasets.synth import SUPERSAMPLE, _background
-
-    big = size * SUPERSAMPLE
-    img = Image.fromarray(_background(rng, big, float(rng.uniform(0.45, 0.7)))).reduce(SUPERSAMPLE)
-    arr = np.asarray(img, dtype=np.float32)
-    gain = float(rng.uniform(0.72, 1.22)) * rng.uniform(0.93, 1.07, 3)
-    ramp = np.linspace(-1.0, 1.0, size, dtype=np.float32)
-    light = 1.0 + float(rng.uniform(-0.15, 0.15)) * (ramp[None, :, None] if rng.random() < 0.5 else ramp[:, None, None])
-    arr = arr * gain * light + float(rng.uniform(-12, 12))
-    arr += rng.normal(0.0, float(rng.uniform(2.0, 7.0)), arr.shape).astype(np.float32)
-    return np.clip(arr + 0.5, 0, 255).astype(np.uint8)
 
 
 def other_photos() -> dict[str, object]:
@@ -75,6 +59,7 @@ def measure(deployment: str, data: str, n_empty: int = 500, n_cars: int = 500, v
     import csv
 
     import edge
+    from datasets.backgrounds import empty_scene
 
     clf = edge.load(deployment, variant=variant)
     rng = np.random.default_rng(0)
@@ -99,43 +84,10 @@ def measure(deployment: str, data: str, n_empty: int = 500, n_cars: int = 500, v
     return result
 
 
-def write_backgrounds(out: str | Path, num: int, size: int = 128, seed: int = 1, label: str = "none",
-                      heads: tuple[str, ...] = ("make", "type")) -> Path:
-    """A dataset folder of ``num`` empty synthetic scenes labelled ``label`` on every head, in the
-    datasets stage's form (splits 80/10/10): merged with the synthetic set (``python -m datasets
-    merge``), it trains the optional "nothing here" class."""
-    from PIL import Image
-
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = ["image,split," + ",".join(heads)]
-    for i in range(num):
-        name = f"images/empty{i:05d}.jpg"
-        Image.fromarray(empty_scene(rng, size)).save(out / name, "JPEG", quality=90)
-        split = "train" if i % 10 < 8 else "val" if i % 10 == 8 else "test"
-        rows.append(f"{name},{split}," + ",".join([label] * len(heads)))
-    (out / "labels.csv").write_text("\n".join(rows) + "\n")
-    return out
-
-
 if __name__ == "__main__":
     import click
 
-    @click.group()
-    def cli() -> None:
-        """Empty scenes: measure (``measure``) or draw a background class (``backgrounds``)."""
-
-    @cli.command("backgrounds")
-    @click.option("--out", required=True, type=click.Path(file_okay=False))
-    @click.option("--num", default=600, show_default=True)
-    @click.option("--size", default=128, show_default=True)
-    @click.option("--label", default="none", show_default=True)
-    def backgrounds(out: str, num: int, size: int, label: str) -> None:
-        """Write NUM empty scenes labelled LABEL on both heads into OUT."""
-        click.echo(write_backgrounds(out, num, size, label=label))
-
-    @cli.command("measure")
+    @click.command()
     @click.argument("deployment", type=click.Path(exists=True))
     @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="synthetic dataset")
     @click.option("--variant", default=None)
@@ -153,4 +105,4 @@ if __name__ == "__main__":
         for name, s in r["sets"].items():
             click.echo(f"{name:8s} {s['n']:4d}  " + "  ".join(f"{v:5.3f}" for v in s["any_head"].values()))
 
-    cli()
+    main()
