@@ -113,12 +113,12 @@ class FfmpegSource(Source):
         return self._proc.pid if self._proc else None
 
     def last_error(self) -> str:
-        """ffmpeg's last stderr line, or how it ended."""
-        if self._stderr:
-            return self._stderr[-1]
+        """How ffmpeg ended: killed by a signal, else its last stderr line, else its exit status."""
         rc = self.returncode
         if rc is not None and rc < 0:
             return f"ffmpeg killed by signal {-rc}"
+        if self._stderr:
+            return self._stderr[-1]
         return f"ffmpeg exited with status {rc}"
 
     def read(self, timeout: float) -> bytes | None:
