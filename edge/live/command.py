@@ -154,6 +154,8 @@ def _run(run, fmt: str, page: tuple[Any, Any] | None, annotate_dir: str | None) 
                     jpeg = None
                 if hub is not None:
                     hub.publish(record, jpeg)
+            elif hub is not None and "event" in record:  # lost, restored, change, end: the page shows them
+                hub.publish(record, None)
             try:
                 printer(record)
             except BrokenPipeError:  # the reader of our stdout went away: nothing left to do
