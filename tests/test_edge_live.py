@@ -139,6 +139,14 @@ def test_a_nothing_label_is_never_announced_and_clears():
     assert events == [[], [("a", None)], [], [(None, "a")], []]
 
 
+def test_a_camera_password_never_reaches_records_or_logs():
+    from edge.live.sources import HttpMjpegSource
+
+    assert HttpMjpegSource("http://admin:s3cret@192.168.1.20:8080/video?x=1").name == \
+        "http://192.168.1.20:8080/video?x=1"
+    assert HttpMjpegSource("http://192.168.1.20/video").name == "http://192.168.1.20/video"
+
+
 def test_latest_slot_keeps_the_newest_and_counts_drops():
     stop = threading.Event()
     slot = LatestSlot()
@@ -242,7 +250,7 @@ def frames_dir(tmp_path_factory) -> Path:
 
 def test_stdin_stream_with_garbage_corrupt_frames_and_a_stall(model, tmp_path):
     frames = jpeg_frames(6)
-    live = Live(model, "-", "--stall", "0.5", stdin=subprocess.PIPE)
+    live = Live(model, "-", "--stall", "0.5", "--max-frame-pixels", "10000", stdin=subprocess.PIPE)
     pipe = live.proc.stdin.buffer if hasattr(live.proc.stdin, "buffer") else live.proc.stdin
     raw = os.fdopen(os.dup(pipe.fileno()), "wb")
     live.proc.stdin.close()
@@ -253,17 +261,19 @@ def test_stdin_stream_with_garbage_corrupt_frames_and_a_stall(model, tmp_path):
     # inside the scan data is concealed by libjpeg, as by any JPEG viewer: that frame runs.)
     corrupt = b"\xff\xd8\xff\xe0\x00\x06JFIF\xff\xd9"
     raw.write(corrupt)
+    raw.write(jpeg_frames(1, (200, 120))[0])  # 24 000 pixels: over the cap, refused from its header
     raw.flush()
     live.wait_for(lambda r: r.get("event") == "lost", timeout=30)  # no bytes for 0.5 s
     write_paced(raw, frames, fps=50, count=6)
     raw.close()
     assert live.finish() == 0, live.stderr
     end = _check_records(live)
-    assert end["reason"] == "end of stream" and end["frames"] == 13 and end["corrupt"] == 1
-    assert end["results"] + end["dropped"] + end["corrupt"] == 13
+    assert end["reason"] == "end of stream" and end["frames"] == 13 and end["corrupt"] == 2
+    assert end["results"] + end["dropped"] + 1 == 13  # the oversized frame never got a number
     assert [e["event"] for e in live.records if e.get("event") in ("lost", "restored", "end")] == \
         ["lost", "restored", "end"]
-    assert "skipped" in live.stderr and len([ln for ln in live.stderr.splitlines() if "skipped" in ln]) == 1
+    warnings = [ln for ln in live.stderr.splitlines() if "skipped" in ln]
+    assert len(warnings) == 2 and any("200x120" in w for w in warnings), live.stderr
 
 
 def test_http_camera_goes_away_and_comes_back(model):

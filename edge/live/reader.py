@@ -117,6 +117,7 @@ class Reader:
         self.opens = 0
         self.stop = threading.Event()
         self._lost_at: float | None = None
+        self._warned_at = -10.0
         self._thread = threading.Thread(target=self._run, name="polyhead-live-reader", daemon=True)
 
     def start(self) -> None:
@@ -215,7 +216,13 @@ class Reader:
                 continue
             if not data:
                 return "eof"
-            for jpeg in splitter.feed(data):
+            corrupt = splitter.stats.corrupt
+            frames = splitter.feed(data)
+            if splitter.stats.corrupt != corrupt and now - self._warned_at > 5:  # one line, not one per frame
+                self._warned_at = now
+                log.warning("%s: a frame skipped (%d so far): %s", source.name, splitter.stats.corrupt,
+                            splitter.stats.last_error)
+            for jpeg in frames:
                 seen += 1
                 if seen <= skip:
                     continue
