@@ -109,7 +109,7 @@ compare: $(STAMP) ## scratch vs frozen vs fine-tuned, all approaches, on its own
 	$(BIN)/python -m report.experiments.compare --out runs/compare --seed $(SEED)
 
 test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) setup-system test-pi ## every test: slow, tflite-runtime 2.14, MediaPipe and emulated Raspberry Pi ones
-	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 POLYHEAD_REQUIRE_PI=1 POLYHEAD_REQUIRE_BROWSER=1 $(BIN)/python -m pytest --ignore=tests/pi $(PYTEST_ARGS)
+	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 POLYHEAD_REQUIRE_PI=1 POLYHEAD_REQUIRE_BROWSER=1 POLYHEAD_REQUIRE_FFMPEG=1 $(BIN)/python -m pytest --ignore=tests/pi $(PYTEST_ARGS)
 
 # The Debian packages the tests need, each with its reason: tests/system_packages.py (one list).
 # Root only; not root, it says so and changes nothing. See docs/raspberry-pi.md.

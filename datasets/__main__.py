@@ -1,4 +1,5 @@
-"""``python -m datasets``: make, check and merge dataset folders (synth, stanford-cars, check, merge)."""
+"""``python -m datasets``: make, check and merge dataset folders (synth, backgrounds, stanford-cars, check,
+merge)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,21 @@ def synth(out, num_images, image_size, holdout_combos, seed, workers, contact_sh
     if contact_sheet_path:
         path = contact_sheet(out, contact_sheet_path, max_bytes=300_000)
         click.echo(f"  contact sheet: {path}")
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (created).")
+@click.option("--num-images", default=600, show_default=True, type=click.IntRange(min=1))
+@click.option("--image-size", default=128, show_default=True, type=click.IntRange(16, 1024), help="Side in pixels.")
+@click.option("--label", default="none", show_default=True, help="The 'nothing here' class, on every head.")
+@click.option("--seed", default=1, show_default=True, type=int)
+def backgrounds(out, num_images, image_size, label, seed) -> None:
+    """Draw empty synthetic scenes labelled LABEL on every head: merge them into a dataset to train a
+    'nothing here' class (docs/edge.md, empty scenes)."""
+    from datasets.backgrounds import write_backgrounds
+
+    click.echo(f"wrote {num_images} empty scenes labelled {label!r} to "
+               f"{write_backgrounds(out, num_images, image_size, seed, label)}")
 
 
 @main.command("stanford-cars")

@@ -5,6 +5,8 @@
 - ``safety/``: the flatbuffer reader, the model check, known runtime crashes, the child probe,
   safe paths, signatures;
 - ``bench/``: the on-device benchmark;
+- ``live/``: camera, video and stream input (``polyhead-edge live``);
+- ``api.py``: the Python API, importable from here (``edge.load``, ``edge.Classifier``);
 - ``cli.py`` (``polyhead-edge``), ``errors``, ``io``, ``log``, ``text``: shared by all of them.
 
 It imports only the standard library, numpy, Pillow, click and the LiteRT / tflite-runtime
@@ -12,3 +14,14 @@ interpreter; host packages may import it, never the reverse. Importing it does n
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Classifier", "load"]
+
+
+def __getattr__(name: str):
+    """``edge.load`` and ``edge.Classifier``, imported on first use: importing ``edge`` stays free."""
+    if name in __all__:
+        from edge import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'edge' has no attribute {name!r}")

@@ -282,5 +282,12 @@ def bench(path: str, images: str | None, runs: int, rounds: int, min_time_s: flo
         sys.exit(1)
 
 
+# -- live (edge/live/command.py: the command is built there, with the shared model options) ------
+
+from edge.live.command import live_command  # noqa: E402  (imports click only)
+
+main.add_command(live_command(_model_options))
+
+
 if __name__ == "__main__":
     main()

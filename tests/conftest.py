@@ -11,6 +11,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 def pytest_report_header(config) -> list[str]:
     """Say up front which environment-bound checks this run can make, so none is skipped silently."""
+    import shutil
     import sys
     from pathlib import Path
 
@@ -25,6 +26,7 @@ def pytest_report_header(config) -> list[str]:
     chromium = chromium_path()
     return [
         "tflite-runtime 2.14 checks: " + (f"SKIPPED, {legacy}" if legacy else "on (.venv-legacy)"),
+        "live checks through ffmpeg: " + ("on" if shutil.which("ffmpeg") else "SKIPPED, no ffmpeg (apt-get install -y ffmpeg)"),
         "emulated Raspberry Pi checks (tests/pi): " + (f"SKIPPED, {pi}" if pi else "available"),
         "live page in a browser: " + (f"on ({chromium})" if chromium else "SKIPPED, chromium is not installed"),
     ]

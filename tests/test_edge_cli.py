@@ -120,8 +120,10 @@ def test_predict_formats_accuracy_and_bad_images(edge_fx, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(edge_fx / "images", images)
     models = edge_fx / "models"
-    proc = _edge("predict", models, images, check=1)
-    assert "several variants" in proc.stderr and "Traceback" not in proc.stderr
+    # Several variants and none named: multihead, int8 first, and the command says so.
+    proc = _edge("predict", models, images, "--format", "jsonl", check=0)
+    assert "several variants found, using multihead.int8" in proc.stderr and "Traceback" not in proc.stderr
+    assert {json.loads(line)["variant"] for line in proc.stdout.splitlines()} == {"multihead.int8"}
     table = _edge("predict", models, images, "--variant", "joint.int8", "--top-k", "2", check=0).stdout
     assert "make:" in table and "accuracy over 6 labelled images" in table
     jl = _edge("predict", models, images, "--variant", "multihead.float32", "--format", "jsonl", "--threads", "2",

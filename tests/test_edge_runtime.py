@@ -52,8 +52,12 @@ def test_discover_groups_files_into_variants(variants):
     assert [f.name for f in sep.files] == ["separate.make.float32.tflite", "separate.type.float32.tflite"]
     assert sep.heads == HEADS and sep.approach == "separate"
     assert variants["joint.int8"].approach == "joint"
-    with pytest.raises(CardError, match="several variants"):
-        select_variant(variants, None)
+    assert select_variant(variants, None).id == "multihead.int8"  # several: multihead, int8 first
+    no_multihead = {k: v for k, v in variants.items() if v.approach != "multihead"}
+    with pytest.raises(CardError, match="none is multihead, choose one with --variant"):
+        select_variant(no_multihead, None)
+    floats = {k: v for k, v in variants.items() if k != "multihead.int8"}
+    assert select_variant(floats, None).id == "multihead.float32"
     assert select_variant(variants, "separate").id == "separate.float32"
 
 

@@ -2,9 +2,11 @@
 per-head results and change events (``polyhead-edge live``).
 
 - ``frames``: the bounded JPEG splitter;
-- ``sources``: stdin, HTTP MJPEG, and ffmpeg for everything else;
+- ``sources``: stdin and HTTP MJPEG, and ``open_source`` (which picks one); ``ffmpeg``: everything else;
 - ``reader``: the reader thread, the latest-frame slot, lost/restored and restarts;
 - ``smooth``: the time-based average and change events with hysteresis;
 - ``session``: a live run's records (``LiveRun``);
-- ``output``: JSON lines and the terminal status line.
+- ``output``: JSON lines and the terminal status line;
+- ``command``: ``polyhead-edge live`` (registered by edge/cli.py);
+- ``hub`` and ``annotate``: the live page (``--serve``) and the labels drawn on a frame.
 """

@@ -125,14 +125,38 @@ def discover(path: str | os.PathLike, errors: list[tuple[str, str]] | None = Non
     return variants
 
 
+DEFAULT_PRECISIONS = ("int8", "float16", "float32")
+"""The multihead precision picked when a folder holds several variants, first found first: int8 is
+what a Pi runs fastest."""
+
+
+def default_variant(variants: dict[str, Variant]) -> Variant | None:
+    """The variant to run when none is named among several: multihead, int8 when present (the design's
+    proposed model); None when the folder has no multihead variant."""
+    multihead = {v.precision: v for v in variants.values() if v.approach == "multihead"}
+    for precision in DEFAULT_PRECISIONS:
+        if precision in multihead:
+            return multihead[precision]
+    return next(iter(sorted(multihead.items())), (None, None))[1]
+
+
 def select_variant(variants: dict[str, Variant], name: str | None) -> Variant:
-    """The variant called ``name`` (an id, or a variant name if only one precision has it)."""
+    """The variant called ``name`` (an id, or a variant name if only one precision has it). Without a
+    name: the only variant, else ``default_variant`` (logged), else a CardError asking for one."""
     if not variants:
         raise CardError("no usable variant")
     if name is None:
         if len(variants) == 1:
             return next(iter(variants.values()))
-        raise CardError(f"several variants found, choose one with --variant: {sorted(variants)}")
+        chosen = default_variant(variants)
+        if chosen is None:
+            raise CardError(f"several variants found and none is multihead, choose one with --variant: "
+                            f"{sorted(variants)}")
+        import logging
+
+        logging.getLogger(__name__).info("several variants found, using %s (choose another with --variant: %s)",
+                                         chosen.id, ", ".join(sorted(variants)))
+        return chosen
     if name in variants:
         return variants[name]
     matches = [v for v in variants.values() if v.variant == name]

@@ -169,6 +169,7 @@ class PiRun:
     raw_foreign: subprocess.CompletedProcess | None  # tflite-runtime's own Interpreter invoking that file
     probe: dict
     bench: dict
+    live: subprocess.CompletedProcess  # docs block pi:live, with the fake rpicam-vid
 
 
 def _activate_line(env: PiEnv) -> str:
@@ -197,7 +198,20 @@ def _run_env(env: PiEnv, root: Path, install_log: str) -> PiRun:
         raise PiError(f"{env.name}: probe failed: {probe.stderr.strip().splitlines()[-1:]}")
     bench_path = root / work.lstrip("/") / "bench.json"
     bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
-    return PiRun(env, install_log, run, tampered, foreign, raw_foreign, json.loads(probe.stdout), bench)
+    live = sh(f"export PATH={piroot.PI_HOME}/fakebin:$PATH\n{piroot.block('live')}", "docs block pi:live")
+    return PiRun(env, install_log, run, tampered, foreign, raw_foreign, json.loads(probe.stdout), bench, live)
+
+
+LIVE_FRAMES = 12
+
+
+def _live_files(home: Path) -> None:
+    """The fake rpicam-vid (~/fakebin) and the JPEGs it streams (~/live-frames)."""
+    from live_fixtures import fake_rpicam_vid, jpeg_frames, write_frames
+
+    shutil.rmtree(home / "live-frames", ignore_errors=True)
+    write_frames(home / "live-frames", jpeg_frames(LIVE_FRAMES))
+    fake_rpicam_vid(home / "fakebin", f"{piroot.PI_HOME}/live-frames", period=0.1)
 
 
 def _run_or_error(env: PiEnv, root: Path, install_log: str) -> PiRun | str:
@@ -223,6 +237,7 @@ def _run_arch(arch_name: str, files: PiFiles) -> dict[str, PiRun | str]:
                 shutil.rmtree(home / name, ignore_errors=True)
                 shutil.copytree(getattr(files, name), home / name)
             shutil.copy(HERE / "probe.py", home / "probe.py")
+            _live_files(home)
             shutil.copy(files.pixels, home / "pixels.npz")
             for env in envs:
                 shutil.rmtree(home / env.name, ignore_errors=True)
@@ -393,3 +408,19 @@ def test_cli_predict_matches_the_host(pi_run: PiRun, host, pi_files):
                 if "error" not in r and image in same_pixels:
                     assert {h: v["label"] for h, v in r["heads"].items()} == \
                            {h: v["label"] for h, v in want[image]["heads"].items()}, (vid, image)
+
+
+def test_live_docs_block_runs_on_the_pi(pi_run: PiRun):
+    """pi:live as the page shows it, the Pi camera faked: JSON lines per frame, multihead.int8 picked
+    from the folder (and said), and the end record accounting for every frame."""
+    proc = pi_run.live
+    assert proc.returncode == 0, f"{pi_run.env.name}: pi:live failed:\n{proc.stderr[-3000:]}"
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    results = [r for r in records if "event" not in r]
+    end = records[-1]
+    assert end["event"] == "end" and end["reason"] == "end of stream" and end["frames"] == LIVE_FRAMES, end
+    assert results and end["results"] + end["dropped"] == LIVE_FRAMES and end["corrupt"] == 0
+    seqs = [r["seq"] for r in results]
+    assert seqs == sorted(set(seqs))
+    assert all(set(r["heads"]) == {"make", "type"} and r["age_ms"] > 0 for r in results)
+    assert "using multihead.int8" in proc.stderr
