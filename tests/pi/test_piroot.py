@@ -19,7 +19,7 @@ from piroot import ARCHES, ENVS, PiError  # noqa: E402
 
 def test_docs_have_every_block_the_harness_runs():
     blocks = piroot.doc_blocks()
-    assert set(blocks) == {"copy", "install-litert", "install-tflite-runtime", "install-armhf", "run"}
+    assert set(blocks) == {"copy", "install-litert", "install-tflite-runtime", "install-armhf", "run", "live"}
     assert {e.install_block for e in ENVS} <= set(blocks)
     assert piroot.apt_packages(blocks["install-armhf"]) == ("python3-venv", "python3-numpy", "python3-pil")
     assert "sudo apt" not in piroot.shell_lines(blocks["install-armhf"])
