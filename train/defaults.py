@@ -74,6 +74,11 @@ class Defaults:
     """``make bench``'s interleaved rounds (8: two runs agree within 0.02); ``make all``'s bench and
     ``python -m report.benchmarks.suite`` keep the edge bench's own 5 (``edge.bench.run.DEFAULT_ROUNDS``)."""
     bench_images: int = 100
+    compose: str = "none"
+    """Heads trained on a frozen base's features: ``none`` (plain) or ``additive`` (train/compose.py;
+    docs/training.md has the measurements)."""
+    pair_folds: int = 3
+    """Pair-held-out validation folds of a frozen-base run (train/pairfold.py; 0: none)."""
     paper_weights: str = "none"
     """make paper's weights for alexnet/googlenet/squeezenet: none offline (structure and latency only)."""
 
@@ -99,6 +104,7 @@ MAKEFILE_VARIABLES: dict[str, str] = {
     "RUNS": "bench_runs",
     "ROUNDS": "bench_rounds",
     "PAPER_WEIGHTS": "paper_weights",
+    "COMPOSE": "compose",
 }
 """Makefile variable -> ``Defaults`` field (the test that keeps them equal reads this)."""
 
