@@ -36,7 +36,7 @@ MEDIAPIPE := .venv-mediapipe
 MEDIAPIPE_STAMP := $(MEDIAPIPE)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-legacy setup-mediapipe setup-pi setup-system test-fresh all data train convert bench report paper compare compose test test-fast test-pi lint clean
+.PHONY: help setup setup-legacy setup-mediapipe setup-pi setup-system test-fresh all data train convert bench report paper bench-scale compare compose test test-fast test-pi lint clean
 
 # The variables above, by name: `make help` prints the value each has in this invocation.
 VARIABLES := $(shell sed -nE 's/^([A-Z_]+) +\?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
@@ -98,6 +98,10 @@ convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 bench: $(STAMP) ## the performance suite on RUN's models (ROUNDS rounds of RUNS runs): bench/results.json, ratios [95 % CI]; live figures (LIVE_S s per rate, LIVE_SOAK_S s soak; LIVE_S=0 skips)
 	$(BIN)/python -m report.benchmarks.suite --out bench/results.json --run $(RUN) --runs $(RUNS) --rounds $(ROUNDS) --threads $(THREADS) \
 	  --live-seconds $(LIVE_S) --live-soak $(LIVE_SOAK_S)
+
+bench-scale: $(STAMP) ## scale figures: peak RSS of frozen training at 6k/18k/60k images, streamed vs in-memory extraction, 60k converts: bench/scale.json
+	$(BIN)/python -m train.bench_scale --out bench/scale.json --sizes 6000,18000,60000 --image-size $(SYNTH_SIZE) \
+	  --data-root data --runs-root runs/scale
 
 report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)

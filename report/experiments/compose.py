@@ -166,7 +166,7 @@ def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: s
 
     One process, one decode and one backbone pass per image for every run: the runs share the
     frozen base's feature cache (the features do not depend on the seed or the mode)."""
-    from train.data import load_arrays
+    from train.data import open_arrays
     from train.fit import FeatureCache, TrainConfig, run_training
 
     out.mkdir(parents=True, exist_ok=True)
@@ -195,9 +195,9 @@ def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: s
             train = _finished(Path(cfg.out), mode, seed)
             if train is None:
                 if not loaded:
-                    schema, arrays, _ = load_arrays(data, (image_size, image_size))
+                    schema, arrays, _ = open_arrays(data, (image_size, image_size))
                     loaded = {"schema": schema, "arrays": arrays}
-                    cache = FeatureCache(cfg.batch_size)
+                    cache = FeatureCache(cfg.batch_size, Path(cfg.out))  # later runs read this run's store
                 click.echo(f"[compose] {mode} seed {seed} -> {cfg.out}", err=True)
                 train = run_training(cfg, data=loaded["arrays"], schema=loaded["schema"], cache=cache)
             summary = summarise(train)

@@ -22,7 +22,7 @@ import numpy as np
 def main(argv: list[str]) -> None:
     """Parse DATA RUN SETTINGS... and print one JSON line per (setting, seed), then the mean."""
     from edge.log import configure_logging
-    from train.data import Arrays, load_arrays
+    from train.data import Arrays, open_arrays
     from train.features import image_key
     from train.fit import TrainConfig, split_metrics
     from train.pairfold import fit_and_predict, fold_validation, make_folds
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit(__doc__)
     configure_logging()
     data_dir, run = argv[0], Path(argv[1])
-    schema, arrays, _ = load_arrays(data_dir, (8, 8))  # labels and paths; the images are not used
+    schema, arrays, _ = open_arrays(data_dir, (8, 8))  # labels and paths; the images are not used
     store = next((run / "features").glob("*.npz"))
     with np.load(store, allow_pickle=False) as z:
         index = {str(k): i for i, k in enumerate(z["keys"])}
