@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.folder import DatasetError, write_labels_csv
-from datasets.synth import HEADS, JPEG_QUALITY, SUPERSAMPLE, _background
+from datasets.synth import HEADS, JPEG_QUALITY, SUPERSAMPLE, _background, lit_and_noisy
 
 NOTHING_LABEL = "none"
 
@@ -23,13 +23,7 @@ def empty_scene(rng: np.random.Generator, image_size: int) -> np.ndarray:
     """One scene as ``datasets.synth.render_image`` draws it, without the car: (S, S, 3) uint8."""
     big = image_size * SUPERSAMPLE
     img = Image.fromarray(_background(rng, big, float(rng.uniform(0.45, 0.7)))).reduce(SUPERSAMPLE)
-    arr = np.asarray(img, dtype=np.float32)
-    gain = float(rng.uniform(0.72, 1.22)) * rng.uniform(0.93, 1.07, 3)
-    ramp = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
-    light = 1.0 + float(rng.uniform(-0.15, 0.15)) * (ramp[None, :, None] if rng.random() < 0.5 else ramp[:, None, None])
-    arr = arr * gain * light + float(rng.uniform(-12, 12))
-    arr += rng.normal(0.0, float(rng.uniform(2.0, 7.0)), arr.shape).astype(np.float32)
-    return np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+    return lit_and_noisy(rng, img, image_size)
 
 
 def write_backgrounds(out: str | os.PathLike, num_images: int = 600, image_size: int = 128, seed: int = 1,

@@ -358,7 +358,12 @@ def render_image(style: MakeStyle, body_type: str, rng: np.random.Generator, ima
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     img = img.reduce(SUPERSAMPLE)
 
-    # Lighting: overall brightness, a colour cast, a soft gradient across the frame, then noise.
+    return lit_and_noisy(rng, img, image_size)
+
+
+def lit_and_noisy(rng: np.random.Generator, img: Image.Image, image_size: int) -> np.ndarray:
+    """A scene's lighting: overall brightness, a colour cast, a soft gradient across the frame, then
+    noise: (S, S, 3) uint8. Empty scenes (datasets/backgrounds.py) are lit the same way."""
     arr = np.asarray(img, dtype=np.float32)
     gain = float(rng.uniform(0.72, 1.22)) * rng.uniform(0.93, 1.07, 3)
     ramp = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
