@@ -366,7 +366,10 @@ def test_setup_lines_equal_config_bench_train_and_convert(run: Path, report: str
         f"- data: `{config['data']}`",
         f"- backbone: {train['backbone']}; input {size}; weights: {config['weights']}",
         "- training: " + ", ".join(f"{k}={config[k]}" for k in ("epochs", "batch_size", "learning_rate", "seed",
-                                                                 "freeze_base")),
+                                                                 "freeze_base", "compose")),
+        *([f"- fold validation: {train['pair_folds']['folds']} folds, each retraining the heads without whole "
+           "pairs (held out: " + "; ".join(", ".join(f) for f in train["pair_folds"]["held_out"]) + ")"]
+          if train.get("pair_folds", {}).get("held_out") else []),
         f"- machine: {bench['board']}; CPU: {bench['cpu']}; governor: {bench['governor']}",
         f"- runtime: {bench['runtime']} {bench['runtime_version']}; threads: {bench['threads']}",
         *(f"- bench {k}: {bench[k]}" for k in ("runs", "warmup", "rounds", "min_time_s", "images", "machine")),
