@@ -29,7 +29,7 @@ class SystemPackage:
     """One Debian package the tests need: the commands it provides (checked before use) and why."""
 
     name: str
-    tools: tuple[str, ...]  # executables on PATH (or in /usr/sbin) that prove it is there
+    tools: tuple[str, ...]  # executables on PATH (or in /usr/sbin) that prove it is there; none for a library
     groups: tuple[str, ...]  # who needs it: "pi" (make test-pi), "video" (live-video tests), "fresh" (make test-fresh)
     reason: str
 
@@ -45,12 +45,14 @@ PACKAGES = (
                   "registers qemu with the kernel's binfmt_misc (make setup-pi enables the entries)"),
     SystemPackage("rsync", ("rsync",), ("pi",),
                   "docs/raspberry-pi.md's pi:copy block copies the package to the Pi with rsync"),
+    SystemPackage("libegl1", (), ("mediapipe",),
+                  "MediaPipe Tasks loads libEGL.so.1 even on the CPU (make test's MediaPipe tests)"),
     SystemPackage("ffmpeg", ("ffmpeg", "ffprobe"), ("video",),
                   "the live-video tests encode and read test clips and streams"),
     SystemPackage("chromium", ("chromium",), ("video",),
                   "the live-video page is tested in a headless browser"),
 )
-GROUPS = ("pi", "video", "fresh")
+GROUPS = ("pi", "mediapipe", "video", "fresh")
 _SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
 

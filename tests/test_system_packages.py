@@ -14,11 +14,11 @@ def test_every_package_says_why_and_what_proves_it():
     names = [p.name for p in PACKAGES]
     assert len(names) == len(set(names))
     for p in PACKAGES:
-        assert p.reason and p.tools and set(p.groups) <= set(system_packages.GROUPS), p
+        assert p.reason and set(p.groups) <= set(system_packages.GROUPS), p
     assert {p.name for p in system_packages.packages(["video"])} == {"ffmpeg", "chromium"}
     assert [p.name for p in system_packages.packages(["fresh"])] == ["mmdebstrap"]
     assert system_packages.packages() == PACKAGES
-    with pytest.raises(SystemPackageError, match="unknown group 'gpu' \\(known: pi, video, fresh\\)"):
+    with pytest.raises(SystemPackageError, match="unknown group 'gpu' \\(known: pi, mediapipe, video, fresh\\)"):
         system_packages.packages(["gpu"])
 
 

@@ -79,6 +79,8 @@ def mounts(ca: str | None = HOST_CA) -> tuple[Mount, ...]:
         Mount("/dev/pts", "/dev/pts", ("--bind",), "ptys for apt and dpkg scripts"),
         Mount("/dev/shm", "/dev/shm", ("--bind",), "POSIX shared memory (multiprocessing, chromium)"),
         Mount("/etc/resolv.conf", "/etc/resolv.conf", ("--bind", "-o", "ro"), "DNS"),
+        # Every installed machine has one; mmdebstrap writes none, and the chroot keeps the host's hostname.
+        Mount("/etc/hosts", "/etc/hosts", ("--bind", "-o", "ro"), "localhost and this hostname"),
     ]
     if ca and Path(ca).is_file():
         # The image's trust store: a TLS-inspecting proxy's CA is in it, and pip needs it for PyPI.
@@ -250,6 +252,7 @@ def run(ref: str, keep: bool) -> int:
     before = dpkg_packages(root)
     (root / "etc" / "resolv.conf").unlink(missing_ok=True)
     (root / "etc" / "resolv.conf").touch()
+    (root / "etc" / "hosts").touch()
     clone = root / CLONE.lstrip("/")
     rc, _ = log.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone)], f"git clone {REPO}")
     if rc == 0:

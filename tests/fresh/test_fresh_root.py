@@ -30,7 +30,7 @@ def test_the_stated_mounts_in_order(tmp_path):
     ca.write_text("cert")
     ms = fresh_root.mounts(str(ca))
     assert [m.target for m in ms] == ["/proc", "/proc/sys/fs/binfmt_misc", "/sys", "/dev", "/dev/pts", "/dev/shm",
-                                      "/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"]
+                                      "/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs/ca-certificates.crt"]
     assert all(m.why for m in ms)
     lines = fresh_root.mount_lines(Path("/w/root"), ms)
     assert lines[1] == "mount -t binfmt_misc binfmt_misc /w/root/proc/sys/fs/binfmt_misc"
