@@ -43,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from artifacts import layout
 from edge.io import atomic_write_json
 
-STORE_DIR = "features"
+STORE_DIR = layout.FEATURES
 DEFAULT_SHARD_ROWS = 4096
 """Rows per shard: 20 MB of 1280-wide float32 features; 2,500 files per 10M images."""
 log = logging.getLogger(__name__)

@@ -297,7 +297,7 @@ def run_suite(out: Path, run: Path, threads: int = 1, runs: int = 50, images: in
 
             bench_images = prepare_bench_images(data, work / "images", images,
                                                 run_allows_outside_paths(model_run, data))
-            return run_live_bench(model_run / "edge", bench_images, seconds=live_s, soak_s=live_soak_s,
+            return run_live_bench(RunLayout(model_run).edge_dir, bench_images, seconds=live_s, soak_s=live_soak_s,
                                   threads=threads, work=work / "live")
 
         figures = _measure(results, "live", live)

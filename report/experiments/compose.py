@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from artifacts.layout import RunLayout
 from edge.errors import PolyheadError, first_line
 from edge.io import atomic_write_json, atomic_write_text
 from edge.log import configure_logging
@@ -149,7 +150,7 @@ def compose_markdown(record: Mapping[str, Any]) -> str:
 
 def _finished(run: Path, mode: str, seed: int) -> dict[str, Any] | None:
     """The run's train.json when it was made with this compose mode and seed (reused), else None."""
-    path = run / "train.json"
+    path = RunLayout(run).train_record
     if not path.is_file():
         return None
     train = json.loads(path.read_text())

@@ -21,9 +21,11 @@ import numpy as np
 
 def main(argv: list[str]) -> None:
     """Parse DATA RUN SETTINGS... and print one JSON line per (setting, seed), then the mean."""
+    from artifacts.layout import RunLayout
     from edge.log import configure_logging
     from train.data import Arrays, open_arrays
     from train.features import image_key
+    from train.featurestore import FeatureStore
     from train.fit import TrainConfig, split_metrics
     from train.pairfold import fit_and_predict, fold_validation, make_folds
 
@@ -32,11 +34,10 @@ def main(argv: list[str]) -> None:
     configure_logging()
     data_dir, run = argv[0], Path(argv[1])
     schema, arrays, _ = open_arrays(data_dir, (8, 8))  # labels and paths; the images are not used
-    store = next((run / "features").glob("*.npz"))
-    with np.load(store, allow_pickle=False) as z:
-        index = {str(k): i for i, k in enumerate(z["keys"])}
-        stored = z["features"]
-    feats = {s: stored[[index[image_key(p)] for p in a.paths]] for s, a in arrays.items()}
+    # The run's frozen-base features, from its sharded store (one backbone per run folder).
+    folder = next(p for p in RunLayout(run).features_dir.iterdir() if p.is_dir())
+    stored = FeatureStore(run, folder.name).keyed()
+    feats = {s: np.stack([stored[image_key(p)] for p in a.paths]) for s, a in arrays.items()}
     rows = {s: Arrays(np.zeros((a.n, 0), np.float32), a.labels, a.joint) for s, a in arrays.items()}
     heads = schema.head_names
     for text in argv[2:]:
