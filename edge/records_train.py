@@ -62,11 +62,24 @@ class _TrainVariantRequired(TypedDict):
     metrics: dict[str, SplitMetrics]
 
 
+class PairFoldMetrics(TypedDict):
+    """Pair-held-out validation of one approach (train.pairfold), pooled over the folds' val rows."""
+
+    unseen: SplitMetrics
+    """Val rows of the pairs each fold held out of train."""
+    seen: SplitMetrics
+    """Val rows of the pairs each fold kept (a row counts once per fold)."""
+    wall_s: float
+    """Seconds the folds' head training and scoring took."""
+
+
 class TrainVariant(_TrainVariantRequired, total=False):
     """One approach (keyed by it in ``variants``); ``separate`` sums params, MACC, bytes and seconds over its files."""
 
     added_s: float
     """add-head only: seconds this approach took to grow (its ``train_wall_s`` includes the parent's)."""
+    pair_folds: PairFoldMetrics
+    """Frozen-base runs with pair folds, multihead and separate only (joint cannot name an unseen pair)."""
 
 
 class WeightsUsed(TypedDict):
@@ -119,6 +132,25 @@ class AddHeadInfo(TypedDict):
     notes: list[str]
 
 
+class ComposeInfo(TypedDict):
+    """How the heads were taught to compose (train.compose): ``none`` or ``additive``."""
+
+    mode: str
+    copies: int
+    """Swapped copies per train row and batch (additive)."""
+    weight: float
+    """Their total loss weight against the row's 1 (additive)."""
+
+
+class PairFoldRecord(TypedDict):
+    """The pair-held-out folds (train.pairfold): each fold's held-out pairs by name (``make/type``)."""
+
+    folds: int
+    pairs_per_fold: int
+    seed: int
+    held_out: list[list[str]]
+
+
 class _TrainRecordRequired(TypedDict):
     backbone: str
     image_size: list[int]
@@ -142,6 +174,9 @@ class TrainRecord(_TrainRecordRequired, total=False):
     """train.json."""
 
     add_head: AddHeadInfo
+    compose: ComposeInfo
+    """Written by every run since compose existed (add-head keeps its parent's)."""
+    pair_folds: PairFoldRecord
 
 
 def _variant_key_errors(variant: Mapping[str, Any], where: str) -> list[str]:
@@ -153,6 +188,12 @@ def _variant_key_errors(variant: Mapping[str, Any], where: str) -> list[str]:
         errors += key_errors(m, SplitMetrics, f"{where} {split}")
         for head, hm in m.get("heads", {}).items():
             errors += key_errors(hm, HeadMetrics, f"{where} {split} head '{head}'")
+    if "pair_folds" in variant:
+        folds = variant["pair_folds"]
+        errors += key_errors(folds, PairFoldMetrics, f"{where} pair_folds")
+        for part in ("unseen", "seen"):
+            if part in folds:
+                errors += key_errors(folds[part], SplitMetrics, f"{where} pair_folds {part}")
     return errors
 
 
@@ -160,7 +201,8 @@ def train_key_errors(doc: Mapping[str, Any]) -> list[str]:
     """Every key of a train.json document that ``TrainRecord`` (and the types in it) does not expect, or misses."""
     errors = key_errors(doc, TrainRecord, "train.json")
     for key, kind in (("weights_used", WeightsUsed), ("budget", Budget), ("dataset", DatasetInfo),
-                      ("feature_extraction", FeatureExtraction), ("add_head", AddHeadInfo)):
+                      ("feature_extraction", FeatureExtraction), ("add_head", AddHeadInfo),
+                      ("compose", ComposeInfo), ("pair_folds", PairFoldRecord)):
         if key in doc:
             errors += key_errors(doc[key], kind, f"train.json {key}")
     for approach, variant in doc.get("variants", {}).items():

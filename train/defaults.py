@@ -71,6 +71,11 @@ class Defaults:
     threads: int = 1
     bench_runs: int = 50
     bench_images: int = 100
+    compose: str = "none"
+    """Heads trained on a frozen base's features: ``none`` (plain) or ``additive`` (train/compose.py;
+    docs/training.md has the measurements)."""
+    pair_folds: int = 3
+    """Pair-held-out validation folds of a frozen-base run (train/pairfold.py; 0: none)."""
     paper_weights: str = "none"
     """make paper's weights for alexnet/googlenet/squeezenet: none offline (structure and latency only)."""
 
@@ -95,6 +100,7 @@ MAKEFILE_VARIABLES: dict[str, str] = {
     "THREADS": "threads",
     "RUNS": "bench_runs",
     "PAPER_WEIGHTS": "paper_weights",
+    "COMPOSE": "compose",
 }
 """Makefile variable -> ``Defaults`` field (the test that keeps them equal reads this)."""
 

@@ -37,6 +37,7 @@ from edge.errors import PolyheadError
 from edge.io import atomic_write_json, atomic_write_text
 from edge.records_train import (
     Budget,
+    ComposeInfo,
     DatasetInfo,
     FeatureExtraction,
     HeadMetrics,
@@ -112,6 +113,12 @@ class TrainConfig:
     allow_outside_paths: bool = False
     """Accept labels.csv image paths that are absolute or leave the dataset folder (refused by
     default); convert/ and report/ honour the value saved in config.json."""
+    compose: str = DEFAULTS.compose
+    """Heads on cached features: ``none`` or ``additive`` (train/compose.py); never the joint model."""
+    compose_copies: int = 2
+    compose_weight: float = 3.0
+    pair_folds: int = DEFAULTS.pair_folds
+    """Pair-held-out validation folds of a frozen-base run (train/pairfold.py); 0: none."""
 
     def __post_init__(self) -> None:
         from edge.card import APPROACHES
@@ -121,6 +128,13 @@ class TrainConfig:
                 raise TrainError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={a!r}")
         if not self.approaches:
             raise TrainError("at least one approach is needed")
+        from train.compose import COMPOSE_MODES
+
+        if self.compose not in COMPOSE_MODES:
+            raise TrainError(f"unknown compose. Known: {list(COMPOSE_MODES)}. Received: compose={self.compose!r}")
+        if self.compose_copies < 0 or self.compose_weight < 0 or self.pair_folds < 0:
+            raise TrainError(f"bad value: compose_copies={self.compose_copies}, compose_weight={self.compose_weight}, "
+                             f"pair_folds={self.pair_folds}")
         if self.strategy not in STRATEGIES:
             raise TrainError(f"unknown strategy. Known: {list(STRATEGIES)}. Received: strategy={self.strategy!r}")
         if len(self.image_size) != 2 or min(self.image_size) < 8:
@@ -576,8 +590,14 @@ def fit_heads(
     verbose: int = 0,
 ) -> None:
     """Fit a compiled features -> heads model on the run's batch order; rows without a head's label weigh 0."""
-    ds = train_dataset(train_feats, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed,
-                       initial_epoch, epochs, sample_weights=_sample_weights(train, outputs))
+    # compose hook (train/compose.py): the same batches plus swapped copies of each row.
+    from train.compose import compose_applies, composed_train_dataset
+
+    if compose_applies(cfg.compose, outputs):
+        ds = composed_train_dataset(cfg, schema, outputs, train_feats, train, initial_epoch, epochs)
+    else:
+        ds = train_dataset(train_feats, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed,
+                           initial_epoch, epochs, sample_weights=_sample_weights(train, outputs))
     val_data = None
     if val_feats is not None and val is not None:
         val_data = eval_dataset(val_feats, _targets(cfg, schema, val, outputs), cfg.batch_size,
@@ -884,6 +904,10 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return {}
     record = _run_record(cfg, weights_used, int(strategy.num_replicas_in_sync), data_info, data, cache, variants)
+    # pair-fold hook (train/pairfold.py): heads retrained with whole pairs held out, per approach.
+    from train.pairfold import run_pair_folds
+
+    run_pair_folds(record, cfg, schema, data, cache, store_base if chief else None)
     atomic_write_json(run_dir / TRAIN_JSON, record)
     return record
 
@@ -912,6 +936,7 @@ def _run_record(cfg: TrainConfig, weights_used: WeightsUsed, replicas: int, data
         ),
         versions=package_versions(),
         variants=variants,
+        compose=ComposeInfo(mode=cfg.compose, copies=cfg.compose_copies, weight=cfg.compose_weight),
     )
 
 
@@ -985,7 +1010,7 @@ def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
         prev = json.loads(old.read_text())
     except (OSError, json.JSONDecodeError):
         return
-    keys = ("backbone", "image_size", "batch_size", "seed", "weights", "freeze_base")
+    keys = ("backbone", "image_size", "batch_size", "seed", "weights", "freeze_base", "compose")
     cur = cfg.to_dict()
     diff = [k for k in keys if k in prev and prev[k] != cur[k]]
     has_ckpt = any((run_dir / "checkpoints").glob("*/epoch-*.keras")) or any((run_dir / "models").glob("*.keras"))
