@@ -16,6 +16,7 @@ BATCH_SIZE  ?= 32
 WEIGHTS     ?= imagenet
 PROTOCOL    ?= frozen
 PAPER_WEIGHTS ?= none
+COMPOSE     ?= none
 APPROACHES  ?= multihead,joint,separate
 PRECISIONS  ?= float32,int8
 THREADS     ?= 1
@@ -32,7 +33,7 @@ MEDIAPIPE := .venv-mediapipe
 MEDIAPIPE_STAMP := $(MEDIAPIPE)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-legacy setup-mediapipe setup-pi all data train convert bench report paper compare test test-fast test-pi lint clean
+.PHONY: help setup setup-legacy setup-mediapipe setup-pi all data train convert bench report paper compare compose test test-fast test-pi lint clean
 
 # The variables above, by name: `make help` prints the value each has in this invocation.
 VARIABLES := $(shell sed -nE 's/^([A-Z_]+) +\?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
@@ -75,7 +76,7 @@ all: $(STAMP) ## the whole job: data, train, convert, bench, report (reuses what
 	$(BIN)/python -m report.pipeline --data $(DATA) --run $(RUN) --backbone $(BACKBONE) \
 	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) --weights $(WEIGHTS) \
 	  --protocol $(PROTOCOL) --num-images $(NUM_IMAGES) --synth-size $(SYNTH_SIZE) --holdout-combos $(HOLDOUT) \
-	  --precision $(PRECISIONS) --threads $(THREADS) --bench-runs $(RUNS) --seed $(SEED)
+	  --precision $(PRECISIONS) --threads $(THREADS) --bench-runs $(RUNS) --seed $(SEED) --compose $(COMPOSE)
 
 data: $(STAMP) ## build the synthetic dataset in DATA
 	$(BIN)/python -m datasets synth --out $(DATA) --num-images $(NUM_IMAGES) --image-size $(SYNTH_SIZE) \
@@ -84,7 +85,7 @@ data: $(STAMP) ## build the synthetic dataset in DATA
 train: $(STAMP) ## train APPROACHES on DATA into RUN (PROTOCOL: frozen, fine-tune, scratch)
 	$(BIN)/python -m train --data $(DATA) --backbone $(BACKBONE) --approach $(APPROACHES) --out $(RUN) \
 	  --image-size $(IMAGE_SIZE) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) --weights $(WEIGHTS) \
-	  --seed $(SEED) --protocol $(PROTOCOL) --resume
+	  --seed $(SEED) --protocol $(PROTOCOL) --compose $(COMPOSE) --resume
 
 convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 	$(BIN)/python -m convert $(RUN) --precision $(PRECISIONS)
@@ -101,6 +102,10 @@ paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientn
 
 compare: $(STAMP) ## scratch vs frozen vs fine-tuned, all approaches, on its own 600-image set: runs/compare/compare.md
 	$(BIN)/python -m report.compare --out runs/compare --seed $(SEED)
+
+compose: $(STAMP) ## plain vs composed heads (COMPOSE=additive), 3 seeds, on DATA (built if absent): runs/compose/compose.md
+	$(BIN)/python -m report.compose --data $(DATA) --out runs/compose --num-images $(NUM_IMAGES) \
+	  --holdout-combos $(HOLDOUT) --epochs $(EPOCHS) --image-size $(IMAGE_SIZE) --seeds 0,1,2
 
 test: $(STAMP) $(LEGACY_STAMP) $(MEDIAPIPE_STAMP) test-pi ## every test: slow, tflite-runtime 2.14, MediaPipe and emulated Raspberry Pi ones
 	POLYHEAD_REQUIRE_LEGACY=1 POLYHEAD_REQUIRE_MEDIAPIPE=1 POLYHEAD_REQUIRE_PI=1 $(BIN)/python -m pytest --ignore=tests/pi $(PYTEST_ARGS)

@@ -60,6 +60,8 @@ class PipelineSettings:
     bench_images: int = DEFAULTS.bench_images
     protocol: str = DEFAULTS.protocol
     """A name in train.defaults.PROTOCOLS: frozen, fine-tune or scratch (forces weights none)."""
+    compose: str = DEFAULTS.compose
+    """Heads on a frozen base: none or additive (train/compose.py)."""
     extra_train_args: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -171,6 +173,7 @@ def settings_conflict(settings: PipelineSettings) -> str | None:
         "seed": settings.seed,
         "weights": settings.train_weights,
         "freeze_base": settings.freeze_base,
+        "compose": settings.compose,
     }
     if settings.batch_size:
         wanted["batch_size"] = settings.batch_size
@@ -264,7 +267,7 @@ def train_command(s: PipelineSettings) -> list[str]:
     command = [_python(), "-m", "train", "--data", str(s.data), "--backbone", s.backbone,
                "--approach", ",".join(APPROACHES), "--out", str(s.run), "--image-size", str(s.image_size),
                "--epochs", str(s.epochs), "--seed", str(s.seed), "--weights", s.train_weights, "--protocol", s.protocol,
-               "--resume"]
+               "--compose", s.compose, "--resume"]
     if s.batch_size:
         command += ["--batch-size", str(s.batch_size)]
     return command + list(s.extra_train_args)
@@ -482,9 +485,11 @@ def run_pipeline(s: PipelineSettings, stages: Sequence[Stage] = STAGES) -> Path:
 @click.option("--bench-runs", type=int, default=DEFAULTS.bench_runs, show_default=True, help="Timed runs per variant.")
 @click.option("--bench-images", type=int, default=DEFAULTS.bench_images, show_default=True,
               help="Test images to benchmark on.")
+@click.option("--compose", type=click.Choice(["none", "additive"]), default=DEFAULTS.compose, show_default=True,
+              help="Heads on a frozen base: additive feature augmentation names pairs never seen together.")
 def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, batch_size: int | None,
          num_images: int, synth_size: int, holdout_combos: int, precision: str, threads: int, seed: int,
-         weights: str, protocol: str, bench_runs: int, bench_images: int) -> None:
+         weights: str, protocol: str, bench_runs: int, bench_images: int, compose: str) -> None:
     """Build the synthetic set if absent, train, convert, benchmark, and write the report."""
     configure_logging()
     try:
@@ -493,7 +498,7 @@ def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, bat
             synth_size=synth_size, holdout_combos=holdout_combos,
             precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), threads=threads, seed=seed,
             weights=weights, batch_size=batch_size, bench_runs=bench_runs, bench_images=bench_images,
-            protocol=protocol,
+            protocol=protocol, compose=compose,
         )
         path = run_pipeline(settings)
     except PolyheadError as e:

@@ -273,6 +273,15 @@ def approach_table(run: RunData) -> Table:
         per_approach(f"{head} accuracy (unseen combinations)", fmt_percent,
                      lambda a, h=head: train_figure(run, a, "metrics", "test_unseen", "heads", h, "accuracy"),
                      "train.json")
+    if any(train_figure(run, a, "pair_folds", "unseen", "n") is not None for a in APPROACHES):
+        # Pair-held-out validation (train/pairfold.py): the heads retrained without whole pairs.
+        for part, title in (("unseen", "held-out pairs"), ("seen", "seen pairs")):
+            per_approach(f"joint accuracy (fold validation, {title})", fmt_percent,
+                         lambda a, p=part: train_figure(run, a, "pair_folds", p, "joint_accuracy"), "train.json")
+            for head in heads:
+                per_approach(f"{head} accuracy (fold validation, {title})", fmt_percent,
+                             lambda a, p=part, h=head: train_figure(run, a, "pair_folds", p, "heads", h, "accuracy"),
+                             "train.json")
     for precision in PRECISIONS:
         per_approach(f"size {precision}", fmt_mb_bytes, lambda a, p=precision: tflite_bytes(run, a, p), "convert.json")
     per_approach("parameters", fmt_int, lambda a: train_figure(run, a, "params", "total"), "train.json")
@@ -400,9 +409,14 @@ def setup_lines(run: RunData) -> list[str]:
         f"- backbone: {run.backbone}; input {_describe(config.get('image_size') or _get(run.train, 'image_size'))}; "
         f"weights: {_describe(config.get('weights') or _get(run.train, 'weights'))}",
     ]
-    settings = {k: config[k] for k in ("epochs", "batch_size", "learning_rate", "seed", "freeze_base") if k in config}
+    settings = {k: config[k] for k in ("epochs", "batch_size", "learning_rate", "seed", "freeze_base", "compose")
+                if k in config}
     if settings:
         lines.append("- training: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    folds = _get(run.train, "pair_folds")
+    if isinstance(folds, Mapping) and folds.get("held_out"):
+        lines.append(f"- fold validation: {folds.get('folds')} folds, each retraining the heads without whole pairs "
+                     "(held out: " + "; ".join(", ".join(f) for f in folds["held_out"]) + ")")
     bench = run.bench
     if bench:
         lines.append(f"- machine: {_describe(bench.get('board'))}; CPU: {_describe(bench.get('cpu'))}; "

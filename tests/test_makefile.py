@@ -17,15 +17,16 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 # Which variables each target's command must carry.
 USES = {
     "all": ("DATA", "RUN", "BACKBONE", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "WEIGHTS", "PROTOCOL", "NUM_IMAGES",
-            "SYNTH_SIZE", "HOLDOUT", "PRECISIONS", "THREADS", "RUNS", "SEED"),
+            "SYNTH_SIZE", "HOLDOUT", "PRECISIONS", "THREADS", "RUNS", "SEED", "COMPOSE"),
     "data": ("DATA", "NUM_IMAGES", "SYNTH_SIZE", "HOLDOUT", "SEED"),
     "train": ("DATA", "BACKBONE", "APPROACHES", "RUN", "IMAGE_SIZE", "EPOCHS", "BATCH_SIZE", "WEIGHTS", "PROTOCOL",
-              "SEED"),
+              "SEED", "COMPOSE"),
     "convert": ("RUN", "PRECISIONS"),
     "bench": ("RUN", "THREADS", "RUNS", "ROUNDS"),
     "report": ("RUN",),
     "paper": ("DATA", "PAPER_WEIGHTS", "EPOCHS", "NUM_IMAGES", "THREADS", "SEED"),
     "compare": ("SEED",),
+    "compose": ("DATA", "NUM_IMAGES", "HOLDOUT", "EPOCHS", "IMAGE_SIZE"),
     "test": ("PYTEST_ARGS",),
     "test-fast": ("PYTEST_ARGS",),
     "test-pi": ("PYTEST_ARGS",),

@@ -69,7 +69,10 @@ def _read_run(run: Path) -> _RunInfo:
         if not (run / name).is_file():
             raise AddHeadError(f"{run / name}: missing (add-head needs a finished training run)")
     try:
-        cfg = TrainConfig.from_dict(json.loads((run / CONFIG_FILE).read_text()))
+        settings = json.loads((run / CONFIG_FILE).read_text())
+        # add-head trains the new heads as the run trained its own: a run from before compose existed had none.
+        settings.setdefault("compose", "none")
+        cfg = TrainConfig.from_dict(settings)
         record = json.loads((run / TRAIN_JSON).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise AddHeadError(f"{run}: cannot read the run: {e}") from None
@@ -424,7 +427,7 @@ def _run_record(parent_record: dict[str, Any], data: str | Path, ds: Any, arrays
     """The new run's train.json: the parent's settings, this dataset and versions, the grown
     variants and what add-head did (``add_head``)."""
     return {
-        **{k: v for k, v in parent_record.items() if k not in ("variants", "dataset", "data", "versions")},
+        **{k: v for k, v in parent_record.items() if k not in ("variants", "dataset", "data", "versions", "pair_folds")},
         "data": str(data),
         "dataset": {"sizes": {s: a.n for s, a in arrays.items()},
                     "labelled": {s: a.labelled_counts() for s, a in arrays.items()},

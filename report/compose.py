@@ -1,0 +1,219 @@
+"""``make compose``: plain heads against composed heads (``--compose additive``), over several seeds.
+
+Each (compose mode, seed) trains ``python -m train`` into ``OUT/<mode>-seed<N>`` in its own process,
+exactly as a user would, multihead and separate only (composition does not apply to the joint
+model). ``OUT/compose.json`` and ``OUT/compose.md`` then hold, side by side, per head and joint:
+test (seen pairs), test_unseen (pairs never in train) and the pair-held-out fold validation
+(train/pairfold.py: unseen and seen pairs of the val split), as the mean over seeds and the spread
+(min..max); and the cost: parameters, head-training seconds and the fold validation's seconds.
+Every number is read back from the runs' train.json. Choices are made on the fold validation;
+test_unseen is reported, never tuned on.
+
+The dataset is ``--data`` (built with the synthetic generator when absent, like ``make all``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge.errors import PolyheadError, first_line
+from edge.io import atomic_write_json, atomic_write_text
+from edge.log import configure_logging
+from report.pipeline import PipelineError, PipelineSettings, data_ready, run_command, synth_command
+from train.defaults import DEFAULTS
+
+COMPOSE_APPROACHES = ("multihead", "separate")
+MODES = ("none", "additive")
+SEEDS = (0, 1, 2)
+
+
+def train_command(data: Path, run: Path, compose: str, seed: int, backbone: str, image_size: int, epochs: int,
+                  approaches: Sequence[str] = COMPOSE_APPROACHES) -> list[str]:
+    """``python -m train`` for one compose mode and seed: frozen ImageNet base, pair folds on."""
+    return [sys.executable, "-m", "train", "--data", str(data), "--out", str(run), "--backbone", backbone,
+            "--approach", ",".join(approaches), "--image-size", str(image_size), "--epochs", str(epochs),
+            "--seed", str(seed), "--weights", "imagenet", "--protocol", "frozen", "--compose", compose,
+            "--pair-folds", "3", "--resume", "--verbose", "0"]
+
+
+def _split(m: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not m:
+        return None
+    return {"heads": {h: v["accuracy"] for h, v in m["heads"].items()}, "joint": m["joint_accuracy"],
+            "n": m["n_all_labelled"]}
+
+
+def summarise(train: Mapping[str, Any]) -> dict[str, Any]:
+    """Per approach: accuracies (test, test_unseen, fold unseen and seen), params, training seconds."""
+    out: dict[str, Any] = {}
+    for approach, v in (train.get("variants") or {}).items():
+        metrics = v.get("metrics") or {}
+        folds = v.get("pair_folds") or {}
+        out[approach] = {
+            "test": _split(metrics.get("test")),
+            "test_unseen": _split(metrics.get("test_unseen")),
+            "fold_unseen": _split(folds.get("unseen")),
+            "fold_seen": _split(folds.get("seen")),
+            "params": v["params"]["total"],
+            "trained_params": v["params"]["trainable"],
+            "train_wall_s": v.get("train_wall_s"),
+            "feature_extract_s": v.get("feature_extract_s"),
+            "folds_wall_s": folds.get("wall_s"),
+        }
+    return out
+
+
+def _values(runs: Sequence[Mapping[str, Any]], approach: str, split: str, head: str | None) -> list[float]:
+    vals = []
+    for r in runs:
+        s = (r["approaches"].get(approach) or {}).get(split)
+        if s is None:
+            continue
+        vals.append(float(s["joint"] if head is None else s["heads"][head]))
+    return vals
+
+
+def _cell(vals: Sequence[float], scale: float = 100.0, unit: str = "") -> str:
+    """mean (min..max) over seeds."""
+    if not vals:
+        return "not measured"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{scale * mean:.1f}{unit}"
+    return f"{scale * mean:.1f} ({scale * min(vals):.1f}..{scale * max(vals):.1f}){unit}"
+
+
+def _delta(a: Sequence[float], b: Sequence[float]) -> str:
+    if not a or not b:
+        return ""
+    d = 100 * (sum(b) / len(b) - sum(a) / len(a))
+    return f"{d:+.1f}"
+
+
+SPLIT_TITLES = {
+    "test": "test (seen pairs)",
+    "test_unseen": "test_unseen (pairs never in train)",
+    "fold_unseen": "fold validation, held-out pairs",
+    "fold_seen": "fold validation, seen pairs",
+}
+
+
+def compose_markdown(record: Mapping[str, Any]) -> str:
+    """compose.md: per approach, one row per split and head (and joint), plain against composed."""
+    modes: Mapping[str, Any] = record["modes"]
+    heads: list[str] = record["heads"]
+    plain, composed = modes.get("none", {"runs": []}), modes.get("additive", {"runs": []})
+    lines = [
+        "# Composed heads: plain against additive", "",
+        f"Backbone `{record['backbone']}` (ImageNet, frozen), input {record['image_size']} px, {record['epochs']} "
+        f"head epochs, data `{record['data']}`, seeds {', '.join(str(s) for s in record['seeds'])}. Cells are "
+        "accuracy in %, mean over seeds (min..max); the last column is composed minus plain, in points. Every "
+        "number is read from the runs' train.json (compose.json). The fold validation (train/pairfold.py) trains "
+        "the heads again with whole pairs held out of train and scores the val images of those pairs (held-out) "
+        "and of the others (seen); each seed draws its own folds, the same for both modes. Additive: "
+        f"{record.get('settings', '')}.", "",
+    ]
+    for approach in record["approaches"]:
+        lines += [f"## {approach}", "", "| split | accuracy | plain (`--compose none`) | composed (`--compose additive`) "
+                  "| change |", "|---|---|---|---|---|"]
+        for split, title in SPLIT_TITLES.items():
+            for head in [*heads, None]:
+                a = _values(plain["runs"], approach, split, head)
+                b = _values(composed["runs"], approach, split, head)
+                lines.append(f"| {title} | {head or '**joint**'} | {_cell(a)} | {_cell(b)} | {_delta(a, b)} |")
+        lines += ["", "| cost | plain | composed |", "|---|---|---|"]
+        for title, key, unit in (("parameters (deployed)", "params", ""),
+                                 ("head training (s, summed over the approach's models)", "train_wall_s", " s"),
+                                 ("fold validation (s, 3 folds)", "folds_wall_s", " s")):
+            cells = []
+            for mode in (plain, composed):
+                vals = [float(r["approaches"][approach][key]) for r in mode["runs"]
+                        if approach in r["approaches"] and r["approaches"][approach][key] is not None]
+                if key == "params":
+                    cells.append(f"{int(vals[0]):,}" if vals else "not measured")
+                else:
+                    cells.append(_cell(vals, 1.0, unit))
+            lines.append(f"| {title} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    lines += [
+        "Latency: composition changes only the training batches; the deployed model is the same graph (one Dense "
+        "softmax per head on the same backbone, the same parameter count above), so its latency on the device "
+        "is the plain model's (`make bench`). Training time includes the run's one feature extraction, paid by "
+        "the first model trained.", "",
+    ]
+    return "\n".join(lines)
+
+
+def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: str = DEFAULTS.backbone,
+                image_size: int = DEFAULTS.image_size, epochs: int = DEFAULTS.epochs,
+                num_images: int = DEFAULTS.num_images, holdout_combos: int = DEFAULTS.holdout_combos,
+                approaches: Sequence[str] = COMPOSE_APPROACHES) -> Path:
+    """Train every (mode, seed) (reusing finished runs), write compose.json and compose.md; returns compose.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not data_ready(data):
+        run_command("data", synth_command(PipelineSettings(data=data, run=out, num_images=num_images,
+                                                           holdout_combos=holdout_combos)))
+    from train.defaults import Defaults
+    from train.fit import TrainConfig
+
+    cfg = TrainConfig(data=str(data), out=str(out), compose="additive")
+    record: dict[str, Any] = {
+        "backbone": backbone, "image_size": image_size, "epochs": epochs, "data": str(data), "seeds": list(seeds),
+        "approaches": list(approaches), "heads": [], "modes": {},
+        "settings": f"{cfg.compose_copies} swapped copies per row, total weight {cfg.compose_weight:g}",
+        "default_compose": Defaults().compose,
+    }
+    for mode in MODES:
+        record["modes"][mode] = {"runs": []}
+        for seed in seeds:
+            run = out / f"{mode}-seed{seed}"
+            start = time.perf_counter()
+            run_command(f"train {mode} seed {seed}",
+                        train_command(data, run, mode, seed, backbone, image_size, epochs, approaches))
+            train = json.loads((run / "train.json").read_text())
+            summary = summarise(train)
+            for a in summary.values():
+                record["heads"] += [h for h in (a["test"] or {}).get("heads", {}) if h not in record["heads"]]
+            record["modes"][mode]["runs"].append({"seed": seed, "run": str(run), "approaches": summary,
+                                                  "wall_s": round(time.perf_counter() - start, 1),
+                                                  "pair_folds": train.get("pair_folds")})
+            atomic_write_json(out / "compose.json", record)
+    return atomic_write_text(out / "compose.md", compose_markdown(record))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=Path(DEFAULTS.data), show_default=True,
+              help="Dataset folder (the synthetic set is built there when absent).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/compose"),
+              show_default=True)
+@click.option("--seeds", default=",".join(str(s) for s in SEEDS), show_default=True)
+@click.option("--backbone", default=DEFAULTS.backbone, show_default=True)
+@click.option("--image-size", type=int, default=DEFAULTS.image_size, show_default=True)
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True)
+@click.option("--num-images", type=int, default=DEFAULTS.num_images, show_default=True)
+@click.option("--holdout-combos", type=int, default=DEFAULTS.holdout_combos, show_default=True)
+@click.option("--approaches", default=",".join(COMPOSE_APPROACHES), show_default=True)
+def main(data: Path, out: Path, seeds: str, backbone: str, image_size: int, epochs: int, num_images: int,
+         holdout_combos: int, approaches: str) -> None:
+    """Train plain and composed heads over several seeds; compare them in compose.md."""
+    configure_logging()
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+        names = tuple(a.strip() for a in approaches.split(",") if a.strip())
+        path = run_compose(out, data, seed_list, backbone, image_size, epochs, num_images, holdout_combos, names)
+    except ValueError as e:
+        raise click.ClickException(f"--seeds must be a comma list of integers. Received: {seeds!r} ({e})") from None
+    except (PolyheadError, PipelineError, OSError, json.JSONDecodeError) as e:
+        raise click.ClickException(first_line(e, None)) from None
+    click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()
