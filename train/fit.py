@@ -850,10 +850,12 @@ def _setup_determinism(cfg: TrainConfig) -> None:
 
 
 def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
-                 schema: LabelSchema | None = None) -> dict[str, Any]:
+                 schema: LabelSchema | None = None, cache: FeatureCache | None = None) -> dict[str, Any]:
     """Train every model of ``cfg.approaches`` into ``cfg.out``; write and return train.json.
 
     ``data``/``schema`` may be given (tests); otherwise the dataset folder ``cfg.data`` is loaded.
+    ``cache``: a feature cache shared by several runs on the same data (``make compose``: one
+    backbone pass for every seed and mode); its ``backbone_images`` then counts them all.
     Raises TrainingInterrupted on SIGINT (after saving checkpoints and logs).
     """
     import tensorflow as tf
@@ -886,7 +888,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     schema.save(run_dir / "schema.json")
     _setup_determinism(cfg)
 
-    cache = FeatureCache(cfg.batch_size)
+    cache = cache if cache is not None else FeatureCache(cfg.batch_size)
     variants: dict[str, TrainVariant] = {}
     store_base = None
     with _Interrupt() as interrupt:
