@@ -190,3 +190,44 @@ def test_run_records_compose_and_folds_and_add_head_inherits_it(tmp_path, caplog
     assert json.loads((new / "config.json").read_text())["compose"] == "additive"
     assert rec["compose"]["mode"] == "additive" and "pair_folds" not in rec
     assert train_key_errors(rec) == []
+
+
+def test_report_shows_the_fold_validation_and_the_compose_setting(tmp_path):
+    from report_fixtures import write_run
+
+    from report.render import approach_table, load_run, setup_lines
+
+    run = write_run(tmp_path / "run")
+    doc = json.loads((run / "train.json").read_text())
+    split = doc["variants"]["multihead"]["metrics"]["test"]
+    doc["variants"]["multihead"]["pair_folds"] = {"unseen": {**split, "joint_accuracy": 0.5219}, "seen": split,
+                                                  "wall_s": 3.0}
+    doc["pair_folds"] = {"folds": 1, "pairs_per_fold": 8, "seed": 0, "held_out": [["Eskel/Van", "Aldor/SUV"]]}
+    (run / "train.json").write_text(json.dumps(doc))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "compose": "additive"}))
+    data = load_run(run)
+    table = approach_table(data).to_markdown()
+    row = next(line for line in table.splitlines() if "joint accuracy (fold validation, held-out pairs)" in line)
+    assert "52.19 %" in row
+    lines = "\n".join(setup_lines(data))
+    assert "compose=additive" in lines and "Eskel/Van, Aldor/SUV" in lines
+
+
+def test_compose_markdown_puts_plain_and_composed_side_by_side():
+    from report.compose import compose_markdown
+
+    def run(seed, joint):
+        split = {"heads": {"make": 0.9, "type": 0.8}, "joint": joint, "n": 10}
+        return {"seed": seed, "approaches": {"multihead": {
+            "test": split, "test_unseen": split, "fold_unseen": split, "fold_seen": split, "params": 1000,
+            "trained_params": 10, "train_wall_s": 5.0, "feature_extract_s": 1.0, "head_train_s": 4.0,
+            "folds_wall_s": 9.0}}}
+
+    record = {"backbone": "b", "image_size": 128, "epochs": 12, "data": "d", "seeds": [0, 1], "approaches": ["multihead"],
+              "heads": ["make", "type"], "settings": "s",
+              "modes": {"none": {"runs": [run(0, 0.4), run(1, 0.5)]}, "additive": {"runs": [run(0, 0.7), run(1, 0.8)]}}}
+    text = compose_markdown(record)
+    row = next(line for line in text.splitlines() if line.startswith("| test_unseen") and "joint" in line)
+    assert "45.0 (40.0..50.0)" in row and "75.0 (70.0..80.0)" in row and "+30.0" in row
+    assert "| parameters (deployed) | 1,000 | 1,000 |" in text

@@ -20,6 +20,7 @@ an ``np.memmap``, row ``i`` = the split's row ``i``) and makes its copies from a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,9 @@ class ComposeSettings:
     copies: int = 2
     weight: float = 3.0
     """The copies of a row together weigh ``weight`` against the row's 1 (each ``weight / copies``)."""
+    kept_only: bool = False
+    """A copy trains only the heads whose label it kept (invariance to the other heads' components),
+    not the swapped head on its new class."""
 
 
 def composed_dataset(
@@ -187,19 +191,22 @@ def composed_dataset(
             x = np.empty((batch_size, d), np.float32)
             x[sort] = np.asarray(features[idx[sort]], dtype=np.float32)
             lab = {h: v[idx] for h, v in label_arrays.items()}
+            scale = {o: np.ones(batch_size, np.float32) for o in outputs}
             if settings.copies > 0:
                 ax, alab, valid = augment_batch(x, lab, comps, settings.copies, rng)
+                for o in outputs:
+                    w_copy = np.where(valid, copy_weight, 0.0)
+                    if settings.kept_only:  # a copy teaches only the heads whose label it kept
+                        w_copy = w_copy * (alab[o] == np.repeat(lab[o], settings.copies))
+                    scale[o] = np.concatenate([scale[o], w_copy]).astype(np.float32)
                 x = np.concatenate([x, ax])
                 lab = {h: np.concatenate([lab[h], alab[h]]) for h in lab}
-                scale = np.concatenate([np.ones(batch_size, np.float32), np.where(valid, copy_weight, 0.0)])
-            else:
-                scale = np.ones(batch_size, np.float32)
             y = {}
             w = {}
             for o in outputs:
                 t = np.maximum(lab[o], 0)
                 y[o] = np.eye(int(num_classes[o]), dtype=np.float32)[t] if one_hot else t.astype(np.int32)
-                w[o] = ((lab[o] >= 0) * scale).astype(np.float32)
+                w[o] = ((lab[o] >= 0) * scale[o]).astype(np.float32)
             yield x, y, w
 
     y_spec = {o: (tf.TensorSpec((rows_per_batch, int(num_classes[o])), tf.float32) if one_hot
@@ -216,5 +223,6 @@ def composed_train_dataset(cfg: Any, schema: Any, outputs: Sequence[str], featur
     (``train``: a ``train.data.Arrays`` whose labels hold every head, row ``i`` = ``features[i]``)."""
     num_classes = {h: schema.head(h).num_classes for h in train.labels}
     return composed_dataset(features, train.labels, outputs, num_classes, cfg.batch_size, cfg.seed, first_epoch,
-                            last_epoch, ComposeSettings(cfg.compose_copies, cfg.compose_weight),
+                            last_epoch, ComposeSettings(cfg.compose_copies, cfg.compose_weight,
+                                            kept_only=os.environ.get("POLYHEAD_COMPOSE_KEPT") == "1"),
                             one_hot=cfg.label_smoothing > 0)
