@@ -20,7 +20,6 @@ an ``np.memmap``, row ``i`` = the split's row ``i``) and makes its copies from a
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -144,9 +143,6 @@ class ComposeSettings:
     copies: int = 2
     weight: float = 3.0
     """The copies of a row together weigh ``weight`` against the row's 1 (each ``weight / copies``)."""
-    kept_only: bool = False
-    """A copy trains only the heads whose label it kept (invariance to the other heads' components),
-    not the swapped head on its new class."""
 
 
 def composed_dataset(
@@ -196,8 +192,6 @@ def composed_dataset(
                 ax, alab, valid = augment_batch(x, lab, comps, settings.copies, rng)
                 for o in outputs:
                     w_copy = np.where(valid, copy_weight, 0.0)
-                    if settings.kept_only:  # a copy teaches only the heads whose label it kept
-                        w_copy = w_copy * (alab[o] == np.repeat(lab[o], settings.copies))
                     scale[o] = np.concatenate([scale[o], w_copy]).astype(np.float32)
                 x = np.concatenate([x, ax])
                 lab = {h: np.concatenate([lab[h], alab[h]]) for h in lab}
@@ -223,6 +217,5 @@ def composed_train_dataset(cfg: Any, schema: Any, outputs: Sequence[str], featur
     (``train``: a ``train.data.Arrays`` whose labels hold every head, row ``i`` = ``features[i]``)."""
     num_classes = {h: schema.head(h).num_classes for h in train.labels}
     return composed_dataset(features, train.labels, outputs, num_classes, cfg.batch_size, cfg.seed, first_epoch,
-                            last_epoch, ComposeSettings(cfg.compose_copies, cfg.compose_weight,
-                                            kept_only=os.environ.get("POLYHEAD_COMPOSE_KEPT") == "1"),
+                            last_epoch, ComposeSettings(cfg.compose_copies, cfg.compose_weight),
                             one_hot=cfg.label_smoothing > 0)
