@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     from train.data import Arrays, load_arrays
     from train.features import image_key
     from train.fit import TrainConfig, split_metrics
-    from train.pairfold import _fit_and_predict, fold_validation, make_folds
+    from train.pairfold import fit_and_predict, fold_validation, make_folds
 
     if len(argv) < 3:
         raise SystemExit(__doc__)
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> None:
             cfg = TrainConfig(data=data_dir, out=str(run), seed=seed, **setting)
             t0 = time.perf_counter()
             evals = np.concatenate([feats["test"], feats["test_unseen"]])
-            probs = _fit_and_predict(cfg, schema, heads, feats["train"], rows["train"], evals)
+            probs = fit_and_predict(cfg, schema, heads, feats["train"], rows["train"], evals)
             n_test = arrays["test"].n
             m = {s: split_metrics(schema, {h: probs[h][:n_test] if s == "test" else probs[h][n_test:] for h in heads},
                                   rows[s]) for s in ("test", "test_unseen")}

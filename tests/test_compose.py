@@ -130,6 +130,8 @@ def test_compose_setting_is_checked_and_never_applies_to_joint():
     assert not compose_applies("none", ("make",))
     with pytest.raises(TrainError, match="compose='sum'"):
         TrainConfig(data="d", out="o", compose="sum")
+    with pytest.raises(TrainError, match="needs a frozen base"):
+        TrainConfig(data="d", out="o", compose="additive", freeze_base=False)
 
 
 def test_pair_folds_hold_out_only_pairs_whose_labels_keep_a_partner():

@@ -132,6 +132,11 @@ class TrainConfig:
 
         if self.compose not in COMPOSE_MODES:
             raise TrainError(f"unknown compose. Known: {list(COMPOSE_MODES)}. Received: compose={self.compose!r}")
+        if self.compose != "none" and not self.uses_feature_cache:
+            # The copies are made in feature space: heads must train on the frozen base's cached features.
+            raise TrainError(f"compose={self.compose} needs a frozen base trained on cached features (--protocol "
+                             f"frozen, feature cache on, strategy default). Received: freeze_base={self.freeze_base}, "
+                             f"feature_cache={self.feature_cache}, strategy={self.strategy}")
         if self.compose_copies < 0 or self.compose_weight < 0 or self.pair_folds < 0:
             raise TrainError(f"bad value: compose_copies={self.compose_copies}, compose_weight={self.compose_weight}, "
                              f"pair_folds={self.pair_folds}")

@@ -131,7 +131,7 @@ def fold_validation(cfg: Any, schema: Any, units: Sequence[tuple[str, ...]], tra
         feats = np.asarray(train_feats[np.flatnonzero(keep)], dtype=np.float32)
         probs: dict[str, np.ndarray] = {}
         for outputs in units:
-            probs.update(_fit_and_predict(cfg, schema, outputs, feats, sub, val_feats))
+            probs.update(fit_and_predict(cfg, schema, outputs, feats, sub, val_feats))
         held = held_out_rows(val.labels, fold)
         for rows, parts in ((held, unseen_parts), (~held, seen_parts)):
             parts.append(({h: probs[h][rows] for h in schema.head_names},
@@ -143,7 +143,7 @@ def fold_validation(cfg: Any, schema: Any, units: Sequence[tuple[str, ...]], tra
     return out
 
 
-def _fit_and_predict(cfg: Any, schema: Any, outputs: tuple[str, ...], feats: np.ndarray, train: Any,
+def fit_and_predict(cfg: Any, schema: Any, outputs: tuple[str, ...], feats: np.ndarray, train: Any,
                      val_feats: Any) -> dict[str, np.ndarray]:
     """Fresh heads for ``outputs`` trained on ``feats`` (rows labelled for one of them); softmax on ``val_feats``."""
     import keras
