@@ -11,7 +11,7 @@ from datasets_fixtures import jpeg_bytes, photo, png_header, save, small_rows, w
 from PIL import Image
 
 from datasets.folder import DatasetError, load_dataset
-from datasets.pipeline import load_split, make_tf_dataset
+from datasets.pipeline import load_split, open_split, verify
 from edge.preprocess import load_image
 
 H, W = 24, 32
@@ -49,8 +49,11 @@ def test_pipeline_pixels_equal_edge_preprocessing_on_real_files(tmp_path):
     arrays = load_split(ds, "train", H, W, workers=2)
     assert arrays.images.shape == (len(ds.split("train")), H, W, 3) and arrays.images.dtype == np.uint8
     assert not arrays.skipped
-    tf_images = np.concatenate([x.numpy() for x, _ in make_tf_dataset(arrays, batch_size=5)])
-    assert tf_images.dtype == np.float32
+    from train.data import eval_dataset
+
+    streamed = open_split(ds, "train", H, W)  # decoded on the fly, a batch at a time
+    tf_images = np.concatenate([x.numpy() for x in eval_dataset(streamed.images, None, 5)])
+    assert tf_images.dtype == np.float32 and len(tf_images) == len(arrays)
     for i, path in enumerate(arrays.paths):
         edge = load_image(path, H, W)
         assert np.abs(arrays.images[i].astype(float) - edge).mean() < 1.0
@@ -165,9 +168,12 @@ def test_hostile_files_are_skipped_and_counted(tmp_path, caplog):
     assert all(len(e.splitlines()) == 1 and p.name in e for p, e in arrays.skipped)
     assert any("possible decompression bomb" in e for p, e in arrays.skipped if p.name == "bomb.png")
     assert f"skipped {len(files)} of {len(ds.split('train'))} images" in caplog.text
-    # A whole epoch runs over what is left; labels stay aligned with the kept images.
-    n = sum(int(x.shape[0]) for x, _ in make_tf_dataset(arrays, batch_size=4, shuffle=True, augment=True))
-    assert n == len(arrays) == len(arrays.labels["make"]) == len(arrays.joint)
+    assert len(arrays) == len(arrays.labels["make"]) == len(arrays.joint)
+    # The streamed split drops the same rows, labels aligned, and its rows decode as the in-memory ones.
+    streamed = verify(open_split(ds, "train", H, W), "train", ds.root)
+    assert streamed.paths == arrays.paths and {p.name for p, _ in streamed.skipped} == set(files)
+    assert np.array_equal(streamed.labels["make"], arrays.labels["make"])
+    assert np.array_equal(streamed.images[np.arange(len(streamed))], arrays.images)
 
 
 def test_every_pillow_mode_loads_or_is_skipped(tmp_path):
@@ -202,7 +208,7 @@ def test_all_unreadable_split_is_one_error(tmp_path):
         load_split(ds, "val", 8, 8)
 
 
-# -- tf.data --------------------------------------------------------------------------------------
+# -- labels ---------------------------------------------------------------------------------------
 
 
 def test_targets_and_joint(tmp_path):
@@ -211,42 +217,11 @@ def test_targets_and_joint(tmp_path):
     assert test.joint.tolist() == [-1] and test.labels["make"].tolist() == [1] and test.labels["type"].tolist() == [1]
     train = load_split(ds, "train", 8, 8)
     assert set(train.joint.tolist()) == {0, 1, 2} and train.labels["make"].dtype == np.int32
-
-    x, y = next(iter(make_tf_dataset(train, batch_size=100)))
-    assert x.shape == (6, 8, 8, 3) and set(y) == {"make", "type"}
-    _, y = next(iter(make_tf_dataset(ds, "train", 8, 8, target="joint", batch_size=100)))
-    assert set(y) == {"joint"} and y["joint"].numpy().tolist() == train.joint.tolist()
-    _, y = next(iter(make_tf_dataset(train, target="type", batch_size=100)))
-    assert set(y) == {"type"}
-    # The joint target has no index for an unseen combination: such rows are dropped.
-    assert len(list(make_tf_dataset(test, target="joint"))) == 0
-    with pytest.raises(DatasetError, match="unknown target 'colour'"):
-        make_tf_dataset(train, target="colour")
-    with pytest.raises(DatasetError, match="needs split, height and width"):
-        make_tf_dataset(ds)
+    # The joint target has no index for an unseen combination: such rows are not labelled for it.
+    assert not test.labelled("joint").any() and train.labelled("joint").all()
     assert len(load_split(ds, "test_unseen", 8, 8)) == 1
     with pytest.raises(DatasetError, match="height must be a positive integer"):
         load_split(ds, "train", 0, 8)
-
-
-def test_augment_and_shuffle_are_seeded(tmp_path):
-    ds = load_dataset(write_folder(tmp_path / "ds", small_rows(4), size=24))
-    train = load_split(ds, "train", 16, 16)
-
-    def epoch(seed, data=None):
-        data = data or make_tf_dataset(train, batch_size=5, augment=True, shuffle=True, seed=seed)
-        return np.concatenate([x.numpy() for x, _ in data]), np.concatenate([y["make"].numpy() for _, y in data])
-
-    a, la = epoch(1)
-    b, lb = epoch(1)
-    assert np.array_equal(a, b) and np.array_equal(la, lb)
-    assert a.shape == (12, 16, 16, 3) and a.min() >= 0 and a.max() <= 255
-    assert not np.array_equal(a, epoch(2)[0])
-    data = make_tf_dataset(train, batch_size=5, augment=True, shuffle=True, seed=1)
-    first, second = epoch(1, data)[0], epoch(1, data)[0]
-    assert not np.array_equal(first, second)  # a new epoch gets new augmentation
-    plain = np.concatenate([x.numpy() for x, _ in make_tf_dataset(train, batch_size=5)])
-    assert np.array_equal(plain, train.images.astype(np.float32))
 
 
 def test_three_heads_flow_through(tmp_path):
@@ -254,6 +229,6 @@ def test_three_heads_flow_through(tmp_path):
     ds = load_dataset(write_folder(tmp_path / "ds", rows, heads=("make", "type", "colour")))
     train = load_split(ds, "train", 8, 8)
     assert list(train.labels) == ["make", "type", "colour"]
-    _, y = next(iter(make_tf_dataset(train, batch_size=100)))
+    y = train.targets(tuple(train.labels))
     assert sorted(y) == ["colour", "make", "type"]
-    assert y["colour"].numpy().tolist() == train.labels["colour"].tolist()
+    assert y["colour"].tolist() == train.labels["colour"].tolist()

@@ -10,7 +10,7 @@ from datasets_fixtures import small_rows, write_folder
 
 from datasets.__main__ import main as datasets_main
 from datasets.folder import MISSING, check, load_dataset
-from datasets.pipeline import UNLABELLED, load_split, target_labels
+from datasets.pipeline import UNLABELLED, load_split
 
 
 def _partial_rows() -> list[tuple[str, str, tuple[str, ...]]]:
@@ -57,12 +57,11 @@ def test_load_split_marks_unlabelled_and_head_targets_drop_them(tmp_path):
     arrays = load_split(ds, "train", 8, 8)
     assert arrays.labels["type"][0] == UNLABELLED and arrays.labels["make"][1] == UNLABELLED
     assert arrays.joint[0] == -1 and arrays.joint[1] == -1 and arrays.joint[2] >= 0
-    labels, keep = target_labels(arrays, "type")
-    assert keep is not None and not keep[0] and keep[1]
-    assert (labels["type"] >= 0).all()
-    labels, keep = target_labels(arrays, "joint")
-    assert keep is not None and int(keep.sum()) == 3
-    assert np.array_equal(labels["joint"], arrays.joint[arrays.joint >= 0])
+    keep = arrays.labelled("type")
+    assert not keep[0] and keep[1]
+    assert arrays.sample_weights(("type",))["type"].tolist() == keep.astype(np.float32).tolist()
+    keep = arrays.labelled("joint")
+    assert int(keep.sum()) == 3 and (arrays.joint[keep] >= 0).all()
 
 
 # -- training and evaluation -----------------------------------------------------------------------

@@ -143,9 +143,9 @@ def split_features(ds: Any, image_size: Sequence[int], backbone: Any, stored: di
     frozen backbone; an image that cannot be decoded is skipped, as in training.
     """
     from datasets.folder import MISSING, DatasetError
-    from datasets.pipeline import load_split
+    from datasets.pipeline import keep_decoded, open_split
+    from train.featurecache import _forward, _run_batches
     from train.features import image_key
-    from train.fit import extract_features
 
     schema = ds.schema
     heads = [schema.head(h) for h in ds.heads]
@@ -160,13 +160,16 @@ def split_features(ds: Any, image_size: Sequence[int], backbone: Any, stored: di
         fresh: dict[Path, np.ndarray] = {}
         if todo:
             try:
-                sa = load_split(dataclasses.replace(ds, records=tuple(todo)), split,
+                # Streamed: decoded a batch at a time while the backbone runs, never all at once.
+                sa = open_split(dataclasses.replace(ds, records=tuple(todo)), split,
                                 int(image_size[0]), int(image_size[1]))
+                feats, ok = _run_batches(_forward(backbone), sa.images, 128, int(backbone.output.shape[-1]))
+                errors = sa.images.subset(~ok).decode(slice(None))[2] if not ok.all() else []
+                sa = keep_decoded(sa, ok, errors, split, ds.root)
             except DatasetError as e:
                 raise AddHeadError(f"{ds.root}: its images do not fit the run's input "
                                    f"{image_size[0]}x{image_size[1]}x3: {e}") from None
-            feats = extract_features(backbone, np.asarray(sa.images, np.uint8))
-            fresh = dict(zip(sa.paths, feats, strict=True))
+            fresh = dict(zip(sa.paths, feats[ok], strict=True))
             extracted += len(fresh)
         rows, kept = [], []
         for r, k in zip(records, keys, strict=True):
@@ -408,12 +411,18 @@ def _check_request(run: Path, heads: Sequence[str], out: Path,
 def _write_run(tmp: Path, backbone: Any, arrays: dict[str, Any], cfg: Any, schema: LabelSchema,
                record: dict[str, Any]) -> None:
     """The new run's feature store, config.json, schema.json and train.json, into its temp folder."""
-    from train.features import image_key, save_features
+    from train.features import image_key
+    from train.featurestore import FeatureStore
     from train.fit import weights_fingerprint
 
     # The new run keeps a feature store too, so a later add-head on it needs no image either.
-    save_features(tmp, weights_fingerprint(backbone), [image_key(p) for a in arrays.values() for p in a.paths],
-                  np.concatenate([a.images for a in arrays.values()]))
+    store = FeatureStore(tmp, weights_fingerprint(backbone))
+    for split, a in arrays.items():
+        store.prepare_split(split, a.n)
+        for shard in range(store.num_shards(a.n)):
+            lo, hi = store.shard_range(shard, a.n)
+            store.write_shard(split, shard, np.asarray(a.images[lo:hi], np.float32), np.ones(hi - lo, bool),
+                              [image_key(p) for p in a.paths[lo:hi]])
     atomic_write_json(tmp / CONFIG_FILE, cfg.to_dict())
     schema.save(tmp / "schema.json")
     atomic_write_json(tmp / TRAIN_JSON, record)
@@ -439,7 +448,7 @@ def _features(run: Path, approaches: list[str], ds: Any, image_size: Any,
               data: str | Path) -> tuple[Any, Any, dict[str, Any], int, int, float]:
     """The run's first model, its frozen backbone and every split's features, with how many came
     from the run's feature store and how many were extracted now, and the seconds that took."""
-    from train.features import load_features
+    from train.features import stored_features
     from train.fit import weights_fingerprint
 
     # Every model of a frozen-base run has the same backbone weights: one feature per image, read
@@ -453,7 +462,7 @@ def _features(run: Path, approaches: list[str], ds: Any, image_size: Any,
     backbone.trainable = False
     t0 = time.perf_counter()
     arrays, hits, extracted = split_features(ds, image_size, backbone,
-                                             load_features(run, weights_fingerprint(backbone)))
+                                             stored_features(run, weights_fingerprint(backbone)))
     extract_s = time.perf_counter() - t0
     if "train" not in arrays or arrays["train"].n == 0:
         raise AddHeadError(f"{data}: no train rows")

@@ -1,8 +1,8 @@
-"""The on-disk feature store of a frozen-base run: backbone features per image, for add-head.
+"""Image keys, and the *old* single-file feature store (``features/<fingerprint>.npz``).
 
-A frozen-base run computes every image's pooled features once (the feature cache). Saving them in
-the run folder (``features/<backbone fingerprint>.npz``) lets ``python -m train add-head`` train a
-new head without decoding or running the backbone on any image the run has already seen.
+Runs now keep their features in the sharded store (``train.featurestore``). ``stored_features``
+reads either: the sharded store, else a run folder's old single ``.npz`` (with one line saying
+so), so add-head works on runs made before the store was sharded.
 
 Images are keyed by the sha256 of their bytes, not their path: a dataset merged with ``--copy``
 (new paths, same bytes) still finds its features. The store is keyed by the backbone's weights
@@ -63,3 +63,20 @@ def load_features(run_dir: str | os.PathLike, fingerprint: str) -> dict[str, np.
     if feats.ndim != 2 or len(keys) != len(feats):
         return {}
     return {str(k): feats[i] for i, k in enumerate(keys)}
+
+
+def stored_features(run_dir: str | os.PathLike, fingerprint: str) -> dict[str, np.ndarray]:
+    """{image key: features} of a run for this backbone: the sharded store, else the old single
+    ``.npz`` (read, with one line saying so), else {}."""
+    import logging
+
+    from train.featurestore import FeatureStore
+
+    keyed = FeatureStore(run_dir, fingerprint).keyed()
+    if keyed:
+        return keyed
+    old = load_features(run_dir, fingerprint)
+    if old:
+        logging.getLogger("train.add_head").info(
+            f"{store_path(run_dir, fingerprint)}: reading the old single-file feature store ({len(old)} images)")
+    return old
