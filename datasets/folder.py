@@ -1,7 +1,8 @@
 """The on-disk dataset form: a folder with images and a ``labels.csv``, loaded and validated.
 
 ``labels.csv`` has a column ``image`` (a path relative to the folder), a column ``split``
-(``train``, ``val``, ``test``, optionally ``test_unseen``) and then one column per head, in order.
+(``train``, ``val``, ``test``, optionally ``test_unseen``) and one column per head, found by name
+in any order by the one reader the device uses too (``edge.labelsfile``).
 An empty cell in a head's column means "not labelled for this head" (each attribute can be
 labelled on its own); a row with every head empty carries nothing and is skipped and counted.
 Every source (synthetic, Stanford Cars, a user's own folder) is turned into this form, and every
@@ -23,13 +24,15 @@ import os
 import posixpath
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edge.errors import PolyheadError
+from edge.labelsfile import IMAGE_COLUMN, SPLIT_COLUMN, LabelsFile, LabelsFileError, read_labels_file
+from edge.paths import PathError
 from edge.schema import LabelSchema, SchemaError
 
 LABELS_FILE = "labels.csv"
@@ -38,8 +41,6 @@ SPLITS = ("train", "val", "test", "test_unseen")
 """Every split name a labels.csv may use, in display order."""
 REQUIRED_SPLITS = ("train", "val", "test")
 """Splits that must hold at least one image; ``test_unseen`` is optional."""
-IMAGE_COLUMN = "image"
-SPLIT_COLUMN = "split"
 MISSING = ""
 """A head's label in a row not labelled for that head (an empty labels.csv cell)."""
 
@@ -134,47 +135,13 @@ def _image_root(root: Path, meta: dict[str, Any]) -> Path:
     return image_root
 
 
-def read_csv_rows(csv_path: Path) -> list[list[str]]:
-    """Every row of a labels.csv (a spreadsheet's BOM tolerated); a one-line DatasetError if it cannot
-    be read or is empty."""
+def read_labels(csv_path: Path, require_split: bool = True) -> LabelsFile:
+    """A labels.csv read by the one reader the device uses too (``edge.labelsfile``: columns found
+    by name, the same rules everywhere); a fault is a one-line DatasetError."""
     try:
-        with open(csv_path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{csv_path}: cannot read: {e}") from None
-    if not rows:
-        raise DatasetError(f"{csv_path}: empty file (expected a header: image,split,<head>...)")
-    return rows
-
-
-def data_rows(
-    rows: Sequence[Sequence[str]], header: Sequence[str], csv_path: Path
-) -> Iterator[tuple[int, str, Sequence[str]]]:
-    """(line number, ``"FILE row N"``, cells) of every non-blank row after the header; a row whose
-    field count differs from the header's is a DatasetError."""
-    for line, cells in enumerate(rows[1:], start=2):
-        if not cells or all(not c.strip() for c in cells):
-            continue  # blank lines carry nothing
-        where = f"{csv_path} row {line}"
-        if len(cells) != len(header):
-            raise DatasetError(f"{where}: {len(cells)} fields, the header has {len(header)}")
-        yield line, where, cells
-
-
-def _heads_of(header: Sequence[str], csv_path: Path) -> tuple[str, ...]:
-    """The head columns of a labels.csv header, after checking its image and split columns and names."""
-    for column in (IMAGE_COLUMN, SPLIT_COLUMN):
-        if column not in header:
-            raise DatasetError(f"{csv_path}: missing column '{column}'. Received columns: {header}")
-    if any(not h for h in header):
-        raise DatasetError(f"{csv_path}: a column has a blank name. Received columns: {header}")
-    duplicates = sorted(h for h, n in Counter(header).items() if n > 1)
-    if duplicates:
-        raise DatasetError(f"{csv_path}: duplicate column {duplicates[0]!r}")
-    heads = tuple(h for h in header if h not in (IMAGE_COLUMN, SPLIT_COLUMN))
-    if not heads:
-        raise DatasetError(f"{csv_path}: no head columns after 'image' and 'split'")
-    return heads
+        return read_labels_file(csv_path, require_split=require_split)
+    except (LabelsFileError, PathError) as e:
+        raise DatasetError(str(e)) from None
 
 
 def _refuse_outside_path(where: str, image: str) -> None:
@@ -191,30 +158,23 @@ def _refuse_outside_path(where: str, image: str) -> None:
 
 
 def _read_records(
-    rows: list[list[str]],
-    header: list[str],
-    heads: tuple[str, ...],
-    csv_path: Path,
+    table: LabelsFile,
     image_root: Path,
     allow_outside_paths: bool,
     require_files: bool,
 ) -> tuple[list[Record], int]:
-    """(records, rows with every head empty) of the rows after the header, each row checked."""
-    i_image, i_split = header.index(IMAGE_COLUMN), header.index(SPLIT_COLUMN)
-    i_heads = [header.index(h) for h in heads]
+    """(records, rows with every head empty) of the labels.csv's rows, each row checked."""
     records: list[Record] = []
     seen: dict[str, int] = {}
     unlabelled = 0
-    for line, where, row in data_rows(rows, header, csv_path):
-        image = row[i_image].strip()
-        split = row[i_split].strip()
+    for row in table.rows:
+        where, image, split, labels = table.where(row), row.image, row.split, row.labels
         if not image:
             raise DatasetError(f"{where}: blank image path")
         if not split:
             raise DatasetError(f"{where}: blank split")
         if split not in SPLITS:
             raise DatasetError(f"{where}: unknown split '{split}' (expected one of {', '.join(SPLITS)})")
-        labels = tuple(row[i].strip() for i in i_heads)
         if all(label == MISSING for label in labels):
             unlabelled += 1  # nothing to learn or score; counted so the user sees it
             continue
@@ -223,7 +183,7 @@ def _read_records(
         key = posixpath.normpath(image.replace("\\", "/"))
         if key in seen:
             raise DatasetError(f"{where}: image '{image}' is already listed at row {seen[key]}")
-        seen[key] = line
+        seen[key] = row.line
         path = Path(image) if _is_absolute(image) else image_root / key
         if require_files and not path.is_file():
             raise DatasetError(f"{where}: image file '{image}' not found ({path})")
@@ -270,11 +230,9 @@ def load_dataset(
         raise DatasetError(f"{csv_path}: not found (a dataset folder needs a {LABELS_FILE})")
     meta = read_meta(root)
     image_root = _image_root(root, meta)
-    rows = read_csv_rows(csv_path)
-    header = [h.strip() for h in rows[0]]
-    heads = _heads_of(header, csv_path)
-    records, unlabelled = _read_records(rows, header, heads, csv_path, image_root, allow_outside_paths,
-                                        require_files)
+    table = read_labels(csv_path)
+    heads = table.heads
+    records, unlabelled = _read_records(table, image_root, allow_outside_paths, require_files)
     _check_records(csv_path, heads, records, unlabelled)
     try:
         schema = schema_from_records(heads, records)

@@ -28,19 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.folder import (
-    IMAGE_COLUMN,
     LABELS_FILE,
     MISSING,
     REQUIRED_SPLITS,
-    SPLIT_COLUMN,
     SPLITS,
     DatasetError,
     _escapes,
     _image_root,
     _is_absolute,
-    data_rows,
     load_dataset,
-    read_csv_rows,
+    read_labels,
     read_meta,
     write_labels_csv,
 )
@@ -130,25 +127,17 @@ def _read_source(root: Path, allow_outside_paths: bool) -> tuple[list[str], list
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: not found (a dataset folder needs a {LABELS_FILE})")
     image_root = _image_root(root, read_meta(root))
-    table = read_csv_rows(csv_path)
-    header = [h.strip() for h in table[0]]
-    if IMAGE_COLUMN not in header:
-        raise DatasetError(f"{csv_path}: missing column '{IMAGE_COLUMN}'. Received columns: {header}")
-    if len(set(header)) != len(header) or any(not h for h in header):
-        raise DatasetError(f"{csv_path}: blank or duplicate column names. Received columns: {header}")
-    heads = [h for h in header if h not in (IMAGE_COLUMN, SPLIT_COLUMN)]
-    if not heads:
-        raise DatasetError(f"{csv_path}: no head columns after 'image' and 'split'")
+    table = read_labels(csv_path, require_split=False)
+    heads = list(table.heads)
     rows: list[_Row] = []
     unlabelled = 0
-    for _, where, cells in data_rows(table, header, csv_path):
-        cell = dict(zip(header, (c.strip() for c in cells), strict=True))
-        image, split = cell[IMAGE_COLUMN], cell.get(SPLIT_COLUMN, "")
+    for row in table.rows:
+        where, image, split = table.where(row), row.image, row.split
         if not image:
             raise DatasetError(f"{where}: blank image path")
         if split and split not in SPLITS:
             raise DatasetError(f"{where}: unknown split '{split}' (expected one of {', '.join(SPLITS)})")
-        labels = {h: cell[h] for h in heads}
+        labels = dict(zip(heads, row.labels, strict=True))
         if all(v == MISSING for v in labels.values()):
             unlabelled += 1
             continue

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.card import CardError
-from edge.errors import first_line
-from edge.paths import open_regular, walk_files
+from edge.paths import walk_files
 from edge.predict import Prediction
 from edge.records_bench import AccuracyRecord
-from edge.text import printable
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -66,40 +62,25 @@ def _row_key(image: str) -> str | None:
 
 
 def read_labels_csv(path: str | os.PathLike, inside: str | os.PathLike | None = None) -> tuple[tuple[str, ...], LabelTable]:
-    """A datasets-stage labels.csv: (head names, image path -> labels). Rows are not checked against
-    a schema here: a label a model does not know simply counts as wrong. Only a regular file is read
-    (inside the folder ``inside``, by default its own folder: a symlink to a file elsewhere is
-    refused), and errors never quote the file's contents."""
-    import csv
+    """A datasets-stage labels.csv: (head names, image path -> labels), read by the one reader
+    (``edge.labelsfile``: columns by name, the rules ``datasets check`` applies). Rows are not
+    checked against a schema here: a label a model does not know simply counts as wrong. Only a
+    regular file is read (inside the folder ``inside``, by default its own folder: a symlink to a
+    file elsewhere is refused), and errors never quote the file's contents."""
+    from edge.labelsfile import read_labels_file
 
     path = Path(path)
-    base = os.path.realpath(path.parent)
-    try:
-        # utf-8-sig, as datasets.folder reads it: a labels.csv saved by a spreadsheet starts with a BOM.
-        with open_regular(path, inside if inside is not None else path.parent) as raw, \
-                io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header or header[:2] != ["image", "split"] or len(header) < 3:
-                raise CardError(f"{printable(path)}: not a labels.csv (the header must be image,split,<head>...)")
-            heads = tuple(header[2:])
-            rows = {}
-            width = len(header)
-            for n, row in enumerate(reader, start=2):
-                if len(row) != width:
-                    if not row:
-                        continue
-                    raise CardError(f"{printable(path)}: row {n} has {len(row)} fields, expected {width}")
-                image = row[0]
-                # Most rows are plain relative names: only the others pay for normalising (or skipping).
-                if image[:1] in ("/", ".", "") or "/." in image or "//" in image or "\0" in image:
-                    image = _row_key(image)
-                    if image is None:
-                        continue
-                rows[image] = tuple(row[2:])
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise CardError(f"{printable(path)}: cannot read labels ({printable(first_line(e))})") from None
-    return heads, LabelTable(base, rows)
+    table = read_labels_file(path, inside=inside)
+    rows = {}
+    for row in table.rows:
+        image = row.image
+        # Most rows are plain relative names: only the others pay for normalising (or skipping).
+        if image[:1] in ("/", ".", "") or "/." in image or "//" in image or "\0" in image:
+            image = _row_key(image)
+            if image is None:
+                continue
+        rows[image] = row.labels
+    return table.heads, LabelTable(os.path.realpath(path.parent), rows)
 
 
 @dataclass

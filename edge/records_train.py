@@ -93,7 +93,7 @@ class FeatureExtraction(TypedDict):
 
 
 class DatasetInfo(TypedDict, total=False):
-    """What the dataset folder held (train.data.load_arrays): empty for in-memory data; add-head has no ``skipped``."""
+    """What the dataset folder held (train.data.dataset_info): empty for in-memory data; add-head has no ``skipped``."""
 
     skipped: dict[str, int]
     """Per split, unreadable images left out."""

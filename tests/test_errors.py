@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from edge.errors import PolyheadError
 from edge.log import PACKAGES, configure_logging
 
-NOT_FAILURES = {"train.fit.TrainingInterrupted", "edge.modelcheck_graph.Refused"}
+NOT_FAILURES = {"train.config.TrainingInterrupted", "edge.modelcheck_graph.Refused"}
 """Exceptions that are no failure: Ctrl-C during training (saved; the CLI exits 130), and the model
 check's rule signal (``edge.modelcheck`` turns it into a ModelCheckError before it leaves)."""
 
@@ -33,7 +33,7 @@ def _exception_classes():
 
 def test_every_known_error_class_is_a_polyhead_error():
     found = dict(_exception_classes())
-    assert {"edge.preprocess.ImageError", "train.fit.TrainError", "report.pipeline.PipelineError"} <= set(found)
+    assert {"edge.preprocess.ImageError", "train.config.TrainError", "report.pipeline.PipelineError"} <= set(found)
     assert [name for name, cls in found.items()
             if name not in NOT_FAILURES and not issubclass(cls, PolyheadError)] == []
 
