@@ -17,20 +17,12 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConvertError
+from datasets.pipeline import Arrays
 from edge.schema import LabelSchema, SchemaError
 
 
-@dataclass(frozen=True)
-class LabelledImages:
-    """uint8 images (N, H, W, 3), int labels per head (N,), and their paths."""
-
-    images: np.ndarray
-    labels: dict[str, np.ndarray]
-    paths: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.images)
+LabelledImages = Arrays
+"""The one labelled-arrays type (``datasets.pipeline.Arrays``); the old name stays for importers."""
 
 
 def open_dataset(root: str | os.PathLike, allow_outside_paths: bool = False) -> Any:
@@ -70,7 +62,9 @@ def load_records(ds: Any, records: tuple[Any, ...], split: str, schema: LabelSch
             raise ConvertError(f"{ds.root}: has no column for head '{head.name}' of the run's schema.json") from None
         except SchemaError as e:
             raise ConvertError(f"{ds.root}: {e} (the run's schema.json does not cover this dataset)") from None
-    return LabelledImages(np.asarray(arrays.images, np.uint8), labels, tuple(paths), tuple(skipped))
+    joint = np.array([schema.joint_index(tuple(row[ds.heads.index(h)] for h in schema.head_names)) for row in rows],
+                     np.int32)
+    return Arrays(np.asarray(arrays.images, np.uint8), labels, joint, tuple(Path(p) for p in paths), tuple(skipped))
 
 
 def calibration_records(records: tuple[Any, ...], n: int, seed: int = 0) -> tuple[Any, ...]:

@@ -96,8 +96,9 @@ class TrainConfig:
 
     @property
     def uses_feature_cache(self) -> bool:
-        """Frozen base on one device: heads train (and are evaluated) on features computed once."""
-        return self.freeze_base and self.feature_cache and self.strategy == "default"
+        """Frozen base: heads train (and are evaluated) on features computed once, on one device.
+        Under ``multiworker`` every worker extracts its own feature shards; the chief trains the heads."""
+        return self.freeze_base and self.feature_cache and self.strategy in ("default", "multiworker")
 
     @property
     def fine_tunes_pretrained(self) -> bool:
