@@ -20,7 +20,6 @@ from convert.errors import ConvertError
 from datasets.pipeline import Arrays
 from edge.schema import LabelSchema, SchemaError
 
-
 LabelledImages = Arrays
 """The one labelled-arrays type (``datasets.pipeline.Arrays``); the old name stays for importers."""
 
