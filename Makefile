@@ -32,7 +32,7 @@ MEDIAPIPE := .venv-mediapipe
 MEDIAPIPE_STAMP := $(MEDIAPIPE)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-legacy setup-mediapipe setup-pi all data train convert bench report paper compare test test-fast test-pi lint clean
+.PHONY: help setup setup-legacy setup-mediapipe setup-pi all data train convert bench bench-scale report paper compare test test-fast test-pi lint clean
 
 # The variables above, by name: `make help` prints the value each has in this invocation.
 VARIABLES := $(shell sed -nE 's/^([A-Z_]+) +\?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
@@ -91,6 +91,10 @@ convert: $(STAMP) ## convert every model in RUN to PRECISIONS
 
 bench: $(STAMP) ## the performance suite on RUN's models (ROUNDS rounds of RUNS runs): bench/results.json, ratios [95 % CI]
 	$(BIN)/python -m report.bench_suite --out bench/results.json --run $(RUN) --runs $(RUNS) --rounds $(ROUNDS) --threads $(THREADS)
+
+bench-scale: $(STAMP) ## scale figures: peak RSS of frozen training at 6k/18k/60k images, streamed vs in-memory extraction, 60k converts: bench/scale.json
+	$(BIN)/python -m train.bench_scale --out bench/scale.json --sizes 6000,18000,60000 --image-size $(SYNTH_SIZE) \
+	  --data-root data --runs-root runs/scale
 
 report: $(STAMP) ## render RUN/report.md and plots from the stages' JSON
 	$(BIN)/python -m report $(RUN)

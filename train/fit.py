@@ -372,8 +372,9 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     if "train" not in data or data["train"].n == 0:
         raise TrainError(f"{cfg.data}: no training images")
     cache = FeatureCache(cfg.batch_size, Path(cfg.out))
+    store_base = None
     if cfg.uses_feature_cache:
-        resolved = _extract_all(cfg, schema, data, cache, root)
+        resolved, store_base = _extract_all(cfg, schema, data, cache, root)
         if resolved is None:  # a worker other than the chief: its shards are saved
             return {}
         data = resolved
@@ -401,9 +402,10 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
 
 
 def _extract_all(cfg: TrainConfig, schema: LabelSchema, data: Mapping[str, Arrays], cache: FeatureCache,
-                 root: Any) -> dict[str, Arrays] | None:
+                 root: Any) -> tuple[dict[str, Arrays] | None, Any]:
     """Every split's frozen-base features into the run's store (this worker's shards; the chief
-    waits for the rest); the splits without their undecodable rows, or None on a non-chief worker.
+    waits for the rest): (the splits without their undecodable rows, or None on a non-chief
+    worker; the frozen base).
 
     The base is the first model's, built before the run seeds its random state, so the models
     trained after it start exactly as they would without it."""
@@ -412,7 +414,8 @@ def _extract_all(cfg: TrainConfig, schema: LabelSchema, data: Mapping[str, Array
     unit = model_units(cfg.approaches[0], schema)[0]
     model = build_unit(unit, cfg.backbone, schema, cfg.image_size, cfg.weights, cfg.seed, freeze_base=True,
                        backbone_kwargs=cfg.backbone_kwargs)
-    return cache.resolve(model.get_layer(BACKBONE_LAYER), data, worker_task(), root)
+    base = model.get_layer(BACKBONE_LAYER)
+    return cache.resolve(base, data, worker_task(), root), base
 
 
 def _check_resume(run_dir: Path, cfg: TrainConfig) -> None:
