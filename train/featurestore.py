@@ -16,7 +16,7 @@ Layout, in the run folder (``runs/<name>/features/``, where the single-file stor
 
     features/<fingerprint[:16]>/<split>/00000.npy        float32 (rows, d): the features
     features/<fingerprint[:16]>/<split>/00000.ok.npy     bool (rows,): the image decoded
-    features/<fingerprint[:16]>/<split>/00000.keys.npy   U32 (rows,): sha256 of the image's bytes
+    features/<fingerprint[:16]>/<split>/00000.keys.npy   S32 (rows,): sha256 of the image's bytes
     features/<fingerprint[:16]>/store.json               fingerprint, dim, shard_rows
 
 Shard ``i`` of a split holds its rows ``i * shard_rows .. (i + 1) * shard_rows - 1``. A shard is
@@ -170,7 +170,9 @@ class FeatureStore:
                                                          "dim": int(features.shape[1]),
                                                          "shard_rows": self.shard_rows})
         _write_npy(ok_path, np.asarray(ok, bool))
-        _write_npy(keys_path, np.asarray(list(keys) if keys is not None else [""] * len(ok), dtype="U32"))
+        # ASCII hex in 32 bytes a row (a unicode U32 array would take 128).
+        _write_npy(keys_path, np.asarray([k.encode("ascii") for k in keys] if keys is not None else [b""] * len(ok),
+                                         dtype="S32"))
         _write_npy(feats_path, np.ascontiguousarray(features, np.float32))
 
     def read_split(self, split: str, rows: int) -> tuple[Any, np.ndarray]:
@@ -209,7 +211,7 @@ class FeatureStore:
                     continue
                 for k, good, i in zip(keys, ok, range(len(f)), strict=True):
                     if good and k:
-                        out[str(k)] = f[i]
+                        out[k.decode("ascii") if isinstance(k, bytes) else str(k)] = f[i]
         return out
 
 
