@@ -143,7 +143,6 @@ def _finished_unit(unit: ModelUnit, model_path: Path, done_path: Path) -> UnitRe
 def _train_features(job: _UnitJob, base: Any, cache: FeatureCache) -> tuple[np.ndarray, float]:
     """The cached features of the train rows ``job`` learns from, and the seconds extracting took now."""
     feats, extract_s = cache.get(base, "train", job.train.images)
-    extract_s += cache.take_extract_s()  # the run's extraction is counted with its first model
     if job.train_rows is not None:
         feats = feats[job.train_rows]
     return feats, extract_s
@@ -308,6 +307,9 @@ def train_unit(
                            cfg.keep_checkpoints, chief)
     job = _unit_job(unit, cfg, schema, data, ckpt, done_epochs, callbacks)
     _announce_train_rows(job)
+    # The run's feature extraction (before any model) is counted with its first model, as when
+    # the first model extracted the features itself.
+    extracted_before = cache.take_extract_s()
     t0 = time.perf_counter()
     _announce_start(job)
     model = _build_model(job, strategy)
@@ -315,7 +317,8 @@ def train_unit(
         extract_s = _fit_on_cached_features(job, model, cache)
     else:
         model, extract_s = _fit_whole_model(job, model, strategy, cache)
-    wall = wall_before + time.perf_counter() - t0
+    extract_s += extracted_before
+    wall = wall_before + extracted_before + time.perf_counter() - t0
     _note_wall_or_stop(ckpt_dir, wall, unit, interrupt)
     _save_final(model, model_path)
     atomic_write_json(done_path, {"train_wall_s": wall, "epochs": cfg.epochs, "feature_extract_s": extract_s})
