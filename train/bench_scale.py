@@ -147,16 +147,22 @@ def compare_train_json(reference: Path, candidate: Path) -> dict[str, Any]:
 @click.option("--reference", type=click.Path(dir_okay=False), help="train.json of the starting commit's default run")
 @click.option("--candidate", type=click.Path(dir_okay=False), help="train.json of this code's default run")
 @click.option("--base-images", default=6000, show_default=True, help="images generated; larger sets hard-link them")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True,
+              help="frozen base of the timed runs (a cheaper one isolates the data path's memory)")
+@click.option("--weights", default="imagenet", show_default=True)
 @click.option("--skip-convert", is_flag=True)
 def main(out: str, sizes: str, image_size: int, epochs: int, data_root: str, runs_root: str, extract_images: int,
-         rounds: int, reference: str | None, candidate: str | None, base_images: int, skip_convert: bool) -> None:
+         rounds: int, reference: str | None, candidate: str | None, base_images: int, backbone: str, weights: str,
+         skip_convert: bool) -> None:
     """Measure and write the scale figures (see the module docstring)."""
     ns = sorted(int(s) for s in sizes.split(","))
-    record: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+    record: dict[str, Any] = {"backbone": backbone, "weights": weights, "image_size": image_size, "epochs": epochs,
+                              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                           "load_average_start": [round(x, 2) for x in os.getloadavg()]}}
     datasets = {n: _dataset(Path(data_root), n, image_size, base_images) for n in ns}
-    record["extraction"] = extraction_rates(datasets[ns[0]], image_size, extract_images, rounds)
-    click.echo(json.dumps(record["extraction"]))
+    if rounds > 0:
+        record["extraction"] = extraction_rates(datasets[ns[0]], image_size, extract_images, rounds)
+        click.echo(json.dumps(record["extraction"]))
     if reference and candidate:
         record["default_run_train_json"] = compare_train_json(Path(reference), Path(candidate))
     atomic_write_json(Path(out), record)
@@ -164,8 +170,8 @@ def main(out: str, sizes: str, image_size: int, epochs: int, data_root: str, run
     for n in ns:
         run = Path(runs_root) / f"frozen-{n}"
         cmd = [sys.executable, "-m", "train", "--data", str(datasets[n]), "--out", str(run), "--backbone",
-               "efficientnet_lite0", "--image-size", str(image_size), "--epochs", str(epochs), "--batch-size", "32",
-               "--weights", "imagenet", "--protocol", "frozen", "--approach", "multihead", "--seed", "0",
+               backbone, "--image-size", str(image_size), "--epochs", str(epochs), "--batch-size", "32",
+               "--weights", weights, "--protocol", "frozen", "--freeze-base", "--approach", "multihead", "--seed", "0",
                "--verbose", "0"]
         r = {"images": n, **_run(cmd, run.parent / f"train-{n}.log")}
         runs.append(r)
