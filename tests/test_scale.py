@@ -133,3 +133,22 @@ def test_interrupted_extraction_resumes_and_an_old_npz_store_says_so(tmp_path, m
         third = run_training(cfg)
     assert sum("old single-file feature store" in r.getMessage() for r in caplog.records) == 1
     assert third["variants"]["multihead"]["metrics"] == first["variants"]["multihead"]["metrics"]
+
+
+@pytest.mark.slow
+def test_fine_tune_streams_from_files_and_skips_a_broken_image(tmp_path, caplog):
+    from datasets.pipeline import StreamedImages
+    from train.data import open_arrays
+    from train.fit import TrainConfig, run_training
+
+    data = write_folder(tmp_path / "data", n=24, size=32)
+    (data / "images" / "0000.png").write_bytes(b"not a png")
+    _, splits, _ = open_arrays(data, (32, 32))
+    assert isinstance(splits["train"].images, StreamedImages)  # nothing decoded until a batch is read
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), **{**ARGS, "freeze_base": False, "epochs": 1})
+    with caplog.at_level(logging.WARNING):
+        record = run_training(cfg)
+    assert sum(record["dataset"]["skipped"].values()) == 1 and "0000.png" in caplog.text
+    first_split = (data / "labels.csv").read_text().splitlines()[1].split(",")[1]
+    assert record["dataset"]["skipped"][first_split] == 1
+    assert not (tmp_path / "run" / "features").exists()  # every layer trains: no feature store
