@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train_slow import _free_ports
 from train_fixtures import write_folder
 
 from train.featurestore import FeatureStore, ShardedRows
@@ -38,16 +38,6 @@ def test_store_shards_resume_and_index_like_one_array(tmp_path):
     # Another row count (the dataset changed under the run): its shards are dropped, computed again.
     store.prepare_split("train", 11)
     assert store.missing_shards("train", 11) == [0, 1, 2]
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.mark.slow
