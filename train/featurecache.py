@@ -232,5 +232,5 @@ class FeatureCache:
                 for s, i in missing:
                     self.extract_shards(backbone, fingerprint, s, data[s].images, data[s].paths, [i])
                 break
-            time.sleep(0.2)
+            time.sleep(0.5)
             missing = [(s, i) for s, i in missing if not store.has_shard(s, i)]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ class ShardedRows:
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
     """Save one array atomically (a reader never sees half a shard)."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    # Host and pid in the temporary name: workers on several hosts share the folder.
+    tmp = path.parent / f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
     os.replace(tmp, path)
