@@ -47,6 +47,8 @@ PACKAGES = (
                   "docs/raspberry-pi.md's pi:copy block copies the package to the Pi with rsync"),
     SystemPackage("libegl1", (), ("mediapipe",),
                   "MediaPipe Tasks loads libEGL.so.1 even on the CPU (make test's MediaPipe tests)"),
+    SystemPackage("libgles2", (), ("mediapipe",),
+                  "MediaPipe Tasks' libmediapipe.so links libGLESv2.so.2 even on the CPU (found by make test-fresh)"),
     SystemPackage("ffmpeg", ("ffmpeg", "ffprobe"), ("video",),
                   "the live-video tests encode and read test clips and streams"),
     SystemPackage("chromium", ("chromium",), ("video",),
