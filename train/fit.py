@@ -347,8 +347,9 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     ``data``/``schema`` may be given (tests); otherwise the dataset folder ``cfg.data`` is opened
     and its images are decoded on the fly. Raises TrainingInterrupted on SIGINT (after saving
     checkpoints and logs). ``cache``: a feature cache shared by several runs on the same data
-    (``make compose``: one backbone pass for every seed and mode). On a frozen base under a TF_CONFIG cluster every worker extracts its
-    own feature shards; the chief alone then trains the heads.
+    (``make compose``: one backbone pass for every seed and mode). On a frozen base under a
+    TF_CONFIG cluster every worker extracts its own feature shards; the chief alone then trains
+    the heads.
     """
     import tensorflow as tf
 
