@@ -371,14 +371,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(run_dir, cfg)
     from_files = data is None
-    root: Any = cfg.data
-    if data is None:
-        schema, data, ds = open_arrays(cfg.data, cfg.image_size, allow_outside_paths=cfg.allow_outside_paths)
-        root = ds.root
-    if schema is None:
-        raise TrainError("schema is required with in-memory data")
-    if "train" not in data or data["train"].n == 0:
-        raise TrainError(f"{cfg.data}: no training images")
+    schema, data, ds, root = _open_data(cfg, data, schema)
     # A cache shared across runs reads the first run's store: the same features.
     cache = cache if cache is not None else FeatureCache(cfg.batch_size, Path(cfg.out))
     store_base = None
@@ -412,6 +405,21 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     run_pair_folds(record, cfg, schema, data, cache, store_base if chief else None)
     atomic_write_json(RunLayout(run_dir).train_record, record)
     return record
+
+
+def _open_data(cfg: TrainConfig, data: Mapping[str, Arrays] | None,
+               schema: LabelSchema | None) -> tuple[LabelSchema, Mapping[str, Arrays], Any, Any]:
+    """(schema, splits, the Dataset or None, the image root): the dataset folder ``cfg.data`` opened,
+    or the splits a caller gave; one-line TrainError without a schema or training images."""
+    ds, root = None, cfg.data
+    if data is None:
+        schema, data, ds = open_arrays(cfg.data, cfg.image_size, allow_outside_paths=cfg.allow_outside_paths)
+        root = ds.root
+    if schema is None:
+        raise TrainError("schema is required with in-memory data")
+    if "train" not in data or data["train"].n == 0:
+        raise TrainError(f"{cfg.data}: no training images")
+    return schema, data, ds, root
 
 
 def _extract_all(cfg: TrainConfig, schema: LabelSchema, data: Mapping[str, Arrays], cache: FeatureCache,
