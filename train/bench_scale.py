@@ -151,16 +151,27 @@ def compare_train_json(reference: Path, candidate: Path) -> dict[str, Any]:
               help="frozen base of the timed runs (a cheaper one isolates the data path's memory)")
 @click.option("--weights", default="imagenet", show_default=True)
 @click.option("--skip-convert", is_flag=True)
+@click.option("--keep", is_flag=True,
+              help="keep the figures --out already holds for the same settings (sizes that trained, the extraction "
+                   "rates): measure only what is missing, so an hours-long benchmark can be finished in parts")
 def main(out: str, sizes: str, image_size: int, epochs: int, data_root: str, runs_root: str, extract_images: int,
          rounds: int, reference: str | None, candidate: str | None, base_images: int, backbone: str, weights: str,
-         skip_convert: bool) -> None:
+         skip_convert: bool, keep: bool) -> None:
     """Measure and write the scale figures (see the module docstring)."""
     ns = sorted(int(s) for s in sizes.split(","))
-    record: dict[str, Any] = {"backbone": backbone, "weights": weights, "image_size": image_size, "epochs": epochs,
-                              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                          "load_average_start": [round(x, 2) for x in os.getloadavg()]}}
+    settings = {"backbone": backbone, "weights": weights, "image_size": image_size, "epochs": epochs}
+    record: dict[str, Any] = {**settings, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                                      "load_average_start": [round(x, 2) for x in os.getloadavg()]}}
+    kept: dict[int, dict[str, Any]] = {}
+    if keep and Path(out).is_file():
+        old = json.loads(Path(out).read_text())
+        if all(old.get(k) == v for k, v in settings.items()):
+            kept = {r["images"]: r for r in old.get("train_peak_rss", []) if r.get("returncode") == 0}
+            record.update({k: old[k] for k in ("extraction", "default_run_train_json") if k in old})
+        else:
+            click.echo(f"{out}: measured with other settings; --keep keeps nothing from it")
     datasets = {n: _dataset(Path(data_root), n, image_size, base_images) for n in ns}
-    if rounds > 0:
+    if rounds > 0 and "extraction" not in record:
         record["extraction"] = extraction_rates(datasets[ns[0]], image_size, extract_images, rounds)
         click.echo(json.dumps(record["extraction"]))
     if reference and candidate:
@@ -168,12 +179,17 @@ def main(out: str, sizes: str, image_size: int, epochs: int, data_root: str, run
     atomic_write_json(Path(out), record)
     runs = []
     for n in ns:
+        if n in kept:
+            runs.append(kept[n])
+            continue
         run = Path(runs_root) / f"frozen-{n}"
         cmd = [sys.executable, "-m", "train", "--data", str(datasets[n]), "--out", str(run), "--backbone",
                backbone, "--image-size", str(image_size), "--epochs", str(epochs), "--batch-size", "32",
                "--weights", weights, "--protocol", "frozen", "--freeze-base", "--approach", "multihead", "--seed", "0",
                "--verbose", "0"]
-        r = {"images": n, **_run(cmd, run.parent / f"train-{n}.log")}
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        r = {"images": n, **_run(cmd, run.parent / f"train-{n}.log"), "load_average_before": load_before,
+             "load_average_after": [round(x, 2) for x in os.getloadavg()]}
         runs.append(r)
         click.echo(json.dumps(r))
         record["train_peak_rss"] = runs
