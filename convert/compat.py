@@ -9,16 +9,19 @@ such environment the result says "unchecked", never a guess.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convert.records import RuntimeCompat
+from convert.runner import CHECK_BATCH
 
 LEGACY_ENV = "POLYHEAD_LEGACY_PYTHON"
 LEGACY_KEY = "tflite-runtime"
@@ -54,9 +57,11 @@ def compare_outputs(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) 
     return {"agreement": round(agreement, 6), "max_prob_diff": round(diff, 6)}
 
 
-def run_legacy(files: list[Path], images: np.ndarray, timeout_s: float = 600) -> dict[Path, dict[str, Any]]:
+def run_legacy(files: list[Path], images: Any, timeout_s: float = 600) -> dict[Path, dict[str, Any]]:
     """Run each file in tflite-runtime 2.14 (``.venv-legacy``) on ``images`` (uint8, all files one size).
 
+    ``images`` is an array or anything sliced like one (a ``CheckStream``): its pixels go to the
+    probe through a pipe ``CHECK_BATCH`` rows at a time, so neither process holds the whole split.
     Per file: ``{"runtime", "loads", "missing_ops", "error", "status"}`` plus ``"outputs"`` (scores per
     card output key, dequantized) when it loaded; ``status`` is ``unchecked`` when the check could
     not run at all.
@@ -64,17 +69,19 @@ def run_legacy(files: list[Path], images: np.ndarray, timeout_s: float = 600) ->
     python = legacy_python()
     if python is None:
         return {f: unchecked(f"no legacy Python (make setup-legacy, or set {LEGACY_ENV})") for f in files}
+    n, height, width = len(images), int(images.shape[1]), int(images.shape[2])
     with tempfile.TemporaryDirectory(prefix="polyhead-legacy-") as tmp:
-        np.savez(Path(tmp) / "images.npz", images=images)
         env = {**os.environ, "POLYHEAD_RUNTIME": LEGACY_KEY, "PYTHONPATH": str(REPO_ROOT)}
-        cmd = [str(python), "-m", "convert.legacy_probe", str(Path(tmp) / "images.npz"), tmp, *map(str, files)]
-        try:
-            proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return {f: unchecked(f"legacy probe timed out after {timeout_s:.0f} s") for f in files}
+        cmd = [str(python), "-m", "convert.legacy_probe", str(n), str(height), str(width), tmp, *map(str, files)]
+        log_path = Path(tmp) / "probe.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=log,
+                                    stderr=subprocess.STDOUT)
+            if not _feed(proc, images, timeout_s):
+                return {f: unchecked(f"legacy probe timed out after {timeout_s:.0f} s") for f in files}
         result_path = Path(tmp) / "result.json"
         if proc.returncode != 0 or not result_path.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            tail = log_path.read_text().strip().splitlines()[-1:] or ["no output"]
             return {f: unchecked(f"legacy probe failed: {tail[0][:300]}") for f in files}
         result = json.loads(result_path.read_text())
         runtime = f"{result['runtime']} {result['runtime_version']}".strip()
@@ -91,3 +98,29 @@ def run_legacy(files: list[Path], images: np.ndarray, timeout_s: float = 600) ->
                 entry["status"] = "fails"
             out[f] = entry
         return out
+
+
+def _feed(proc: subprocess.Popen, images: Any, timeout_s: float) -> bool:
+    """Write ``images``' pixels to the probe's stdin a batch at a time and wait for it; False if it
+    ran past ``timeout_s`` (then it is killed). A probe that ends early just stops the writing."""
+    fired = threading.Event()
+
+    def kill() -> None:
+        fired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, kill)  # a stuck probe would otherwise block a write forever
+    timer.start()
+    try:
+        with contextlib.suppress(BrokenPipeError):  # the probe stopped reading: its exit status says why
+            with proc.stdin:  # type: ignore[union-attr]  # Popen(stdin=PIPE) has one
+                for start in range(0, len(images), CHECK_BATCH):
+                    proc.stdin.write(np.ascontiguousarray(images[start: start + CHECK_BATCH], np.uint8).tobytes())  # type: ignore[union-attr]
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+    return not fired.is_set()

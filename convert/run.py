@@ -23,7 +23,7 @@ import numpy as np
 
 from artifacts.layout import RunLayout, model_name, tflite_stem
 from convert.check import check_heads, verdict
-from convert.data import CheckImages
+from convert.data import CheckImages, check_batches
 from convert.errors import ConvertError
 from convert.plan import (
     CHECK_SPLIT,
@@ -210,12 +210,27 @@ def _file_entry(state: RunState, job: Job, made: ConvertedFile, cal: np.ndarray 
     return entry
 
 
-def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, images: np.ndarray) -> dict[str, np.ndarray]:
-    """The Keras model's per-head probabilities on uint8 images (joint decoded into heads)."""
-    out = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
+def keras_head_probs(model: Any, source: SourceModel, schema: LabelSchema, images: Any) -> dict[str, np.ndarray]:
+    """The Keras model's per-head probabilities on uint8 images (joint decoded into heads).
+
+    ``images``: an array or a ``CheckStream``, run ``CHECK_BATCH`` rows at a time (whole batches of
+    32, as ``predict`` cuts the whole split, so the figures are the same)."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in source.output_keys}
+    for _, batch in check_batches(images):
+        for k, v in _keras_outputs(model, source, batch).items():
+            parts[k].append(v)
+    if not len(images):  # predict fails on no rows; one blank image gives each output's width
+        blank = _keras_outputs(model, source, np.zeros((1, *images.shape[1:]), np.uint8))
+        parts = {k: [v[:0]] for k, v in blank.items()}
+    return schema.head_probs({k: np.concatenate(v) for k, v in parts.items()})
+
+
+def _keras_outputs(model: Any, source: SourceModel, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """float32 scores per output key of the Keras model on a uint8 batch."""
+    out = model.predict(batch.astype(np.float32), batch_size=32, verbose=0)
     if not isinstance(out, dict):
         out = {source.output_keys[0]: out} if len(source.output_keys) == 1 else dict(zip(source.output_keys, out, strict=True))
-    return schema.head_probs({k: np.asarray(out[k], np.float32) for k in source.output_keys})
+    return {k: np.asarray(out[k], np.float32) for k in source.output_keys}
 
 
 def _load_keras(path: Path) -> Any:
@@ -392,7 +407,10 @@ def _device_check(state: RunState) -> DeviceCheck:
             discovered.update(discover(RunLayout(state.run_dir).edge_dir, errors=[]))
         if vid not in discovered:
             return None
-        probs = Predictor(discovered[vid], num_threads=state.options.threads).predict_array(test.images)
+        predictor = Predictor(discovered[vid], num_threads=state.options.threads)
+        parts = [predictor.predict_array(batch) for _, batch in check_batches(test.images)]
+        probs = {h: np.concatenate([p[h] for p in parts]) for h in parts[0]} if parts else predictor.predict_array(
+            np.zeros((0, *test.images.shape[1:]), np.uint8))
         kprobs: dict[str, np.ndarray] = {}
         for n in names:
             kprobs.update(state.keras_probs.get(tflite_stem(n), {}))
