@@ -138,7 +138,7 @@ def convert_and_check(state: RunState) -> None:
 
 def _convert_and_check_file(state: RunState, model: Any, job: Job, size: tuple[int, int],
                             saved_model_dir: str | None) -> None:
-    from convert.runner import predict_outputs
+    from convert.runner import FileScores
 
     out_path = state.run_dir / job.name
     cal = state.images.calibration(size) if job.settings.spec.calibrated else None
@@ -147,7 +147,10 @@ def _convert_and_check_file(state: RunState, model: Any, job: Job, size: tuple[i
                        saved_model_dir)
     test = state.images.test(size)
     kprobs = state.keras_probs[job.source.stem]
-    _, outs, runtime = predict_outputs(out_path, test.images, num_threads=state.options.threads)
+    scores = FileScores(out_path, test.n, num_threads=state.options.threads)
+    for start, batch in check_batches(test.images):  # the next batches decode while this one runs
+        scores.add(start, batch)
+    outs, runtime = scores.outputs, scores.runtime
     check = check_heads(made.card.schema.head_probs(outs), kprobs, test.labels, state.schema.head_names)
     errors, warnings = verdict(job.name, job.settings.precision, check)
     state.checked[out_path] = CheckedFile(outs, size, made.card, kprobs)
