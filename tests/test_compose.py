@@ -63,14 +63,15 @@ def _joint_accuracy(cfg: TrainConfig, schema: LabelSchema, train: Arrays, x_eval
     return float(right.mean())
 
 
-def test_known_answer_plain_heads_fail_an_unseen_pair_composed_heads_name_it():
+@pytest.mark.parametrize("mode,copies", [("additive", 2), ("projected", 2), ("projected", 0)])
+def test_known_answer_plain_heads_fail_an_unseen_pair_composed_heads_name_it(mode, copies):
     schema, train, unseen, _, xu = _kat_data()
     base = dict(data="d", out="o", epochs=10, batch_size=32, learning_rate=0.03)
     plain = _joint_accuracy(TrainConfig(**base, compose="none"), schema, train, xu, unseen)
-    composed = _joint_accuracy(TrainConfig(**base, compose="additive"), schema, train, xu, unseen)
-    # Measured: plain 0.0, composed 0.875 (the same seed and settings).
+    composed = _joint_accuracy(TrainConfig(**base, compose=mode, compose_copies=copies), schema, train, xu, unseen)
+    # Measured: plain 0.0; additive 0.875, projected 1.0 (copies 2 and 0; the same seed and settings).
     assert plain <= 0.25, plain
-    assert composed >= 0.75, composed
+    assert composed >= 0.75, (mode, copies, composed)
 
 
 def test_components_recover_an_additive_model_with_three_heads_and_empty_cells():

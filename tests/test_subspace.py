@@ -1,0 +1,84 @@
+"""Per-head projections (train/subspace.py, ``--compose projected``): the trained heads cannot read
+the other heads' components, and what is saved is the plain Dense heads."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from train.compose import AdditiveComponents
+from train.subspace import other_heads_basis, project_out, projected_kernels, projection_bases
+
+
+def _components() -> AdditiveComponents:
+    rng = np.random.default_rng(0)
+    comps = {"a": rng.normal(size=(3, 10)), "b": rng.normal(size=(4, 10)), "c": rng.normal(size=(2, 10))}
+    known = {h: np.ones(len(c), bool) for h, c in comps.items()}
+    known["b"][3] = False  # a class no full row holds: no direction
+    return AdditiveComponents({h: c.astype(np.float32) for h, c in comps.items()}, known, 12)
+
+
+def test_basis_spans_the_other_heads_centred_known_components():
+    comps = _components()
+    q = other_heads_basis(comps, "a")
+    # b: 3 known classes -> 2 directions; c: 2 classes -> 1.
+    assert q.shape == (10, 3) and np.allclose(q.T @ q, np.eye(3), atol=1e-5)
+    for h in ("b", "c"):
+        c = comps.components[h][comps.known[h]]
+        diffs = c - c[0]
+        assert np.allclose(project_out(diffs.T, q), 0, atol=1e-5), h
+    # The head's own differences keep most of their length (random directions in 10-d).
+    own = comps.components["a"] - comps.components["a"][0]
+    assert np.linalg.norm(project_out(own.T, q)) > 0.3 * np.linalg.norm(own)
+    assert set(projection_bases(comps, ("a", "c", "joint"))) == {"a", "c"}
+
+
+def test_kernels_stay_projected_through_training_and_the_constraint_is_not_saved(tmp_path):
+    import keras
+
+    comps = _components()
+    bases = projection_bases(comps, ("a", "b"))
+    inp = keras.Input((10,), name="features")
+    heads = keras.Model(inp, {h: keras.layers.Dense(k, activation="softmax", name=h)(inp) for h, k in (("a", 3), ("b", 4))})
+    heads.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 10)).astype(np.float32)
+    y = {"a": rng.integers(0, 3, 64), "b": rng.integers(0, 4, 64)}
+    with projected_kernels(heads, bases):
+        heads.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    for h in ("a", "b"):
+        kernel = heads.get_layer(h).kernel.numpy()
+        assert np.abs(kernel).max() > 0.05  # it trained
+        assert np.allclose(bases[h].T @ kernel, 0, atol=1e-5), h
+        assert heads.get_layer(h).kernel.constraint is None
+    heads.save(tmp_path / "h.keras")
+    back = keras.saving.load_model(tmp_path / "h.keras")
+    assert back.get_layer("a").get_config()["kernel_constraint"] is None
+    assert np.allclose(back.predict(x, verbose=0)["a"], heads.predict(x, verbose=0)["a"], atol=1e-6)
+
+
+def test_training_with_projected_kernels_equals_training_on_projected_features():
+    """The gradient and the kernel projected each step = the head trained on ``x (I - Q Q^T)``, folded."""
+    import keras
+
+    comps = _components()
+    basis = projection_bases(comps, ("a",))["a"]
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(96, 10)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+
+    def fit(inputs: np.ndarray, constrained: bool) -> np.ndarray:
+        keras.utils.set_random_seed(0)
+        inp = keras.Input((10,), name="features")
+        init = keras.initializers.GlorotUniform(seed=3)
+        model = keras.Model(inp, {"a": keras.layers.Dense(3, activation="softmax", name="a", kernel_initializer=init)(inp)})
+        model.compile(optimizer=keras.optimizers.Adam(0.05), loss={"a": "sparse_categorical_crossentropy"})
+        if constrained:
+            with projected_kernels(model, {"a": basis}):
+                model.fit(inputs, {"a": y}, epochs=3, batch_size=16, shuffle=False, verbose=0)
+            assert "apply_gradients" not in vars(model.optimizer)
+        else:
+            model.fit(inputs, {"a": y}, epochs=3, batch_size=16, shuffle=False, verbose=0)
+        return model.get_layer("a").kernel.numpy()
+
+    folded = project_out(fit(x - (x @ basis) @ basis.T, False), basis)
+    assert np.allclose(fit(x, True), folded, atol=2e-5)
