@@ -69,7 +69,7 @@ def test_known_answer_plain_heads_fail_an_unseen_pair_composed_heads_name_it(mod
     base = dict(data="d", out="o", epochs=10, batch_size=32, learning_rate=0.03)
     plain = _joint_accuracy(TrainConfig(**base, compose="none"), schema, train, xu, unseen)
     composed = _joint_accuracy(TrainConfig(**base, compose=mode, compose_copies=copies), schema, train, xu, unseen)
-    # Measured: plain 0.0; additive 0.875, projected 1.0 (copies 2 and 0; the same seed and settings).
+    # Measured: plain 0.0; additive 0.875, projected 0.9125 (copies 2 and 0; the same seed and settings).
     assert plain <= 0.25, plain
     assert composed >= 0.75, (mode, copies, composed)
 

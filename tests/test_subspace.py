@@ -82,3 +82,32 @@ def test_training_with_projected_kernels_equals_training_on_projected_features()
 
     folded = project_out(fit(x - (x @ basis) @ basis.T, False), basis)
     assert np.allclose(fit(x, True), folded, atol=2e-5)
+
+
+def test_new_pair_copies_swap_to_combinations_no_train_row_holds():
+    from train.compose import augment_batch, fit_components
+
+    rng = np.random.default_rng(0)
+    sizes = {"a": 4, "b": 3}
+    comps_true = {h: rng.normal(size=(k, 6)) for h, k in sizes.items()}
+    # Train pairs: a0-b0, a0-b1, a1-b1, a2-b2, a3-b2, a3-b0 (6 of 12); a cell of b empty on one row.
+    pairs = [(0, 0), (0, 1), (1, 1), (2, 2), (3, 2), (3, 0)]
+    labels = {"a": np.array([p[0] for p in pairs for _ in range(5)], np.int32),
+              "b": np.array([p[1] for p in pairs for _ in range(5)], np.int32)}
+    x = sum(comps_true[h][labels[h]] for h in sizes).astype(np.float32)
+    comps = fit_components(x, labels, sizes)
+    assert {tuple(p) for p in comps.seen} == set(pairs)
+    batch = {"a": labels["a"].copy(), "b": labels["b"].copy()}
+    batch["b"][0] = -1
+    out_x, out_l, valid = augment_batch(x, batch, comps, 8, np.random.default_rng(1), new_pairs_only=True)
+    assert valid.all()
+    for i in range(8, len(out_x)):  # the copies of fully labelled rows
+        pair = (int(out_l["a"][i]), int(out_l["b"][i]))
+        assert pair not in set(pairs), (i, pair)
+    # The row with an empty cell swaps a (it has no pair) and keeps b empty.
+    assert (out_l["b"][:8] == -1).all() and (out_l["a"][:8] != 0).all()
+    # The copies are the additive model's: x - a_old + a_new or x - b_old + b_new.
+    i = 8
+    h = "a" if out_l["a"][i] != batch["a"][1] else "b"
+    expected = x[1] + comps.components[h][out_l[h][i]] - comps.components[h][batch[h][1]]
+    assert np.allclose(out_x[i], expected, atol=1e-4)

@@ -33,7 +33,7 @@ COMPOSE_MODES = ("none", "additive", "projected")
 the same augmentation, and each head's kernel kept orthogonal to the other heads' components
 (train/subspace.py)."""
 log = logging.getLogger(__name__)
-NEW_PAIRS_ONLY = {"additive": False, "projected": False}
+NEW_PAIRS_ONLY = {"additive": False, "projected": True}
 """Per mode: whether the copies swap only to combinations no train row holds."""
 
 
@@ -49,6 +49,9 @@ class AdditiveComponents:
     """How many distinct label combinations the fit used."""
     seen: np.ndarray | None = None
     """(pairs, heads) int64: those combinations, one class per head in ``components``' order."""
+    residual: np.ndarray | None = None
+    """(k, d) float32: the principal directions of what the additive fit leaves in the pair means
+    (count-weighted), largest first: pair-specific detail, neither head's attribute."""
 
     @property
     def swappable(self) -> tuple[str, ...]:
@@ -101,7 +104,9 @@ def fit_components(features: Any, labels: Mapping[str, np.ndarray], num_classes:
     for i, h in enumerate(heads):
         comps[h] = coef[1 + offsets[i]: 1 + offsets[i + 1]].astype(np.float32)
         comps[h][~known[h]] = 0.0
-    return AdditiveComponents(comps, known, int(len(uniq)), uniq.astype(np.int64))
+    _, sv, vt = np.linalg.svd((means - design @ coef) * w, full_matrices=False)
+    residual = vt[sv > (sv[0] * 1e-3 if sv.size else 0.0)].astype(np.float32)
+    return AdditiveComponents(comps, known, int(len(uniq)), uniq.astype(np.int64), residual)
 
 
 def _new_pair_candidates(labels: Mapping[str, np.ndarray], comps: AdditiveComponents, head: str, rows: np.ndarray,

@@ -54,10 +54,23 @@ def other_heads_basis(comps: AdditiveComponents, head: str) -> np.ndarray:
     return np.ascontiguousarray(vt[:rank].T, dtype=np.float32)
 
 
-def projection_bases(comps: AdditiveComponents, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+def projection_bases(comps: AdditiveComponents, outputs: Sequence[str], residual: bool = True,
+                     ) -> dict[str, np.ndarray]:
     """Per output (a head of ``comps``): the directions its kernel must not read. Outputs that are not
-    heads of ``comps`` (none today: joint never composes) get none."""
-    return {o: other_heads_basis(comps, o) for o in outputs if o in comps.components}
+    heads of ``comps`` (none today: joint never composes) get none. ``residual``: also the
+    directions of the pair means' residual (``comps.residual``: what no head's component explains)."""
+    out = {}
+    for o in outputs:
+        if o not in comps.components:
+            continue
+        q = other_heads_basis(comps, o)
+        if residual and comps.residual is not None and len(comps.residual):
+            r = comps.residual.T.astype(np.float64)
+            r = r - q @ (q.T @ r)
+            u, sv, _ = np.linalg.svd(r, full_matrices=False)
+            q = np.concatenate([q, u[:, sv > sv[0] * RANK_TOLERANCE].astype(np.float32)], axis=1) if sv.size else q
+        out[o] = np.ascontiguousarray(q, dtype=np.float32)
+    return out
 
 
 def project_out(kernel: np.ndarray, basis: np.ndarray) -> np.ndarray:
