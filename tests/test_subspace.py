@@ -111,3 +111,25 @@ def test_new_pair_copies_swap_to_combinations_no_train_row_holds():
     h = "a" if out_l["a"][i] != batch["a"][1] else "b"
     expected = x[1] + comps.components[h][out_l[h][i]] - comps.components[h][batch[h][1]]
     assert np.allclose(out_x[i], expected, atol=1e-4)
+
+
+def test_residual_directions_hold_what_the_additive_fit_leaves_and_are_off_by_default():
+    from train.compose import fit_components
+
+    rng = np.random.default_rng(3)
+    sizes = {"a": 3, "b": 3}
+    comps_true = {h: rng.normal(size=(k, 8)) for h, k in sizes.items()}
+    pairs = [(i, j) for i in range(3) for j in range(3)]
+    labels = {"a": np.array([p[0] for p in pairs for _ in range(4)], np.int32),
+              "b": np.array([p[1] for p in pairs for _ in range(4)], np.int32)}
+    x = sum(comps_true[h][labels[h]] for h in sizes)
+    assert len(fit_components(x, labels, sizes).residual) == 0  # exactly additive: nothing left
+    bump = np.zeros(8)
+    bump[7] = 5.0
+    x = x + np.where((labels["a"] == 1) & (labels["b"] == 2), 1.0, 0.0)[:, None] * bump  # one pair's own detail
+    comps = fit_components(x, labels, sizes)
+    assert len(comps.residual) >= 1
+    plain = projection_bases(comps, ("a",))["a"]
+    with_residual = projection_bases(comps, ("a",), residual=True)["a"]
+    assert plain.shape[1] == 2 and with_residual.shape[1] > 2
+    assert np.linalg.norm(project_out(bump[:, None], with_residual)) < 0.7 * np.linalg.norm(bump)

@@ -105,7 +105,9 @@ def fit_components(features: Any, labels: Mapping[str, np.ndarray], num_classes:
         comps[h] = coef[1 + offsets[i]: 1 + offsets[i + 1]].astype(np.float32)
         comps[h][~known[h]] = 0.0
     _, sv, vt = np.linalg.svd((means - design @ coef) * w, full_matrices=False)
-    residual = vt[sv > (sv[0] * 1e-3 if sv.size else 0.0)].astype(np.float32)
+    # Directions: above 1e-3 of the largest, and not rounding error of an exact fit.
+    floor = 1e-6 * float(np.linalg.norm(means * w))
+    residual = vt[(sv > (sv[0] * 1e-3 if sv.size else 0.0)) & (sv > floor)].astype(np.float32)
     return AdditiveComponents(comps, known, int(len(uniq)), uniq.astype(np.int64), residual)
 
 
