@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from train.compose import AdditiveComponents
-from train.subspace import other_heads_basis, project_out, projected_kernels, projection_bases
+from train.subspace import (
+    other_heads_basis,
+    project_out,
+    projected_kernels,
+    projection_bases,
+    shared_directions,
+)
 
 
 def _components() -> AdditiveComponents:
@@ -133,3 +139,20 @@ def test_residual_directions_hold_what_the_additive_fit_leaves_and_are_off_by_de
     with_residual = projection_bases(comps, ("a",), residual=True)["a"]
     assert plain.shape[1] == 2 and with_residual.shape[1] > 2
     assert np.linalg.norm(project_out(bump[:, None], with_residual)) < 0.7 * np.linalg.norm(bump)
+
+
+def test_heads_that_never_vary_independently_share_directions():
+    from train.compose import fit_components
+
+    rng = np.random.default_rng(4)
+    base = {"m": rng.normal(size=(6, 12)), "t": rng.normal(size=(3, 12))}
+    pairs = [(m, t) for m in range(6) for t in range(3) if (m + t) % 2 == 0]
+    m = np.array([p[0] for p in pairs for _ in range(3)])
+    t = np.array([p[1] for p in pairs for _ in range(3)])
+    x = base["m"][m] + base["t"][t]
+    independent = fit_components(x, {"m": m, "t": t}, {"m": 6, "t": 3})
+    assert shared_directions(independent) == 0
+    # c and b are both functions of m (as colour and badge of a make) that never differ: their split is arbitrary.
+    colour = badge = np.array([0, 0, 1, 1, 2, 2])
+    three = fit_components(x, {"c": colour[m], "b": badge[m], "t": t}, {"c": 3, "b": 3, "t": 3})
+    assert shared_directions(three) == 2

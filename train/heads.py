@@ -140,7 +140,7 @@ def fit_heads(
         ds = composed_train_dataset(cfg, schema, outputs, train_feats, train, initial_epoch, epochs, comps)
         if cfg.compose == "projected":
             bases = projection_bases(comps, outputs)
-            log_bases(bases, int(train_feats.shape[1]))
+            log_bases(bases, int(train_feats.shape[1]), comps)
             constraint = projected_kernels(heads, bases)
     else:
         ds = train_dataset(train_feats, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed,
