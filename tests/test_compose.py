@@ -63,14 +63,15 @@ def _joint_accuracy(cfg: TrainConfig, schema: LabelSchema, train: Arrays, x_eval
     return float(right.mean())
 
 
-def test_known_answer_plain_heads_fail_an_unseen_pair_composed_heads_name_it():
+@pytest.mark.parametrize("mode,copies", [("additive", 2), ("projected", 2), ("projected", 0)])
+def test_known_answer_plain_heads_fail_an_unseen_pair_composed_heads_name_it(mode, copies):
     schema, train, unseen, _, xu = _kat_data()
     base = dict(data="d", out="o", epochs=10, batch_size=32, learning_rate=0.03)
     plain = _joint_accuracy(TrainConfig(**base, compose="none"), schema, train, xu, unseen)
-    composed = _joint_accuracy(TrainConfig(**base, compose="additive"), schema, train, xu, unseen)
-    # Measured: plain 0.0, composed 0.875 (the same seed and settings).
+    composed = _joint_accuracy(TrainConfig(**base, compose=mode, compose_copies=copies), schema, train, xu, unseen)
+    # Measured: plain 0.0; additive 0.875, projected 0.9125 (copies 2 and 0; the same seed and settings).
     assert plain <= 0.25, plain
-    assert composed >= 0.75, composed
+    assert composed >= 0.75, (mode, copies, composed)
 
 
 def test_components_recover_an_additive_model_with_three_heads_and_empty_cells():
@@ -160,9 +161,10 @@ def test_pair_folds_hold_out_only_pairs_whose_labels_keep_a_partner():
 
 
 @pytest.mark.slow
-def test_run_records_compose_and_folds_and_add_head_inherits_it(tmp_path, caplog):
-    """A tiny frozen run with --compose additive: config.json and train.json carry it, train.json the
-    folds; add-head trains its new head the same way."""
+@pytest.mark.parametrize("mode", ["additive", "projected"])
+def test_run_records_compose_and_folds_and_add_head_inherits_it(tmp_path, caplog, mode):
+    """A tiny frozen run with --compose additive (projected): config.json and train.json carry it,
+    train.json the folds; add-head trains its new head the same way."""
     import logging
 
     from test_add_head import _with_colour
@@ -175,21 +177,21 @@ def test_run_records_compose_and_folds_and_add_head_inherits_it(tmp_path, caplog
     run, new = tmp_path / "run", tmp_path / "run_colour"
     cfg = TrainConfig(data=str(folder), out=str(run), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
                       epochs=2, freeze_base=True, approaches=("multihead",), verbose=0, weights="none",
-                      warmup_epochs=0, compose="additive")
-    with caplog.at_level(logging.INFO, logger="train.compose"):
+                      warmup_epochs=0, compose=mode)
+    with caplog.at_level(logging.INFO, logger="train"):
         record = run_training(cfg)
-    assert sum("compose additive" in r.message for r in caplog.records) >= 2  # the run and its folds
-    assert json.loads((run / "config.json").read_text())["compose"] == "additive"
-    assert record["compose"] == {"mode": "additive", "copies": 2, "weight": 3.0}
+    assert sum(f"compose {mode}" in r.message for r in caplog.records) >= 2  # the run and its folds
+    assert json.loads((run / "config.json").read_text())["compose"] == mode
+    assert record["compose"] == {"mode": mode, "copies": 2, "weight": 3.0}
     assert record["pair_folds"]["folds"] >= 1 and record["pair_folds"]["held_out"][0]
     assert record["variants"]["multihead"]["pair_folds"]["unseen"]["n_all_labelled"] > 0
     assert train_key_errors(record) == []
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="train.compose"):
+    with caplog.at_level(logging.INFO, logger="train"):
         rec = add_heads(run, _with_colour(folder, tmp_path / "ds_colour"), ["colour"], new, log=lambda s: None)
-    assert any("compose additive" in r.message for r in caplog.records)
-    assert json.loads((new / "config.json").read_text())["compose"] == "additive"
-    assert rec["compose"]["mode"] == "additive" and "pair_folds" not in rec
+    assert any(f"compose {mode}" in r.message for r in caplog.records)
+    assert json.loads((new / "config.json").read_text())["compose"] == mode
+    assert rec["compose"]["mode"] == mode and "pair_folds" not in rec
     assert train_key_errors(rec) == []
 
 

@@ -28,9 +28,13 @@ import numpy as np
 
 from edge.contract.schema import JOINT_OUTPUT
 
-COMPOSE_MODES = ("none", "additive")
-"""``none``: plain heads; ``additive``: additive feature augmentation (this module)."""
+COMPOSE_MODES = ("none", "additive", "projected")
+"""``none``: plain heads; ``additive``: additive feature augmentation (this module); ``projected``:
+the same augmentation, and each head's kernel kept orthogonal to the other heads' components
+(train/subspace.py)."""
 log = logging.getLogger(__name__)
+NEW_PAIRS_ONLY = {"additive": False, "projected": True}
+"""Per mode: whether the copies swap only to combinations no train row holds."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class AdditiveComponents:
     """head -> bool (classes,): classes with a fitted component (the ones a swap may use)."""
     pairs: int
     """How many distinct label combinations the fit used."""
+    seen: np.ndarray | None = None
+    """(pairs, heads) int64: those combinations, one class per head in ``components``' order."""
+    residual: np.ndarray | None = None
+    """(k, d) float32: the principal directions of what the additive fit leaves in the pair means
+    (count-weighted), largest first: pair-specific detail, neither head's attribute."""
 
     @property
     def swappable(self) -> tuple[str, ...]:
@@ -95,18 +104,45 @@ def fit_components(features: Any, labels: Mapping[str, np.ndarray], num_classes:
     for i, h in enumerate(heads):
         comps[h] = coef[1 + offsets[i]: 1 + offsets[i + 1]].astype(np.float32)
         comps[h][~known[h]] = 0.0
-    return AdditiveComponents(comps, known, int(len(uniq)))
+    _, sv, vt = np.linalg.svd((means - design @ coef) * w, full_matrices=False)
+    # Directions: above 1e-3 of the largest, and not rounding error of an exact fit.
+    floor = 1e-6 * float(np.linalg.norm(means * w))
+    residual = vt[(sv > (sv[0] * 1e-3 if sv.size else 0.0)) & (sv > floor)].astype(np.float32)
+    return AdditiveComponents(comps, known, int(len(uniq)), uniq.astype(np.int64), residual)
+
+
+def _new_pair_candidates(labels: Mapping[str, np.ndarray], comps: AdditiveComponents, head: str, rows: np.ndarray,
+                         pool: np.ndarray) -> np.ndarray | None:
+    """Bool (rows, pool): for each copy, the classes of ``head`` that make a combination not in train.
+
+    None when the combinations cannot be keyed (no record of them, or too many to number). Rows not
+    labelled for every head belong to no combination: every class of the pool is allowed."""
+    heads = list(comps.components)
+    sizes = [int(comps.components[h].shape[0]) for h in heads]
+    if comps.seen is None or len(comps.seen) == 0 or float(np.prod(np.asarray(sizes, np.float64))) >= 2.0 ** 62:
+        return None
+    strides = np.cumprod([1, *sizes[:-1]]).astype(np.int64)
+    seen_keys = np.unique(comps.seen @ strides)
+    lab = np.stack([np.asarray(labels[h])[rows].astype(np.int64) for h in heads], axis=1)
+    full = (lab >= 0).all(axis=1)
+    j = heads.index(head)
+    base = np.where(lab >= 0, lab, 0) @ strides - lab[:, j].clip(0) * strides[j]
+    keys = base[:, None] + pool[None, :].astype(np.int64) * strides[j]
+    return ~np.isin(keys, seen_keys) | ~full[:, None]
 
 
 def augment_batch(x: np.ndarray, labels: Mapping[str, np.ndarray], comps: AdditiveComponents, copies: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+                  rng: np.random.Generator, new_pairs_only: bool = False,
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """``copies`` swapped copies of every row of a batch: (features, labels per head, valid).
 
     A copy picks one head at random among those the row is labelled for with a known class, and a
     new class of that head at random among the known others; its features become
     ``x - a_h[old] + a_h[new]`` and its label for that head the new class (the other heads keep
     theirs, an empty cell stays empty). ``valid`` is False for a copy of a row with no such head
-    (its features are the row's own; the caller weighs it 0)."""
+    (its features are the row's own; the caller weighs it 0). ``new_pairs_only``: the new class is
+    drawn among those that make a combination no train row holds, where there is one (a copy then
+    never contradicts a seen pair's own rows)."""
     b = int(x.shape[0])
     heads = list(comps.swappable)
     reps = np.repeat(np.arange(b), copies)
@@ -127,10 +163,17 @@ def augment_batch(x: np.ndarray, labels: Mapping[str, np.ndarray], comps: Additi
             continue
         pool = np.flatnonzero(comps.known[h])
         old = out_labels[h][rows]
-        # A uniform class among the known ones other than the old: draw from len(pool) - 1, skip old.
-        pos_old = np.searchsorted(pool, old)
-        draw = rng.integers(0, len(pool) - 1, size=len(rows))
-        new = pool[draw + (draw >= pos_old)]
+        allowed = _new_pair_candidates(out_labels, comps, h, rows, pool) if new_pairs_only else None
+        if allowed is not None:
+            allowed &= pool[None, :] != old[:, None]
+            # Rows whose every swap lands on a seen pair swap to any other class.
+            allowed |= ~allowed.any(axis=1, keepdims=True) & (pool[None, :] != old[:, None])
+            new = pool[np.argmax(rng.random(allowed.shape) + allowed, axis=1)]
+        else:
+            # A uniform class among the known ones other than the old: draw from len(pool) - 1, skip old.
+            pos_old = np.searchsorted(pool, old)
+            draw = rng.integers(0, len(pool) - 1, size=len(rows))
+            new = pool[draw + (draw >= pos_old)]
         out_x[rows] += comps.components[h][new] - comps.components[h][old]
         out_labels[h][rows] = new
     return out_x, out_labels, valid
@@ -143,6 +186,8 @@ class ComposeSettings:
     copies: int = 2
     weight: float = 3.0
     """The copies of a row together weigh ``weight`` against the row's 1 (each ``weight / copies``)."""
+    new_pairs_only: bool = False
+    """Swap only to combinations no train row holds (``augment_batch``)."""
 
 
 def composed_dataset(
@@ -156,20 +201,22 @@ def composed_dataset(
     last_epoch: int,
     settings: ComposeSettings,
     one_hot: bool = False,
+    comps: AdditiveComponents | None = None,
 ) -> Any:
     """A tf.data pipeline of (x, y, sample weights) batches for epochs ``first_epoch .. last_epoch-1``.
 
     The rows of each step are ``train.data.epoch_order``'s (the plain heads' batches), followed by
     ``settings.copies`` swapped copies of each. ``labels`` holds every head (the components need
     them all), ``outputs`` the heads this model trains; a row's weight for an output is 0 where it
-    has no label for it. ``one_hot``: targets one-hot (label smoothing)."""
+    has no label for it. ``one_hot``: targets one-hot (label smoothing). ``comps``: the components
+    when the caller has fitted them already (else fitted here)."""
     import tensorflow as tf
 
     from train.data import order_for_epochs, steps_per_epoch
 
     n = int(features.shape[0])
     d = int(features.shape[1])
-    comps = fit_components(features, labels, num_classes)
+    comps = fit_components(features, labels, num_classes) if comps is None else comps
     log.info(f"compose additive: components from {comps.pairs} label combinations; heads swapped: "
              f"{', '.join(comps.swappable) or 'none'}; {settings.copies} copies per row, weight {settings.weight:g}")
     steps = steps_per_epoch(n, batch_size)
@@ -189,7 +236,7 @@ def composed_dataset(
             lab = {h: v[idx] for h, v in label_arrays.items()}
             scale = {o: np.ones(batch_size, np.float32) for o in outputs}
             if settings.copies > 0:
-                ax, alab, valid = augment_batch(x, lab, comps, settings.copies, rng)
+                ax, alab, valid = augment_batch(x, lab, comps, settings.copies, rng, settings.new_pairs_only)
                 for o in outputs:
                     w_copy = np.where(valid, copy_weight, 0.0)
                     scale[o] = np.concatenate([scale[o], w_copy]).astype(np.float32)
@@ -211,11 +258,21 @@ def composed_dataset(
     return ds.prefetch(2)
 
 
+def train_components(schema: Any, features: Any, train: Any) -> AdditiveComponents:
+    """``fit_components`` on one model's train rows (``train``: a ``train.data.Arrays`` whose labels
+    hold every head, row ``i`` = ``features[i]``)."""
+    return fit_components(features, train.labels, {h: schema.head(h).num_classes for h in train.labels})
+
+
 def composed_train_dataset(cfg: Any, schema: Any, outputs: Sequence[str], features: Any, train: Any,
-                           first_epoch: int, last_epoch: int) -> Any:
+                           first_epoch: int, last_epoch: int, comps: AdditiveComponents | None = None) -> Any:
     """``composed_dataset`` for a run's settings (``cfg``: TrainConfig) and one model's train rows
     (``train``: a ``train.data.Arrays`` whose labels hold every head, row ``i`` = ``features[i]``)."""
     num_classes = {h: schema.head(h).num_classes for h in train.labels}
     return composed_dataset(features, train.labels, outputs, num_classes, cfg.batch_size, cfg.seed, first_epoch,
-                            last_epoch, ComposeSettings(cfg.compose_copies, cfg.compose_weight),
-                            one_hot=cfg.label_smoothing > 0)
+                            last_epoch, compose_settings(cfg), one_hot=cfg.label_smoothing > 0, comps=comps)
+
+
+def compose_settings(cfg: Any) -> ComposeSettings:
+    """A run's copies (``cfg``: TrainConfig)."""
+    return ComposeSettings(cfg.compose_copies, cfg.compose_weight, new_pairs_only=NEW_PAIRS_ONLY.get(cfg.compose, False))

@@ -72,7 +72,8 @@ class TrainConfig:
     """Accept labels.csv image paths that are absolute or leave the dataset folder (refused by
     default); convert/ and report/ honour the value saved in config.json."""
     compose: str = DEFAULTS.compose
-    """Heads on cached features: ``none`` or ``additive`` (train/compose.py); never the joint model."""
+    """Heads on cached features: ``none``, ``additive`` (train/compose.py) or ``projected``
+    (train/subspace.py); never the joint model."""
     compose_copies: int = 2
     compose_weight: float = 3.0
     pair_folds: int = DEFAULTS.pair_folds

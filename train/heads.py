@@ -127,11 +127,21 @@ def fit_heads(
     verbose: int = 0,
 ) -> None:
     """Fit a compiled features -> heads model on the run's batch order; rows without a head's label weigh 0."""
-    # compose hook (train/compose.py): the same batches plus swapped copies of each row.
-    from train.compose import compose_applies, composed_train_dataset
+    # compose hook (train/compose.py): the same batches plus swapped copies of each row; projected
+    # (train/subspace.py): each head's kernel also kept off the other heads' components.
+    from contextlib import nullcontext
 
+    from train.compose import compose_applies, composed_train_dataset, train_components
+    from train.subspace import log_bases, projected_kernels, projection_bases
+
+    constraint: Any = nullcontext()
     if compose_applies(cfg.compose, outputs):
-        ds = composed_train_dataset(cfg, schema, outputs, train_feats, train, initial_epoch, epochs)
+        comps = train_components(schema, train_feats, train)
+        ds = composed_train_dataset(cfg, schema, outputs, train_feats, train, initial_epoch, epochs, comps)
+        if cfg.compose == "projected":
+            bases = projection_bases(comps, outputs)
+            log_bases(bases, int(train_feats.shape[1]), comps)
+            constraint = projected_kernels(heads, bases)
     else:
         ds = train_dataset(train_feats, _targets(cfg, schema, train, outputs), cfg.batch_size, cfg.seed,
                            initial_epoch, epochs, sample_weights=_sample_weights(train, outputs))
@@ -142,6 +152,7 @@ def fit_heads(
     if epochs > initial_epoch:
         # steps_per_epoch is required: the dataset holds every remaining epoch back to back (so
         # Keras keeps one iterator across epochs instead of taking it all as one epoch).
-        heads.fit(ds, epochs=epochs, initial_epoch=initial_epoch, validation_data=val_data,
-                  steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
-                  callbacks=callbacks or [], verbose=verbose)
+        with constraint:
+            heads.fit(ds, epochs=epochs, initial_epoch=initial_epoch, validation_data=val_data,
+                      steps_per_epoch=steps_per_epoch(train.n, cfg.batch_size), shuffle=False,
+                      callbacks=callbacks or [], verbose=verbose)

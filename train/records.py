@@ -133,13 +133,13 @@ class AddHeadInfo(TypedDict):
 
 
 class ComposeInfo(TypedDict):
-    """How the heads were taught to compose (train.compose): ``none`` or ``additive``."""
+    """How the heads were taught to compose (train.compose): ``none``, ``additive`` or ``projected``."""
 
     mode: str
     copies: int
-    """Swapped copies per train row and batch (additive)."""
+    """Swapped copies per train row and batch (additive, projected)."""
     weight: float
-    """Their total loss weight against the row's 1 (additive)."""
+    """Their total loss weight against the row's 1 (additive, projected)."""
 
 
 class PairFoldRecord(TypedDict):

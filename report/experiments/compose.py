@@ -1,4 +1,4 @@
-"""``make compose``: plain heads against composed heads (``--compose additive``), over several seeds.
+"""``make compose``: plain heads against composed heads (``--compose additive``, ``projected``), over several seeds.
 
 Each (compose mode, seed) is a training run (``train.fit.run_training``, what ``python -m train``
 calls) into ``OUT/<mode>-seed<N>``, multihead by default (composition does not apply to the joint
@@ -34,7 +34,7 @@ from train.defaults import DEFAULTS
 COMPOSE_APPROACHES = ("multihead",)
 """Separate models on a frozen base are the multihead model's heads exactly (docs/training.md), so
 by default only multihead trains; ``--approaches multihead,separate`` shows both."""
-MODES = ("none", "additive")
+MODES = ("none", "additive", "projected")
 SEEDS = (0, 1, 2)
 
 
@@ -103,44 +103,50 @@ SPLIT_TITLES = {
 
 
 def compose_markdown(record: Mapping[str, Any]) -> str:
-    """compose.md: per approach, one row per split and head (and joint), plain against composed."""
+    """compose.md: per approach, one row per split and head (and joint), plain against each composed mode."""
     modes: Mapping[str, Any] = record["modes"]
     heads: list[str] = record["heads"]
-    plain, composed = modes.get("none", {"runs": []}), modes.get("additive", {"runs": []})
+    plain = modes.get("none", {"runs": []})
+    composed = {m: v for m, v in modes.items() if m != "none"} or {"additive": {"runs": []}}
     lines = [
-        "# Composed heads: plain against additive", "",
+        f"# Composed heads: plain against {', '.join(composed)}", "",
         f"Backbone `{record['backbone']}` (ImageNet, frozen), input {record['image_size']} px, {record['epochs']} "
         f"head epochs, data `{record['data']}`, seeds {', '.join(str(s) for s in record['seeds'])}. Cells are "
         "accuracy in %, mean over seeds (min..max); the last column is composed minus plain, in points. Every "
         "number is read from the runs' train.json (compose.json). The fold validation (train/pairfold.py) trains "
         "the heads again with whole pairs held out of train and scores the val images of those pairs (held-out) "
-        "and of the others (seen); each seed draws its own folds, the same for both modes. Additive: "
+        "and of the others (seen); each seed draws its own folds, the same for every mode. Copies: "
         f"{record.get('settings', '')}.", "",
     ]
     for approach in record["approaches"]:
-        lines += [f"## {approach}", "", "| split | accuracy | plain (`--compose none`) | composed (`--compose additive`) "
-                  "| change |", "|---|---|---|---|---|"]
+        lines += [f"## {approach}", "", "| split | accuracy | plain (`--compose none`) | "
+                  + " | ".join(f"`--compose {m}` | change" for m in composed) + " |",
+                  "|---|---|---|" + "---|---|" * len(composed)]
         for split, title in SPLIT_TITLES.items():
             for head in [*heads, None]:
                 a = _values(plain["runs"], approach, split, head)
-                b = _values(composed["runs"], approach, split, head)
-                lines.append(f"| {title} | {head or '**joint**'} | {_cell(a)} | {_cell(b)} | {_delta(a, b)} |")
-        lines += ["", "| cost | plain | composed |", "|---|---|---|"]
+                cells = []
+                for mode in composed.values():
+                    b = _values(mode["runs"], approach, split, head)
+                    cells += [_cell(b), _delta(a, b)]
+                lines.append(f"| {title} | {head or '**joint**'} | {_cell(a)} | {' | '.join(cells)} |")
+        lines += ["", "| cost | plain | " + " | ".join(composed) + " |", "|---|---|" + "---|" * len(composed)]
         for title, key, unit in (("parameters (deployed)", "params", ""),
                                  ("head training (s, without feature extraction)", "head_train_s", " s"),
                                  ("fold validation (s, 3 folds)", "folds_wall_s", " s")):
             cells = []
-            for mode in (plain, composed):
+            for mode in (plain, *composed.values()):
                 vals = [float(r["approaches"][approach][key]) for r in mode["runs"]
                         if approach in r["approaches"] and r["approaches"][approach][key] is not None]
                 if key == "params":
                     cells.append(f"{int(vals[0]):,}" if vals else "not measured")
                 else:
                     cells.append(_cell(vals, 1.0, unit))
-            lines.append(f"| {title} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {title} | {' | '.join(cells)} |")
         lines.append("")
     lines += [
-        "Latency: composition changes only the training batches; the deployed model is the same graph (one Dense "
+        "Latency: composition changes only the training (the batches; projected also which directions each "
+        "head's kernel may use, inside the same Dense); the deployed model is the same graph (one Dense "
         "softmax per head on the same backbone, the same parameter count above), so its latency on the device "
         "is the plain model's (`make bench`). The machine's load average during the runs is in compose.json "
         "(`load_average`).", "",
@@ -162,7 +168,7 @@ def _finished(run: Path, mode: str, seed: int) -> dict[str, Any] | None:
 def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: str = DEFAULTS.backbone,
                 image_size: int = DEFAULTS.image_size, epochs: int = DEFAULTS.epochs,
                 num_images: int = DEFAULTS.num_images, holdout_combos: int = DEFAULTS.holdout_combos,
-                approaches: Sequence[str] = COMPOSE_APPROACHES) -> Path:
+                approaches: Sequence[str] = COMPOSE_APPROACHES, modes: Sequence[str] = MODES) -> Path:
     """Train every (mode, seed) (reusing finished runs), write compose.json and compose.md; returns compose.md.
 
     One process, one decode and one backbone pass per image for every run: the runs share the
@@ -188,7 +194,7 @@ def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: s
     }
     loaded: dict[str, Any] = {}
     cache = None
-    for mode in MODES:
+    for mode in modes:
         record["modes"][mode] = {"runs": []}
         for seed in seeds:
             cfg = config(mode, seed)
@@ -224,14 +230,16 @@ def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: s
 @click.option("--num-images", type=int, default=DEFAULTS.num_images, show_default=True)
 @click.option("--holdout-combos", type=int, default=DEFAULTS.holdout_combos, show_default=True)
 @click.option("--approaches", default=",".join(COMPOSE_APPROACHES), show_default=True)
+@click.option("--modes", type=str, default=",".join(MODES), show_default=True, help="compose modes; none is the plain baseline")
 def main(data: Path, out: Path, seeds: str, backbone: str, image_size: int, epochs: int, num_images: int,
-         holdout_combos: int, approaches: str) -> None:
+         holdout_combos: int, approaches: str, modes: str) -> None:
     """Train plain and composed heads over several seeds; compare them in compose.md."""
     configure_logging()
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
         names = tuple(a.strip() for a in approaches.split(",") if a.strip())
-        path = run_compose(out, data, seed_list, backbone, image_size, epochs, num_images, holdout_combos, names)
+        mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
+        path = run_compose(out, data, seed_list, backbone, image_size, epochs, num_images, holdout_combos, names, mode_list)
     except ValueError as e:
         raise click.ClickException(f"--seeds must be a comma list of integers. Received: {seeds!r} ({e})") from None
     except (PolyheadError, PipelineError, OSError, json.JSONDecodeError) as e:
