@@ -118,9 +118,45 @@ class StreamedImages:
         return out if dtype is None else out.astype(dtype)
 
 
+class RowSubset:
+    """Some rows of a memory-mapped (n, d) array-like (the feature store's ``np.memmap`` or
+    ``ShardedRows``), read only when indexed.
+
+    A pair fold's rows, a partially labelled head's or the decoded ones: indexing reads just the
+    asked rows from the shards, so a subset of a 10M-row split costs its row numbers, not a copy of
+    its features."""
+
+    def __init__(self, base: Any, index: Any) -> None:
+        self.base = base
+        self.rows = _rows(index, len(base))
+        self.shape = (len(self.rows), *(int(d) for d in base.shape[1:]))
+        self.dtype = np.dtype(base.dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return np.asarray(self.base[int(self.rows[index])])
+        return np.asarray(self.base[self.rows[index]])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
+
+
 def take_rows(x: Any, index: Any) -> Any:
-    """Rows of any split array-like: a StreamedImages stays lazy, an array is indexed."""
-    return x.subset(index) if isinstance(x, StreamedImages) else x[index]
+    """Rows of any split array-like without reading them: a StreamedImages stays lazy, a memory-mapped
+    one (``np.memmap``, ``ShardedRows``, ``RowSubset``) becomes a ``RowSubset``; only an in-memory
+    array is indexed (a copy)."""
+    if isinstance(x, StreamedImages):
+        return x.subset(index)
+    if type(x) is np.ndarray:
+        return x[index]
+    if isinstance(x, RowSubset):
+        return RowSubset(x.base, x.rows[_rows(index, len(x))])
+    return RowSubset(x, index)
 
 
 def iter_batches(x: Any, batch_size: int, ahead: int = 2) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:

@@ -37,6 +37,7 @@ import numpy as np
 
 from artifacts.keras_io import load_model, save_model
 from artifacts.layout import RunLayout, model_name
+from datasets.pipeline import take_rows
 from edge.contract.approaches import model_stem
 from edge.contract.schema import JOINT_OUTPUT, Head, LabelSchema, SchemaError
 from edge.io import atomic_write_json
@@ -227,7 +228,7 @@ def _labelled_for(outputs: tuple[str, ...], feats: np.ndarray, arrays: Arrays) -
     rows = unit_rows(arrays, outputs)
     if rows is None:
         return feats, arrays
-    return feats[rows], arrays.subset(rows)
+    return take_rows(feats, rows), arrays.subset(rows)
 
 
 def _assemble(name: str, backbone: Any, head_layers: dict[str, Any], image_size: Sequence[int]) -> Any:

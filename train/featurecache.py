@@ -205,7 +205,7 @@ class FeatureCache:
                 # The store says which rows failed; decode them again for their one-line reasons.
                 errors = a.images.subset(~ok).decode(slice(None))[2] or errors
             kept = keep_decoded(a, ok, errors, split, root)
-            self._store[(fingerprint, split)] = feats if ok.all() else feats[ok]
+            self._store[(fingerprint, split)] = feats if ok.all() else take_rows(feats, ok)
             out[split] = kept
         self._extract_s += time.perf_counter() - t0
         return out

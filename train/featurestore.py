@@ -5,7 +5,9 @@ the same store): per split, head training receives
 
 - ``features``: a 2-D float32 array-like of shape (n, d), in the split's row order. It is an
   ``np.memmap`` when the split fits one shard, else a ``ShardedRows`` (indexes, slices and
-  ``np.asarray``-converts like an array, reads only the rows asked for);
+  ``np.asarray``-converts like an array, reads only the rows asked for); a subset of its rows is
+  ``datasets.pipeline.take_rows(features, rows)``, a ``RowSubset`` that reads the same way (never
+  ``features[rows]``, which copies them);
 - that split's labels per head: int32 (n,) arrays, ``UNLABELLED`` (-1) where a row has no label for
   the head (``datasets.pipeline.Arrays.labels``; the same row order as ``features``).
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from artifacts.keras_io import load_model, save_model
 from artifacts.layout import RunLayout
-from datasets.pipeline import verify
+from datasets.pipeline import take_rows, verify
 from edge.contract.schema import JOINT_OUTPUT, LabelSchema
 from edge.io import atomic_write_json
 from train.callbacks import _callbacks, _Interrupt, latest_checkpoint
@@ -146,7 +146,7 @@ def _train_features(job: _UnitJob, base: Any, cache: FeatureCache) -> tuple[np.n
     """The cached features of the train rows ``job`` learns from, and the seconds extracting took now."""
     feats, extract_s = cache.get(base, "train", job.train.images)
     if job.train_rows is not None:
-        feats = feats[job.train_rows]
+        feats = take_rows(feats, job.train_rows)
     return feats, extract_s
 
 

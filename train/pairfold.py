@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets.pipeline import take_rows
 from train.records import PairFoldMetrics, PairFoldRecord, SplitMetrics
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def fold_validation(cfg: Any, schema: Any, units: Sequence[tuple[str, ...]], tra
     for fold in folds:
         keep = ~held_out_rows(train.labels, fold)
         sub = rows_only.subset(keep)
-        feats = np.asarray(train_feats[np.flatnonzero(keep)], dtype=np.float32)
+        feats = take_rows(train_feats, keep)  # read per batch: a fold costs its row numbers, not a copy
         probs: dict[str, np.ndarray] = {}
         for outputs in units:
             probs.update(fit_and_predict(cfg, schema, outputs, feats, sub, val_feats))
@@ -154,13 +155,13 @@ def fit_and_predict(cfg: Any, schema: Any, outputs: tuple[str, ...], feats: np.n
 
     rows = unit_rows(train, outputs)
     if rows is not None:
-        feats, train = feats[rows], train.subset(rows)
+        feats, train = take_rows(feats, rows), train.subset(rows)
     keras.utils.set_random_seed(int(cfg.seed))
     inp = keras.Input((feats.shape[1],), name="features")
     heads = keras.Model(inp, {o: make_head(o, output_size(schema, o), cfg.seed)(inp) for o in outputs})
     compile_heads(heads, cfg, outputs, train.n)
     fit_heads(heads, cfg, schema, outputs, feats, train, None, None, cfg.epochs)
-    out = heads.predict(eval_dataset(np.asarray(val_feats), None, cfg.batch_size), verbose=0)
+    out = heads.predict(eval_dataset(val_feats, None, cfg.batch_size), verbose=0)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
