@@ -142,3 +142,38 @@ def test_fine_tune_streams_from_files_and_skips_a_broken_image(tmp_path, caplog)
     first_split = (data / "labels.csv").read_text().splitlines()[1].split(",")[1]
     assert record["dataset"]["skipped"][first_split] == 1
     assert not (tmp_path / "run" / "features").exists()  # every layer trains: no feature store
+
+
+def test_bench_scale_keep_measures_only_the_missing_sizes(tmp_path, monkeypatch):
+    # An hours-long benchmark finished in parts: a size that trained with the same settings is kept,
+    # a failed one and a missing one are run again; another backbone's record keeps nothing.
+    from click.testing import CliRunner
+
+    import train.bench_scale as bs
+
+    for n in (6000, 18000):
+        d = tmp_path / "data" / (f"synth-6000-x{n}" if n != 6000 else "synth-6000")
+        d.mkdir(parents=True)
+        (d / "labels.csv").write_text("image,split,make,type\n")
+    settings = {"backbone": "tiny_cnn", "weights": "none", "image_size": 64, "epochs": 2}
+    old = {**settings, "extraction": {"streamed_over_in_memory": 1.0},
+           "train_peak_rss": [{"images": 6000, "returncode": 0, "peak_rss_mb": 900.0},
+                              {"images": 18000, "returncode": -15, "peak_rss_mb": 950.0}]}
+    out = tmp_path / "scale.json"
+    ran: list[str] = []
+    monkeypatch.setattr(bs, "_run", lambda cmd, log: ran.append(cmd[cmd.index("--data") + 1]) or
+                        {"returncode": 0, "wall_s": 1.0, "peak_rss_mb": 910.0})
+    args = ["--out", str(out), "--sizes", "6000,18000", "--image-size", "64", "--backbone", "tiny_cnn", "--weights",
+            "none", "--data-root", str(tmp_path / "data"), "--runs-root", str(tmp_path / "runs"), "--skip-convert",
+            "--keep"]
+    out.write_text(json.dumps(old))
+    result = CliRunner().invoke(bs.main, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert [Path(r).name for r in ran] == ["synth-6000-x18000"]
+    assert [r["peak_rss_mb"] for r in record["train_peak_rss"]] == [900.0, 910.0]
+    assert record["extraction"] == old["extraction"] and record["rss_growth_kb_per_image"] == round(10 * 1024 / 12000, 2)
+    out.write_text(json.dumps({**old, "backbone": "efficientnet_lite0"}))
+    ran.clear()
+    result = CliRunner().invoke(bs.main, [*args, "--rounds", "0"])
+    assert "keeps nothing" in result.output and len(ran) == 2
