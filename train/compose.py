@@ -190,6 +190,34 @@ class ComposeSettings:
     """Swap only to combinations no train row holds (``augment_batch``)."""
 
 
+def _composed_batch(features: Any, idx: np.ndarray, label_arrays: Mapping[str, np.ndarray], outputs: Sequence[str],
+                    num_classes: Mapping[str, int], comps: AdditiveComponents, settings: ComposeSettings,
+                    rng: np.random.Generator, one_hot: bool) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One step of ``composed_dataset``: rows ``idx`` of ``features`` and their swapped copies, as (x, y, w)."""
+    batch_size, d = len(idx), int(features.shape[1])
+    # Sorted reads: sequential pages when the features are memory-mapped.
+    sort = np.argsort(idx, kind="stable")
+    x = np.empty((batch_size, d), np.float32)
+    x[sort] = np.asarray(features[idx[sort]], dtype=np.float32)
+    lab = {h: v[idx] for h, v in label_arrays.items()}
+    scale = {o: np.ones(batch_size, np.float32) for o in outputs}
+    if settings.copies > 0:
+        ax, alab, valid = augment_batch(x, lab, comps, settings.copies, rng, settings.new_pairs_only)
+        copy_weight = float(settings.weight) / settings.copies
+        for o in outputs:
+            w_copy = np.where(valid, copy_weight, 0.0)
+            scale[o] = np.concatenate([scale[o], w_copy]).astype(np.float32)
+        x = np.concatenate([x, ax])
+        lab = {h: np.concatenate([lab[h], alab[h]]) for h in lab}
+    y = {}
+    w = {}
+    for o in outputs:
+        t = np.maximum(lab[o], 0)
+        y[o] = np.eye(int(num_classes[o]), dtype=np.float32)[t] if one_hot else t.astype(np.int32)
+        w[o] = ((lab[o] >= 0) * scale[o]).astype(np.float32)
+    return x, y, w
+
+
 def composed_dataset(
     features: Any,
     labels: Mapping[str, np.ndarray],
@@ -223,32 +251,12 @@ def composed_dataset(
     order = order_for_epochs(n, batch_size, seed, first_epoch, last_epoch).reshape(-1, batch_size)
     offset = first_epoch * steps
     label_arrays = {h: np.asarray(v, dtype=np.int32) for h, v in labels.items()}
-    copy_weight = float(settings.weight) / max(1, settings.copies)
     rows_per_batch = batch_size * (1 + settings.copies)
 
     def batches() -> Any:
         for i, idx in enumerate(order):
             rng = np.random.default_rng([int(seed), int(offset + i), 0xC0])
-            # Sorted reads: sequential pages when the features are memory-mapped.
-            sort = np.argsort(idx, kind="stable")
-            x = np.empty((batch_size, d), np.float32)
-            x[sort] = np.asarray(features[idx[sort]], dtype=np.float32)
-            lab = {h: v[idx] for h, v in label_arrays.items()}
-            scale = {o: np.ones(batch_size, np.float32) for o in outputs}
-            if settings.copies > 0:
-                ax, alab, valid = augment_batch(x, lab, comps, settings.copies, rng, settings.new_pairs_only)
-                for o in outputs:
-                    w_copy = np.where(valid, copy_weight, 0.0)
-                    scale[o] = np.concatenate([scale[o], w_copy]).astype(np.float32)
-                x = np.concatenate([x, ax])
-                lab = {h: np.concatenate([lab[h], alab[h]]) for h in lab}
-            y = {}
-            w = {}
-            for o in outputs:
-                t = np.maximum(lab[o], 0)
-                y[o] = np.eye(int(num_classes[o]), dtype=np.float32)[t] if one_hot else t.astype(np.int32)
-                w[o] = ((lab[o] >= 0) * scale[o]).astype(np.float32)
-            yield x, y, w
+            yield _composed_batch(features, idx, label_arrays, outputs, num_classes, comps, settings, rng, one_hot)
 
     y_spec = {o: (tf.TensorSpec((rows_per_batch, int(num_classes[o])), tf.float32) if one_hot
                   else tf.TensorSpec((rows_per_batch,), tf.int32)) for o in outputs}
