@@ -16,7 +16,7 @@ BATCH_SIZE  ?= 32
 WEIGHTS     ?= imagenet
 PROTOCOL    ?= frozen
 PAPER_WEIGHTS ?= none
-COMPOSE     ?= none
+COMPOSE     ?= auto
 APPROACHES  ?= multihead,joint,separate
 PRECISIONS  ?= float32,int8
 THREADS     ?= 1
@@ -113,7 +113,7 @@ paper: $(STAMP) ## the paper's three backbones (structure, latency) + efficientn
 compare: $(STAMP) ## scratch vs frozen vs fine-tuned, all approaches, on its own 600-image set: runs/compare/compare.md
 	$(BIN)/python -m report.experiments.compare --out runs/compare --seed $(SEED)
 
-compose: $(STAMP) ## plain vs composed heads (--compose none, additive, projected), seeds 0-2, multihead, on DATA: runs/compose/compose.md
+compose: $(STAMP) ## plain vs composed heads (--compose none, additive, projected, projected-residual, auto), seeds 0-2, multihead, on DATA: runs/compose/compose.md
 	$(BIN)/python -m report.experiments.compose --data $(DATA) --out runs/compose --num-images $(NUM_IMAGES) \
 	  --holdout-combos $(HOLDOUT) --epochs $(EPOCHS) --image-size $(IMAGE_SIZE) --seeds 0,1,2
 

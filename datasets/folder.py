@@ -13,6 +13,9 @@ settings). Its one key that changes loading is ``image_root``: importers that le
 they are (``python -m datasets stanford-cars`` without ``--copy``) record the external folder there,
 and ``image`` paths are then relative to it. Paths must still stay inside that root.
 
+An optional ``catalogue.csv`` lists the label combinations that exist (edge/contract/catalogue.py);
+the reports then also score the joint answer restricted to them.
+
 Bad input is a ``DatasetError`` whose one-line message names the file, the row and the value.
 """
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from edge.contract.catalogue import Catalogue
 from edge.contract.schema import LabelSchema, SchemaError
 from edge.errors import PolyheadError
 from edge.runtime.labelsfile import IMAGE_COLUMN, SPLIT_COLUMN, LabelsFile, LabelsFileError, read_labels_file
@@ -242,6 +246,17 @@ def load_dataset(
         root=root, heads=heads, records=tuple(records), schema=schema, image_root=image_root, meta=meta,
         unlabelled_rows=unlabelled,
     )
+
+
+def dataset_catalogue(root: str | os.PathLike, schema: LabelSchema) -> Catalogue | None:
+    """The folder's ``catalogue.csv`` (edge.contract.catalogue) for ``schema``'s heads, or None
+    without one. A folder with one head has no combinations to restrict."""
+    from edge.contract.catalogue import CATALOGUE_FILE, read_catalogue
+
+    path = Path(root) / CATALOGUE_FILE
+    if len(schema.heads) < 2 or not path.exists():
+        return None
+    return read_catalogue(path, {h.name: h.classes for h in schema.heads})
 
 
 def schema_from_records(heads: Sequence[str], records: Sequence[Record]) -> LabelSchema:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from datasets.folder import LABELS_FILE, META_FILE, DatasetError, prepare_output, write_labels_csv
+from edge.contract.catalogue import CATALOGUE_FILE, write_catalogue
 from edge.io import atomic_write_json
 
 HEADS = ("make", "type")
@@ -442,7 +443,7 @@ def import_stanford_cars(
     seed: int = 0,
     workers: int | None = None,
 ) -> ImportSummary:
-    """Write ``out/labels.csv`` (+ dataset.json) for the Stanford Cars copy at ``root``.
+    """Write ``out/labels.csv`` (+ dataset.json, catalogue.csv) for the Stanford Cars copy at ``root``.
 
     Train images are split into train and val (``val_fraction`` of each class, seeded); the
     published test split (when it has labels) is the test split. Without labelled test data the
@@ -478,5 +479,7 @@ def import_stanford_cars(
     if not write_images:
         meta["image_root"] = str(root)
     atomic_write_json(out / META_FILE, meta)
+    # Every class is a make/type combination that exists: the catalogue (edge/contract/catalogue.py).
+    write_catalogue(out / CATALOGUE_FILE, HEADS, list(labels.values()))
     write_labels_csv(out, HEADS, rows)
     return _summarise(out, layout, rows, notes, in_place=not write_images)

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from datasets.folder import META_FILE, SPLITS, DatasetError, prepare_output, write_labels_csv
+from edge.contract.catalogue import CATALOGUE_FILE, write_catalogue
 from edge.io import atomic_write_json
 
 TYPES = ("Sedan", "SUV", "Coupe", "Convertible", "Hatchback", "Wagon", "Van", "Pickup")
@@ -504,7 +505,7 @@ def generate(
     workers: int | None = None,
     quality: int = JPEG_QUALITY,
 ) -> SynthSummary:
-    """Draw the synthetic car set into ``out`` (images/, labels.csv, dataset.json)."""
+    """Draw the synthetic car set into ``out`` (images/, labels.csv, dataset.json, catalogue.csv)."""
     if num_images < 10:
         raise DatasetError(f"--num-images must be at least 10. Received: num_images={num_images}")
     if not 16 <= image_size <= 1024:
@@ -532,6 +533,8 @@ def generate(
         "catalogue": {m.name: list(m.types) for m in catalogue()},
     })
     _render_all(out, seed, image_size, labels, workers, quality)
+    # Every combination the catalogue builds, the held-out ones too: what a user would know.
+    write_catalogue(out / CATALOGUE_FILE, HEADS, combinations())
     rows = [(f"images/{i:06d}.jpg", split[i], (MAKES[m], t)) for i, (m, t) in enumerate(labels)]
     write_labels_csv(out, HEADS, rows)
     wall = time.perf_counter() - start

@@ -72,7 +72,8 @@ class PipelineSettings:
     protocol: str = DEFAULTS.protocol
     """A name in train.defaults.PROTOCOLS: frozen, fine-tune or scratch (forces weights none)."""
     compose: str = DEFAULTS.compose
-    """Heads on a frozen base: none, additive (train/compose.py) or projected (train/subspace.py)."""
+    """Heads on a frozen base: none, additive (train/compose.py), projected, projected-residual
+    (train/subspace.py) or auto (train/autocompose.py)."""
     extra_train_args: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -420,9 +421,11 @@ def run_pipeline(s: PipelineSettings, stages: Sequence[Stage] = STAGES) -> Path:
 @click.option("--bench-runs", type=int, default=DEFAULTS.bench_runs, show_default=True, help="Timed runs per variant.")
 @click.option("--bench-images", type=int, default=DEFAULTS.bench_images, show_default=True,
               help="Test images to benchmark on.")
-@click.option("--compose", type=click.Choice(["none", "additive", "projected"]), default=DEFAULTS.compose,
-              show_default=True, help="Heads on a frozen base: additive feature augmentation names pairs never "
-                                      "seen together; projected also keeps each head off the other heads' components.")
+@click.option("--compose", type=click.Choice(["none", "additive", "projected", "projected-residual", "auto"]),
+              default=DEFAULTS.compose, show_default=True,
+              help="Heads on a frozen base: additive feature augmentation names pairs never seen together; "
+                   "projected also keeps each head off the other heads' components, projected-residual off the "
+                   "pair-specific directions too; auto: the one the run's pair-held-out folds prefer.")
 def main(data: Path, run: Path, backbone: str, image_size: int, epochs: int, batch_size: int | None,
          num_images: int, synth_size: int, holdout_combos: int, precision: str, threads: int, seed: int,
          weights: str, protocol: str, bench_runs: int, bench_images: int, compose: str) -> None:

@@ -138,7 +138,7 @@ def test_add_head_keeps_old_heads_bit_for_bit_through_convert(tmp_path, data_dir
     run, new = tmp_path / "run", tmp_path / "run_colour"
     cfg = TrainConfig(data=str(folder), out=str(run), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
                       epochs=2, freeze_base=True, approaches=("multihead", "joint", "separate"), verbose=0,
-                      weights="none", warmup_epochs=0)
+                      weights="none", warmup_epochs=0, compose="none")  # test_compose.py: add-head inherits a mode
     run_training(cfg)
     notes: list[str] = []
     rec = add_heads(run, data_dir, ["colour"], new, log=notes.append)

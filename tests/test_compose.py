@@ -7,11 +7,13 @@ one for head ``b``, and train pairs that nearly tie ``a`` to ``b``. Plain heads 
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 
+from edge.contract.catalogue import CATALOGUE_FILE, write_catalogue
 from edge.contract.schema import LabelSchema
 from train.compose import AdditiveComponents, augment_batch, compose_applies, composed_dataset, fit_components
 from train.data import Arrays, order_for_epochs
@@ -63,7 +65,7 @@ def _joint_accuracy(cfg: TrainConfig, schema: LabelSchema, train: Arrays, x_eval
     return float(right.mean())
 
 
-@pytest.mark.parametrize("mode,copies", [("additive", 2), ("projected", 2), ("projected", 0)])
+@pytest.mark.parametrize("mode,copies", [("additive", 2), ("projected", 2), ("projected", 0), ("projected-residual", 2)])
 def test_known_answer_plain_heads_fail_an_unseen_pair_composed_heads_name_it(mode, copies):
     schema, train, unseen, _, xu = _kat_data()
     base = dict(data="d", out="o", epochs=10, batch_size=32, learning_rate=0.03)
@@ -160,8 +162,23 @@ def test_pair_folds_hold_out_only_pairs_whose_labels_keep_a_partner():
     assert set(only) <= {rows[4], rows[9]}
 
 
+def test_auto_picks_the_best_held_out_folds_among_those_that_keep_the_seen_pairs():
+    from train.autocompose import choose
+
+    scores = {"none": {"unseen": 0.30, "seen": 0.960}, "additive": {"unseen": 0.55, "seen": 0.955},
+              "projected": {"unseen": 0.58, "seen": 0.951}, "projected-residual": {"unseen": 0.65, "seen": 0.940}}
+    # projected-residual names the most held-out pairs but loses 2 points of seen pairs: not allowed.
+    assert choose(scores) == "projected"
+    scores["projected-residual"]["seen"] = 0.9505  # within 1 point of plain heads
+    assert choose(scores) == "projected-residual"
+    # Nothing beats plain heads on held-out pairs, or every candidate loses the seen ones: none.
+    assert choose({m: {"unseen": 0.30 if m == "none" else 0.29, "seen": 0.96} for m in scores}) == "none"
+    assert choose({m: {"unseen": 0.30 if m == "none" else 0.60, "seen": 0.96 if m == "none" else 0.90}
+                   for m in scores}) == "none"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["additive", "projected"])
+@pytest.mark.parametrize("mode", ["additive", "projected", "auto"])
 def test_run_records_compose_and_folds_and_add_head_inherits_it(tmp_path, caplog, mode):
     """A tiny frozen run with --compose additive (projected): config.json and train.json carry it,
     train.json the folds; add-head trains its new head the same way."""
@@ -174,22 +191,38 @@ def test_run_records_compose_and_folds_and_add_head_inherits_it(tmp_path, caplog
     from train.fit import run_training
 
     folder = write_folder(tmp_path / "ds", n=48)
+    with open(folder / "labels.csv", newline="") as f:
+        combos = {(r["make"], r["type"]) for r in csv.DictReader(f)}
+    write_catalogue(folder / CATALOGUE_FILE, ("make", "type"), combos)
     run, new = tmp_path / "run", tmp_path / "run_colour"
     cfg = TrainConfig(data=str(folder), out=str(run), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
                       epochs=2, freeze_base=True, approaches=("multihead",), verbose=0, weights="none",
                       warmup_epochs=0, compose=mode)
     with caplog.at_level(logging.INFO, logger="train"):
         record = run_training(cfg)
-    assert sum(f"compose {mode}" in r.message for r in caplog.records) >= 2  # the run and its folds
     assert json.loads((run / "config.json").read_text())["compose"] == mode
+    if mode == "auto":
+        # Chosen on the folds (decoded among the catalogue) before training; add-head inherits the choice.
+        auto = record["compose"].pop("auto")
+        assert set(auto["folds"]) == {"none", "additive", "projected", "projected-residual"}
+        assert auto["decode"] == "catalogue" and auto["chosen"] == record["compose"]["mode"]
+        assert any(r.message.startswith("compose auto:") for r in caplog.records)
+        mode = auto["chosen"]
+    if mode != "none":
+        assert sum(f"compose {mode}" in r.message for r in caplog.records) >= 2  # the run and its folds
     assert record["compose"] == {"mode": mode, "copies": 2, "weight": 3.0}
     assert record["pair_folds"]["folds"] >= 1 and record["pair_folds"]["held_out"][0]
     assert record["variants"]["multihead"]["pair_folds"]["unseen"]["n_all_labelled"] > 0
+    # The folder's catalogue: every split and the folds also score the joint answer decoded among it.
+    assert record["catalogue"] == {"combinations": len(combos), "skipped": 0}
+    multihead = record["variants"]["multihead"]
+    for m in [*multihead["metrics"].values(), *(multihead["pair_folds"][k] for k in ("unseen", "seen"))]:
+        assert 0.0 <= m["joint_accuracy_catalogue"] <= 1.0
     assert train_key_errors(record) == []
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="train"):
         rec = add_heads(run, _with_colour(folder, tmp_path / "ds_colour"), ["colour"], new, log=lambda s: None)
-    assert any(f"compose {mode}" in r.message for r in caplog.records)
+    assert mode == "none" or any(f"compose {mode}" in r.message for r in caplog.records)
     assert json.loads((new / "config.json").read_text())["compose"] == mode
     assert rec["compose"]["mode"] == mode and "pair_folds" not in rec
     assert train_key_errors(rec) == []
@@ -206,6 +239,8 @@ def test_report_shows_the_fold_validation_and_the_compose_setting(tmp_path):
     doc["variants"]["multihead"]["pair_folds"] = {"unseen": {**split, "joint_accuracy": 0.5219}, "seen": split,
                                                   "wall_s": 3.0}
     doc["pair_folds"] = {"folds": 1, "pairs_per_fold": 8, "seed": 0, "held_out": [["Eskel/Van", "Aldor/SUV"]]}
+    doc["catalogue"] = {"combinations": 108, "skipped": 0}
+    doc["variants"]["multihead"]["metrics"]["test_unseen"]["joint_accuracy_catalogue"] = 0.7731
     (run / "train.json").write_text(json.dumps(doc))
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "compose": "additive"}))
@@ -213,6 +248,8 @@ def test_report_shows_the_fold_validation_and_the_compose_setting(tmp_path):
     table = approach_table(data).to_markdown()
     row = next(line for line in table.splitlines() if "joint accuracy (fold validation, held-out pairs)" in line)
     assert "52.19 %" in row
+    row = next(line for line in table.splitlines() if "catalogue decode (unseen combinations)" in line)
+    assert "77.31 %" in row
     lines = "\n".join(setup_lines(data))
     assert "compose=additive" in lines and "Eskel/Van, Aldor/SUV" in lines
 
@@ -221,7 +258,7 @@ def test_compose_markdown_puts_plain_and_composed_side_by_side():
     from report.experiments.compose import compose_markdown
 
     def run(seed, joint):
-        split = {"heads": {"make": 0.9, "type": 0.8}, "joint": joint, "n": 10}
+        split = {"heads": {"make": 0.9, "type": 0.8}, "joint": joint, "joint_catalogue": joint + 0.1, "n": 10}
         return {"seed": seed, "approaches": {"multihead": {
             "test": split, "test_unseen": split, "fold_unseen": split, "fold_seen": split, "params": 1000,
             "trained_params": 10, "train_wall_s": 5.0, "feature_extract_s": 1.0, "head_train_s": 4.0,
@@ -233,6 +270,14 @@ def test_compose_markdown_puts_plain_and_composed_side_by_side():
     text = compose_markdown(record)
     row = next(line for line in text.splitlines() if line.startswith("| test_unseen") and "joint" in line)
     assert "45.0 (40.0..50.0)" in row and "75.0 (70.0..80.0)" in row and "+30.0" in row
+    row = next(line for line in text.splitlines() if line.startswith("| test_unseen") and "catalogue" in line)
+    assert "55.0 (50.0..60.0)" in row and "85.0 (80.0..90.0)" in row
+    # A dataset without a catalogue: no such row.
+    for mode in record["modes"].values():
+        for r in mode["runs"]:
+            for split in ("test", "test_unseen", "fold_unseen", "fold_seen"):
+                r["approaches"]["multihead"][split]["joint_catalogue"] = None
+    assert not [line for line in compose_markdown(record).splitlines() if line.startswith("|") and "catalogue" in line]
     assert "| parameters (deployed) | 1,000 | 1,000 |" in text
 
 

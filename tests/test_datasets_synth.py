@@ -46,7 +46,7 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     b = generate(tmp_path / "b", num_images=20, image_size=32, holdout_combos=2, seed=3, workers=2)
     assert a.workers == 1 and b.workers == 2
     da, db = _digest(tmp_path / "a"), _digest(tmp_path / "b")
-    assert len(da) == 21 and da == db  # 20 JPEGs + labels.csv, byte for byte
+    assert len(da) == 22 and da == db  # 20 JPEGs + labels.csv + catalogue.csv, byte for byte
     generate(tmp_path / "c", num_images=20, image_size=32, holdout_combos=2, seed=4, workers=1)
     assert _digest(tmp_path / "c") != da
     # Regenerating into the same folder replaces it with the same bytes.

@@ -18,7 +18,8 @@ from train.featurestore import FeatureStore, ShardedRows
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = dict(backbone="tiny_cnn", image_size=(32, 32), batch_size=8, epochs=2, learning_rate=3e-3, weights="none",
-            freeze_base=True, warmup_epochs=0, fine_tune_learning_rate=None, approaches=("multihead",), verbose=0)
+            freeze_base=True, warmup_epochs=0, fine_tune_learning_rate=None, approaches=("multihead",), verbose=0,
+            compose="none")  # plain heads: these tests are about the feature store
 
 
 def test_store_shards_resume_and_index_like_one_array(tmp_path):

@@ -255,7 +255,7 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
     # Explicit protocol: these tests pin the from-scratch path whatever train/defaults.py says.
     base = dict(data="mem", out=str(tmp_path / "run"), backbone="tiny_cnn", image_size=(32, 32), batch_size=16,
                 epochs=2, learning_rate=3e-3, verbose=0, weights="none", freeze_base=False, warmup_epochs=0,
-                fine_tune_learning_rate=None)
+                fine_tune_learning_rate=None, compose="none")  # plain heads: tests/test_compose.py covers the rest
     base.update(kw)
     return TrainConfig(**base)
 

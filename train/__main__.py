@@ -101,10 +101,11 @@ def _fail(e: PolyheadError | OSError) -> click.ClickException:
 @click.option("--head-weights", help="per-head loss weights, e.g. make=1,type=0.5")
 @click.option("--label-smoothing", type=float, help="default 0")
 @click.option("--alpha", type=float, help="width multiplier (mobilenet_v2 / mobilenet_v3_small)")
-@click.option("--compose", type=click.Choice(["none", "additive", "projected"]),
+@click.option("--compose", type=click.Choice(["none", "additive", "projected", "projected-residual", "auto"]),
               help=f"heads on a frozen base: none, additive feature augmentation so they name label pairs "
-                   f"never seen together, or projected (the same, and each head kept off the other heads' "
-                   f"components); multihead and separate, not joint (default {_D.compose})")
+                   f"never seen together, projected (the same, and each head kept off the other heads' "
+                   f"components), projected-residual (and off the pair-specific directions), or auto (the one "
+                   f"the run's pair-held-out folds prefer); multihead and separate, not joint (default {_D.compose})")
 @click.option("--compose-copies", type=int, help="additive/projected: swapped copies per train row (default 2)")
 @click.option("--compose-weight", type=float, help="additive/projected: their total loss weight (default 3)")
 @click.option("--pair-folds", type=int,

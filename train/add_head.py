@@ -75,8 +75,10 @@ def _read_run(run: Path) -> _RunInfo:
         settings = json.loads(files.config.read_text())
         # add-head trains the new heads as the run trained its own: a run from before compose existed had none.
         settings.setdefault("compose", "none")
-        cfg = TrainConfig.from_dict(settings)
         record = json.loads(files.train_record.read_text())
+        if settings["compose"] == "auto":  # what the run's folds chose (train/autocompose.py)
+            settings["compose"] = (record.get("compose") or {}).get("mode", "none")
+        cfg = TrainConfig.from_dict(settings)
     except (OSError, json.JSONDecodeError) as e:
         raise AddHeadError(f"{run}: cannot read the run: {e}") from None
     return _RunInfo(cfg, LabelSchema.load(files.schema), record)

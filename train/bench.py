@@ -47,7 +47,8 @@ def feature_cache_speedup(
                     np.array([schema.joint_index(r) for r in rows], dtype=np.int32))
     cfg = TrainConfig(data="-", out="-", backbone=backbone, approaches=("multihead",),
                       image_size=(image_size, image_size), batch_size=batch_size, epochs=epochs, seed=seed,
-                      freeze_base=True, backbone_kwargs=dict(backbone_kwargs or {}))
+                      freeze_base=True, backbone_kwargs=dict(backbone_kwargs or {}),
+                      compose="none")  # the same plain heads both ways: composition is not what this measures
     unit = model_units("multihead", schema)[0]
 
     full = build_unit(unit, backbone, schema, cfg.image_size, seed=seed, freeze_base=True,

@@ -28,12 +28,16 @@ import numpy as np
 
 from edge.contract.schema import JOINT_OUTPUT
 
-COMPOSE_MODES = ("none", "additive", "projected")
+COMPOSE_MODES = ("none", "additive", "projected", "projected-residual", "auto")
 """``none``: plain heads; ``additive``: additive feature augmentation (this module); ``projected``:
 the same augmentation, and each head's kernel kept orthogonal to the other heads' components
-(train/subspace.py)."""
+(train/subspace.py); ``projected-residual``: also to the pair-specific directions no head's
+component explains; ``auto``: the one of these the run's own pair-held-out folds prefer
+(train/autocompose.py)."""
+AUTO_CANDIDATES = ("additive", "projected", "projected-residual")
+"""What ``auto`` chooses among (with ``none``, the baseline it must beat)."""
 log = logging.getLogger(__name__)
-NEW_PAIRS_ONLY = {"additive": False, "projected": True}
+NEW_PAIRS_ONLY = {"additive": False, "projected": True, "projected-residual": True}
 """Per mode: whether the copies swap only to combinations no train row holds."""
 
 
@@ -61,7 +65,10 @@ class AdditiveComponents:
 
 def compose_applies(mode: str, outputs: Sequence[str]) -> bool:
     """True when ``mode`` composes the heads of a model with ``outputs`` (never the joint model:
-    its one softmax over seen combinations cannot name an unseen one whatever its inputs)."""
+    its one softmax over seen combinations cannot name an unseen one whatever its inputs).
+    ``auto`` is resolved to one of the others before any head trains (train/autocompose.py)."""
+    if mode == "auto":
+        raise ValueError("compose=auto must be resolved (train.autocompose.resolve_auto) before training heads")
     return mode != "none" and JOINT_OUTPUT not in outputs
 
 

@@ -72,8 +72,9 @@ class TrainConfig:
     """Accept labels.csv image paths that are absolute or leave the dataset folder (refused by
     default); convert/ and report/ honour the value saved in config.json."""
     compose: str = DEFAULTS.compose
-    """Heads on cached features: ``none``, ``additive`` (train/compose.py) or ``projected``
-    (train/subspace.py); never the joint model."""
+    """Heads on cached features: ``none``, ``additive`` (train/compose.py), ``projected``,
+    ``projected-residual`` (train/subspace.py) or ``auto`` (train/autocompose.py: chosen on the
+    run's pair-held-out folds; ``none`` without a frozen base); never the joint model."""
     compose_copies: int = 2
     compose_weight: float = 3.0
     pair_folds: int = DEFAULTS.pair_folds
@@ -91,7 +92,7 @@ class TrainConfig:
 
         if self.compose not in COMPOSE_MODES:
             raise TrainError(f"unknown compose. Known: {list(COMPOSE_MODES)}. Received: compose={self.compose!r}")
-        if self.compose != "none" and not self.uses_feature_cache:
+        if self.compose not in ("none", "auto") and not self.uses_feature_cache:
             # The copies are made in feature space: heads must train on the frozen base's cached features.
             raise TrainError(f"compose={self.compose} needs a frozen base trained on cached features (--protocol "
                              f"frozen, feature cache on, strategy default). Received: freeze_base={self.freeze_base}, "

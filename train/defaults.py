@@ -74,9 +74,10 @@ class Defaults:
     """``make bench``'s interleaved rounds (8: two runs agree within 0.02); ``make all``'s bench and
     ``python -m report.benchmarks.suite`` keep the edge bench's own 5 (``edge.bench.run.DEFAULT_ROUNDS``)."""
     bench_images: int = 100
-    compose: str = "none"
-    """Heads trained on a frozen base's features: ``none`` (plain) or ``additive`` (train/compose.py;
-    docs/training.md has the measurements)."""
+    compose: str = "auto"
+    """Heads trained on a frozen base's features: ``none`` (plain), ``additive`` (train/compose.py),
+    ``projected``, ``projected-residual`` (train/subspace.py) or ``auto``: the one the run's own
+    pair-held-out folds prefer (train/autocompose.py; docs/training.md has the measurements)."""
     pair_folds: int = 3
     """Pair-held-out validation folds of a frozen-base run (train/pairfold.py; 0: none)."""
     paper_weights: str = "none"

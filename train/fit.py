@@ -28,9 +28,11 @@ import numpy as np
 
 from artifacts.keras_io import load_model, save_model
 from artifacts.layout import RunLayout
+from datasets.folder import dataset_catalogue
 from datasets.pipeline import take_rows, verify
 from edge.contract.schema import JOINT_OUTPUT, LabelSchema
 from edge.io import atomic_write_json
+from train.autocompose import resolve_auto
 from train.callbacks import _callbacks, _Interrupt, latest_checkpoint
 from train.config import (
     CONFIG_FILE,
@@ -56,7 +58,7 @@ from train.heads import (
 )
 from train.metrics import head_metrics, predict_probs, split_metrics
 from train.models import BACKBONE_LAYER, ModelUnit, build_unit, model_units
-from train.records import DatasetInfo, TrainVariant
+from train.records import CatalogueInfo, DatasetInfo, TrainVariant
 from train.run_record import _approach_record, _run_record, summary_table
 
 # The names other modules and tests import from train.fit, now defined in the modules above.
@@ -372,6 +374,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     _check_resume(run_dir, cfg)
     from_files = data is None
     schema, data, ds, root = _open_data(cfg, data, schema)
+    catalogue = dataset_catalogue(cfg.data, schema) if Path(cfg.data).is_dir() else None
     # A cache shared across runs reads the first run's store: the same features.
     cache = cache if cache is not None else FeatureCache(cfg.batch_size, Path(cfg.out))
     store_base = None
@@ -386,6 +389,8 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     atomic_write_json(RunLayout(run_dir).config, cfg.to_dict())
     schema.save(RunLayout(run_dir).schema)
     _setup_determinism(cfg)
+    # --compose auto (train/autocompose.py): chosen on the pair-held-out folds before any model trains.
+    cfg, auto = resolve_auto(cfg, schema, data, cache, store_base if chief else None, catalogue)
 
     variants: dict[str, TrainVariant] = {}
     with _Interrupt() as interrupt:
@@ -394,15 +399,19 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
                        for u in model_units(approach, schema)]
             if not chief:
                 continue
-            variants[approach] = _approach_record(approach, results, cfg, schema, data, cache)
+            variants[approach] = _approach_record(approach, results, cfg, schema, data, cache, catalogue)
     if tmp_dir is not None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return {}
     record = _run_record(cfg, weights_used, int(strategy.num_replicas_in_sync), data_info, data, cache, variants)
+    if auto is not None:
+        record["compose"]["auto"] = auto
+    if catalogue is not None:
+        record["catalogue"] = CatalogueInfo(combinations=len(catalogue.rows), skipped=catalogue.skipped)
     # pair-fold hook (train/pairfold.py): heads retrained with whole pairs held out, per approach.
     from train.pairfold import run_pair_folds
 
-    run_pair_folds(record, cfg, schema, data, cache, store_base if chief else None)
+    run_pair_folds(record, cfg, schema, data, cache, store_base if chief else None, catalogue)
     atomic_write_json(RunLayout(run_dir).train_record, record)
     return record
 

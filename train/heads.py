@@ -138,8 +138,8 @@ def fit_heads(
     if compose_applies(cfg.compose, outputs):
         comps = train_components(schema, train_feats, train)
         ds = composed_train_dataset(cfg, schema, outputs, train_feats, train, initial_epoch, epochs, comps)
-        if cfg.compose == "projected":
-            bases = projection_bases(comps, outputs)
+        if cfg.compose in ("projected", "projected-residual"):
+            bases = projection_bases(comps, outputs, residual=cfg.compose == "projected-residual")
             log_bases(bases, int(train_feats.shape[1]), comps)
             constraint = projected_kernels(heads, bases)
     else:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.contract.catalogue import Catalogue
 from edge.contract.schema import LabelSchema, all_heads_right
 from train.data import Arrays, eval_dataset
 from train.models import output_names
@@ -33,16 +34,25 @@ def head_metrics(probs: np.ndarray, labels: np.ndarray) -> HeadMetrics:
     )
 
 
-def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], arrays: Arrays) -> SplitMetrics:
+def split_metrics(schema: LabelSchema, probs_by_head: Mapping[str, np.ndarray], arrays: Arrays,
+                  catalogue: Catalogue | None = None) -> SplitMetrics:
     """The contract's per-split record: n, per-head metrics (each over the rows labelled for that
     head, its ``n`` recorded), joint accuracy (every head right) over the rows labelled for every
-    head (``n_all_labelled``)."""
+    head (``n_all_labelled``); with a ``catalogue``, also ``joint_accuracy_catalogue``: the same
+    rows, the joint answer decoded among the catalogue's combinations."""
     heads = {h: head_metrics(probs_by_head[h], arrays.labels[h]) for h in schema.head_names}
     full = arrays.fully_labelled
     all_right = full & all_heads_right(probs_by_head, arrays.labels, schema.head_names)
     n_full = int(full.sum())
-    return SplitMetrics(n=arrays.n, heads=heads, n_all_labelled=n_full,
-                        joint_accuracy=float(all_right.sum() / n_full) if n_full else 0.0)
+    out = SplitMetrics(n=arrays.n, heads=heads, n_all_labelled=n_full,
+                       joint_accuracy=float(all_right.sum() / n_full) if n_full else 0.0)
+    if catalogue is not None:
+        decoded = catalogue.decode(probs_by_head)
+        right = full.copy()
+        for h in catalogue.heads:
+            right &= decoded[h] == np.asarray(arrays.labels[h])
+        out["joint_accuracy_catalogue"] = float(right.sum() / n_full) if n_full else 0.0
+    return out
 
 
 def predict_probs(model: Any, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:

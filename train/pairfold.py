@@ -95,7 +95,8 @@ def fold_record(schema: Any, folds: Sequence[Sequence[tuple[int, ...]]], seed: i
     return PairFoldRecord(folds=len(folds), pairs_per_fold=PAIRS_PER_FOLD, seed=int(seed), held_out=names)
 
 
-def pooled_metrics(schema: Any, parts: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]) -> SplitMetrics:
+def pooled_metrics(schema: Any, parts: Sequence[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+                   catalogue: Any = None) -> SplitMetrics:
     """One SplitMetrics over the rows of several folds: ``parts`` = [(probs per head, labels per head)]."""
     from train.data import Arrays
     from train.fit import split_metrics
@@ -103,18 +104,20 @@ def pooled_metrics(schema: Any, parts: Sequence[tuple[Mapping[str, np.ndarray], 
     heads = schema.head_names
     if not parts:
         empty = Arrays(np.zeros((0, 1), np.float32), {h: np.zeros(0, np.int32) for h in heads}, np.zeros(0, np.int32))
-        return split_metrics(schema, {h: np.zeros((0, schema.head(h).num_classes)) for h in heads}, empty)
+        return split_metrics(schema, {h: np.zeros((0, schema.head(h).num_classes)) for h in heads}, empty, catalogue)
     probs = {h: np.concatenate([p[h] for p, _ in parts]) for h in heads}
     labels = {h: np.concatenate([lab[h] for _, lab in parts]).astype(np.int32) for h in heads}
     n = len(labels[heads[0]])
     arrays = Arrays(np.zeros((n, 1), np.float32), labels, np.full(n, -1, np.int32))
-    return split_metrics(schema, probs, arrays)
+    return split_metrics(schema, probs, arrays, catalogue)
 
 
 def fold_validation(cfg: Any, schema: Any, units: Sequence[tuple[str, ...]], train_feats: Any, train: Any,
-                    val_feats: Any, val: Any, folds: Sequence[Sequence[tuple[int, ...]]]) -> PairFoldMetrics:
+                    val_feats: Any, val: Any, folds: Sequence[Sequence[tuple[int, ...]]],
+                    catalogue: Any = None) -> PairFoldMetrics:
     """Train fresh heads of every model (``units``: each model's outputs) per fold on the train rows
-    outside the fold's pairs and score the val rows: held-out pairs (``unseen``), the rest (``seen``).
+    outside the fold's pairs and score the val rows: held-out pairs (``unseen``), the rest (``seen``);
+    with the dataset's ``catalogue`` (which lists the held-out pairs too), also decoded among it.
 
     Same recipe as the run's heads (``train.fit.fit_heads``: optimizer, epochs, batch order, compose)."""
     import time
@@ -137,7 +140,8 @@ def fold_validation(cfg: Any, schema: Any, units: Sequence[tuple[str, ...]], tra
         for rows, parts in ((held, unseen_parts), (~held, seen_parts)):
             parts.append(({h: probs[h][rows] for h in schema.head_names},
                           {h: np.asarray(val.labels[h])[rows] for h in schema.head_names}))
-    out = PairFoldMetrics(unseen=pooled_metrics(schema, unseen_parts), seen=pooled_metrics(schema, seen_parts),
+    out = PairFoldMetrics(unseen=pooled_metrics(schema, unseen_parts, catalogue),
+                          seen=pooled_metrics(schema, seen_parts, catalogue),
                           wall_s=round(time.perf_counter() - t0, 3))
     log.info(f"pair folds: {len(folds)} folds, unseen joint {out['unseen']['joint_accuracy']:.3f}, "
              f"seen joint {out['seen']['joint_accuracy']:.3f} ({out['wall_s']:.1f} s)")
@@ -166,7 +170,7 @@ def fit_and_predict(cfg: Any, schema: Any, outputs: tuple[str, ...], feats: np.n
 
 
 def run_pair_folds(record: dict[str, Any], cfg: Any, schema: Any, data: Mapping[str, Any], cache: Any,
-                   base: Any) -> None:
+                   base: Any, catalogue: Any = None) -> None:
     """Add the pair folds to a frozen-base run's train.json ``record`` (in place): the held-out
     pairs, and each multihead/separate approach's fold metrics. Nothing without cached features,
     a val split, two heads or ``cfg.pair_folds``."""
@@ -186,4 +190,4 @@ def run_pair_folds(record: dict[str, Any], cfg: Any, schema: Any, data: Mapping[
         if approach == "joint":
             continue
         units = [u.outputs for u in model_units(approach, schema)]
-        variant["pair_folds"] = fold_validation(cfg, schema, units, train_feats, train, val_feats, val, folds)
+        variant["pair_folds"] = fold_validation(cfg, schema, units, train_feats, train, val_feats, val, folds, catalogue)

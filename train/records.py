@@ -24,8 +24,7 @@ class HeadMetrics(TypedDict):
     """Rows labelled for this head."""
 
 
-class SplitMetrics(TypedDict):
-    """One approach on one evaluation split (``val``, ``test``, ``test_unseen``); 0.0 where no row counts."""
+class _SplitMetricsRequired(TypedDict):
 
     n: int
     """Rows in the split."""
@@ -34,6 +33,14 @@ class SplitMetrics(TypedDict):
     """Rows labelled for every head: the ones ``joint_accuracy`` counts."""
     joint_accuracy: float
     """Fraction of those rows with every head right."""
+
+
+class SplitMetrics(_SplitMetricsRequired, total=False):
+    """One approach on one evaluation split (``val``, ``test``, ``test_unseen``); 0.0 where no row counts."""
+
+    joint_accuracy_catalogue: float
+    """With a dataset catalogue (edge/contract/catalogue.py): the same rows, the joint answer the
+    listed combination with the highest summed log-probability."""
 
 
 class ParamCounts(TypedDict):
@@ -132,14 +139,21 @@ class AddHeadInfo(TypedDict):
     notes: list[str]
 
 
-class ComposeInfo(TypedDict):
-    """How the heads were taught to compose (train.compose): ``none``, ``additive`` or ``projected``."""
-
+class _ComposeInfoRequired(TypedDict):
     mode: str
     copies: int
-    """Swapped copies per train row and batch (additive, projected)."""
+    """Swapped copies per train row and batch (additive, projected, projected-residual)."""
     weight: float
-    """Their total loss weight against the row's 1 (additive, projected)."""
+    """Their total loss weight against the row's 1."""
+
+
+class ComposeInfo(_ComposeInfoRequired, total=False):
+    """How the heads were taught to compose (train.compose): ``mode`` is what trained them (``none``,
+    ``additive``, ``projected``, ``projected-residual``); under ``--compose auto`` also ``auto``."""
+
+    auto: dict[str, Any]
+    """train/autocompose.py: {"chosen", "decode" (catalogue or heads), "seen_loss_allowed", "folds":
+    mode -> {"unseen", "seen"} fold joint accuracy, "wall_s" (the choice's seconds)}."""
 
 
 class PairFoldRecord(TypedDict):
@@ -170,10 +184,22 @@ class _TrainRecordRequired(TypedDict):
     variants: dict[str, TrainVariant]
 
 
+class CatalogueInfo(TypedDict):
+    """The dataset's catalogue.csv (edge/contract/catalogue.py), when it has one."""
+
+    combinations: int
+    """Listed combinations whose every class the heads know."""
+    skipped: int
+    """Rows naming a class some head does not know."""
+
+
 class TrainRecord(_TrainRecordRequired, total=False):
     """train.json."""
 
     add_head: AddHeadInfo
+    catalogue: CatalogueInfo
+    """Written when the dataset has a catalogue; every split's metrics then hold
+    ``joint_accuracy_catalogue``."""
     compose: ComposeInfo
     """Written by every run since compose existed (add-head keeps its parent's)."""
     pair_folds: PairFoldRecord

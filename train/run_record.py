@@ -9,6 +9,7 @@ import numpy as np
 
 from artifacts import layout
 from artifacts.keras_io import load_model
+from edge.contract.catalogue import Catalogue
 from edge.contract.schema import LabelSchema
 from train.config import TrainConfig, package_versions
 from train.data import EVAL_SPLITS, Arrays, eval_dataset
@@ -58,8 +59,9 @@ def _run_record(cfg: TrainConfig, weights_used: WeightsUsed, replicas: int, data
 
 
 def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainConfig, schema: LabelSchema,
-                     data: Mapping[str, Arrays], cache: FeatureCache) -> TrainVariant:
-    """train.json's record of one approach: its files, costs, times and metrics per evaluation split."""
+                     data: Mapping[str, Arrays], cache: FeatureCache, catalogue: Catalogue | None = None) -> TrainVariant:
+    """train.json's record of one approach: its files, costs, times and metrics per evaluation split
+    (with the dataset's ``catalogue``, also the joint accuracy decoded among its combinations)."""
     from train.macc import approach_costs
 
     per_split: dict[str, dict[str, np.ndarray]] = {s: {} for s in EVAL_SPLITS if s in data}
@@ -68,7 +70,7 @@ def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainCon
         m.get_layer(BACKBONE_LAYER).trainable = not cfg.freeze_base
         for split in per_split:
             per_split[split].update(_eval_probs(m, cfg, cache, split, data[split]))
-    metrics = {s: split_metrics(schema, schema.head_probs(o), data[s]) for s, o in per_split.items()}
+    metrics = {s: split_metrics(schema, schema.head_probs(o), data[s], catalogue) for s, o in per_split.items()}
     costs = approach_costs(models)
     return TrainVariant(
         approach=approach,

@@ -60,10 +60,10 @@ def projection_bases(comps: AdditiveComponents, outputs: Sequence[str], residual
     heads of ``comps`` (none today: joint never composes) get none.
 
     ``residual``: also the directions of the pair means' residual (``comps.residual``: what no
-    head's component explains). Off in ``--compose projected``: it gained 6 points of fold
+    head's component explains): ``--compose projected-residual``. It gained 6 points of fold
     held-out joint on the default data but cost 9 points of test joint on the three-head set,
     whose badge is drawn differently on each body, so the badge's own signal lies in the residual
-    (docs/training.md)."""
+    (docs/training.md); ``--compose auto`` picks it only where the folds say it pays."""
     out = {}
     for o in outputs:
         if o not in comps.components:

@@ -1,4 +1,4 @@
-"""``make compose``: plain heads against composed heads (``--compose additive``, ``projected``), over several seeds.
+"""``make compose``: plain heads against composed heads (every ``--compose`` mode), over several seeds.
 
 Each (compose mode, seed) is a training run (``train.fit.run_training``, what ``python -m train``
 calls) into ``OUT/<mode>-seed<N>``, multihead by default (composition does not apply to the joint
@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from artifacts.layout import RunLayout
+from edge.contract.catalogue import CATALOGUE_FILE
 from edge.errors import PolyheadError, first_line
 from edge.io import atomic_write_json, atomic_write_text
 from edge.log import configure_logging
@@ -34,7 +35,7 @@ from train.defaults import DEFAULTS
 COMPOSE_APPROACHES = ("multihead",)
 """Separate models on a frozen base are the multihead model's heads exactly (docs/training.md), so
 by default only multihead trains; ``--approaches multihead,separate`` shows both."""
-MODES = ("none", "additive", "projected")
+MODES = ("none", "additive", "projected", "projected-residual", "auto")
 SEEDS = (0, 1, 2)
 
 
@@ -42,7 +43,7 @@ def _split(m: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not m:
         return None
     return {"heads": {h: v["accuracy"] for h, v in m["heads"].items()}, "joint": m["joint_accuracy"],
-            "n": m["n_all_labelled"]}
+            "joint_catalogue": m.get("joint_accuracy_catalogue"), "n": m["n_all_labelled"]}
 
 
 def summarise(train: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,17 +64,25 @@ def summarise(train: Mapping[str, Any]) -> dict[str, Any]:
             # The runs share one feature cache: the first pays the extraction, so compare without it.
             "head_train_s": round(float(v.get("train_wall_s") or 0.0) - float(v.get("feature_extract_s") or 0.0), 3),
             "folds_wall_s": folds.get("wall_s"),
+            "auto_wall_s": ((train.get("compose") or {}).get("auto") or {}).get("wall_s"),
         }
     return out
 
 
-def _values(runs: Sequence[Mapping[str, Any]], approach: str, split: str, head: str | None) -> list[float]:
+CATALOGUE = ("catalogue",)
+"""``_values``' head for the joint accuracy decoded among the dataset's catalogue."""
+
+
+def _values(runs: Sequence[Mapping[str, Any]], approach: str, split: str, head: str | tuple[str] | None) -> list[float]:
+    """Per run: a head's accuracy, the joint (``head`` None) or the catalogue-decoded joint (``CATALOGUE``)."""
     vals = []
     for r in runs:
         s = (r["approaches"].get(approach) or {}).get(split)
         if s is None:
             continue
-        vals.append(float(s["joint"] if head is None else s["heads"][head]))
+        v = s["joint"] if head is None else s.get("joint_catalogue") if head == CATALOGUE else s["heads"][head]
+        if v is not None:
+            vals.append(float(v))
     return vals
 
 
@@ -116,34 +125,45 @@ def compose_markdown(record: Mapping[str, Any]) -> str:
         "number is read from the runs' train.json (compose.json). The fold validation (train/pairfold.py) trains "
         "the heads again with whole pairs held out of train and scores the val images of those pairs (held-out) "
         "and of the others (seen); each seed draws its own folds, the same for every mode. Copies: "
-        f"{record.get('settings', '')}.", "",
+        f"{record.get('settings', '')}. **joint, catalogue**: where the dataset has a catalogue.csv "
+        "(edge/contract/catalogue.py), the joint answer decoded among the combinations it lists (the held-out "
+        "pairs among them) instead of each head's own top class: the same model, the same rows.", "",
     ]
     for approach in record["approaches"]:
         lines += [f"## {approach}", "", "| split | accuracy | plain (`--compose none`) | "
                   + " | ".join(f"`--compose {m}` | change" for m in composed) + " |",
                   "|---|---|---|" + "---|---|" * len(composed)]
         for split, title in SPLIT_TITLES.items():
-            for head in [*heads, None]:
+            for head in [*heads, None, CATALOGUE]:
                 a = _values(plain["runs"], approach, split, head)
-                cells = []
-                for mode in composed.values():
-                    b = _values(mode["runs"], approach, split, head)
-                    cells += [_cell(b), _delta(a, b)]
-                lines.append(f"| {title} | {head or '**joint**'} | {_cell(a)} | {' | '.join(cells)} |")
+                bs = [_values(mode["runs"], approach, split, head) for mode in composed.values()]
+                if head == CATALOGUE and not a and not any(bs):
+                    continue  # no catalogue.csv in the dataset
+                cells = [c for b in bs for c in (_cell(b), _delta(a, b))]
+                label = "**joint**" if head is None else "**joint, catalogue**" if head == CATALOGUE else head
+                lines.append(f"| {title} | {label} | {_cell(a)} | {' | '.join(cells)} |")
         lines += ["", "| cost | plain | " + " | ".join(composed) + " |", "|---|---|" + "---|" * len(composed)]
         for title, key, unit in (("parameters (deployed)", "params", ""),
                                  ("head training (s, without feature extraction)", "head_train_s", " s"),
-                                 ("fold validation (s, 3 folds)", "folds_wall_s", " s")):
+                                 ("fold validation (s, 3 folds)", "folds_wall_s", " s"),
+                                 ("auto's choice (s, 4 modes x 3 folds, before training)", "auto_wall_s", " s")):
             cells = []
             for mode in (plain, *composed.values()):
                 vals = [float(r["approaches"][approach][key]) for r in mode["runs"]
-                        if approach in r["approaches"] and r["approaches"][approach][key] is not None]
+                        if approach in r["approaches"] and r["approaches"][approach].get(key) is not None]
                 if key == "params":
                     cells.append(f"{int(vals[0]):,}" if vals else "not measured")
+                elif key == "auto_wall_s" and not vals:
+                    cells.append("-")  # only auto chooses
                 else:
                     cells.append(_cell(vals, 1.0, unit))
             lines.append(f"| {title} | {' | '.join(cells)} |")
         lines.append("")
+    chosen = [f"seed {r['seed']}: {r['auto']['chosen']}" for r in modes.get("auto", {}).get("runs", []) if r.get("auto")]
+    if chosen:
+        decode = next(r["auto"]["decode"] for r in modes["auto"]["runs"] if r.get("auto"))
+        lines += [f"`--compose auto` chose, on each run's own pair-held-out folds ({decode} decode; "
+                  "train/autocompose.py): " + ", ".join(chosen) + ".", ""]
     lines += [
         "Latency: composition changes only the training (the batches; projected also which directions each "
         "head's kernel may use, inside the same Dense); the deployed model is the same graph (one Dense "
@@ -154,14 +174,18 @@ def compose_markdown(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _finished(run: Path, mode: str, seed: int) -> dict[str, Any] | None:
-    """The run's train.json when it was made with this compose mode and seed (reused), else None."""
+def _finished(run: Path, mode: str, seed: int, has_catalogue: bool) -> dict[str, Any] | None:
+    """The run's train.json when it was made with this compose mode and seed and the same catalogue
+    presence (reused), else None."""
     path = RunLayout(run).train_record
     if not path.is_file():
         return None
     train = json.loads(path.read_text())
-    if (train.get("compose") or {}).get("mode") != mode or train.get("seed") != seed:
+    compose = train.get("compose") or {}
+    if ("auto" if "auto" in compose else compose.get("mode")) != mode or train.get("seed") != seed:
         return None
+    if ("catalogue" in train) != has_catalogue:
+        return None  # made before the dataset's catalogue.csv was written, or after it was removed
     return train
 
 
@@ -199,7 +223,7 @@ def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: s
         for seed in seeds:
             cfg = config(mode, seed)
             start = time.perf_counter()
-            train = _finished(Path(cfg.out), mode, seed)
+            train = _finished(Path(cfg.out), mode, seed, (data / CATALOGUE_FILE).is_file())
             if train is None:
                 if not loaded:
                     schema, arrays, _ = open_arrays(data, (image_size, image_size))
@@ -213,7 +237,8 @@ def run_compose(out: Path, data: Path, seeds: Sequence[int] = SEEDS, backbone: s
                 record["heads"] += [h for h in (a["test"] or {}).get("heads", {}) if h not in record["heads"]]
             record["modes"][mode]["runs"].append({"seed": seed, "run": cfg.out, "approaches": summary,
                                                   "wall_s": round(time.perf_counter() - start, 1),
-                                                  "pair_folds": train.get("pair_folds")})
+                                                  "pair_folds": train.get("pair_folds"),
+                                                  "auto": (train.get("compose") or {}).get("auto")})
             atomic_write_json(out / "compose.json", record)
     return atomic_write_text(out / "compose.md", compose_markdown(record))
 

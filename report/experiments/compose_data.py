@@ -14,11 +14,12 @@ import json
 import sys
 from pathlib import Path
 
+from edge.contract.catalogue import CATALOGUE_FILE, write_catalogue
 from edge.io import atomic_write_text
 
 
 def relabel_three_heads(src: Path, dst: Path) -> Path:
-    """Write DST/labels.csv (image, split, colour, badge, type) and DST/dataset.json; returns DST."""
+    """Write DST/labels.csv (image, split, colour, badge, type), DST/dataset.json and DST/catalogue.csv; returns DST."""
     from datasets.synth import BODY_COLOURS, catalogue
 
     styles = {s.name: s for s in catalogue()}
@@ -30,6 +31,9 @@ def relabel_three_heads(src: Path, dst: Path) -> Path:
     for r in rows:
         s = styles[r["make"]]
         lines.append(",".join([r["image"], r["split"], colour[s.body], s.badge, r["type"]]))
+    # The catalogue: every make's colour and badge with each type it builds.
+    write_catalogue(dst / CATALOGUE_FILE, ("colour", "badge", "type"),
+                    [(colour[s.body], s.badge, t) for s in styles.values() for t in s.types])
     atomic_write_text(dst / "dataset.json", json.dumps({"image_root": str(src.resolve())}))
     atomic_write_text(dst / "labels.csv", "\n".join(lines) + "\n")
     return dst

@@ -11,6 +11,7 @@ fold validation (unseen and seen pairs of the val split). No backbone pass: a se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -23,6 +24,7 @@ def main(argv: list[str]) -> None:
     """Parse DATA RUN SETTINGS... and print one JSON line per (setting, seed), then the mean."""
     from artifacts.layout import RunLayout
     from edge.log import configure_logging
+    from train.autocompose import choose, fold_scores
     from train.data import Arrays, open_arrays
     from train.features import image_key
     from train.featurestore import FeatureStore
@@ -47,6 +49,9 @@ def main(argv: list[str]) -> None:
         for seed in seeds:
             cfg = TrainConfig(data=data_dir, out=str(run), seed=seed, **setting)
             t0 = time.perf_counter()
+            if cfg.compose == "auto":  # chosen on the folds, as a run does (train/autocompose.py)
+                scores = fold_scores(cfg, schema, feats["train"], rows["train"], feats["val"], rows["val"])
+                cfg = dataclasses.replace(cfg, compose=choose(scores) if scores else "none")
             evals = np.concatenate([feats["test"], feats["test_unseen"]])
             probs = fit_and_predict(cfg, schema, heads, feats["train"], rows["train"], evals)
             n_test = arrays["test"].n
