@@ -358,6 +358,8 @@ def _setup_lines(report: str) -> list[str]:
 
 
 def test_setup_lines_equal_config_bench_train_and_convert(run: Path, report: str) -> None:
+    from report.render.markdown import compose_lines
+
     config, train, convert, bench = (_json(run, n) for n in ("config.json", "train.json", "convert.json",
                                                              "bench.json"))
     size = "x".join(str(v) for v in config["image_size"])
@@ -367,6 +369,7 @@ def test_setup_lines_equal_config_bench_train_and_convert(run: Path, report: str
         f"- backbone: {train['backbone']}; input {size}; weights: {config['weights']}",
         "- training: " + ", ".join(f"{k}={config[k]}" for k in ("epochs", "batch_size", "learning_rate", "seed",
                                                                  "freeze_base", "compose")),
+        *compose_lines(train),
         *([f"- fold validation: {train['pair_folds']['folds']} folds, each retraining the heads without whole "
            "pairs (held out: " + "; ".join(", ".join(f) for f in train["pair_folds"]["held_out"]) + ")"]
           if train.get("pair_folds", {}).get("held_out") else []),

@@ -410,6 +410,23 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
+def compose_lines(train: Mapping[str, Any] | None) -> list[str]:
+    """What ``--compose auto`` chose and on what (train.json ``compose.auto``), and the catalogue's size."""
+    lines = []
+    auto = _get(train, "compose", "auto")
+    if isinstance(auto, Mapping):
+        folds = auto.get("folds") or {}
+        lines.append(f"- compose auto chose {auto.get('chosen')} on the pair-held-out folds ({auto.get('decode')} "
+                     "decode; joint on held-out / seen pairs: "
+                     + ", ".join(f"{m} {100 * v['unseen']:.1f} / {100 * v['seen']:.1f} %" for m, v in folds.items())
+                     + ")")
+    catalogue = _get(train, "catalogue")
+    if isinstance(catalogue, Mapping):
+        lines.append(f"- catalogue: {catalogue.get('combinations')} combinations ({catalogue.get('skipped')} rows "
+                     "skipped); the joint accuracy is also decoded among them")
+    return lines
+
+
 def setup_lines(run: RunData) -> list[str]:
     """Where the numbers came from: data, model settings, machine, runtime, threads, versions."""
     config = run.config or {}
@@ -423,6 +440,7 @@ def setup_lines(run: RunData) -> list[str]:
                 if k in config}
     if settings:
         lines.append("- training: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    lines += compose_lines(run.train)
     folds = _get(run.train, "pair_folds")
     if isinstance(folds, Mapping) and folds.get("held_out"):
         lines.append(f"- fold validation: {folds.get('folds')} folds, each retraining the heads without whole pairs "
