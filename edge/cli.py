@@ -145,9 +145,10 @@ def _row_labels(tables: list, path: str) -> tuple[str, ...] | None:
     return None
 
 
-def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
+def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int, catalogue: bool = False):
     """A function that prints one Prediction in ``fmt`` (the csv header is printed now). Paths and
-    errors are escaped: a file name that is not UTF-8 or holds a newline cannot break the output."""
+    errors are escaped: a file name that is not UTF-8 or holds a newline cannot break the output.
+    ``catalogue``: the predictions carry the catalogue's combination (a ``catalogue`` column/cell)."""
     import csv
 
     if fmt == "jsonl":
@@ -161,7 +162,8 @@ def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         encoding = getattr(sys.stdout, "encoding", None)
-        writer.writerow(["image"] + [c for h in heads for c in (h, f"{h}_score", f"{h}_top_k")] + ["error"])
+        writer.writerow(["image"] + [c for h in heads for c in (h, f"{h}_score", f"{h}_top_k")]
+                        + (["catalogue"] if catalogue else []) + ["error"])
 
         def csv_row(pred) -> None:
             row = [pred.path]
@@ -169,6 +171,8 @@ def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
                 r = pred.heads.get(h)
                 row += ([r.label, f"{r.score:.6f}", ";".join(f"{lab}:{s:.6f}" for lab, s in r.top_k)]
                         if r else ["", "", ""])
+            if catalogue:
+                row.append(_combination(pred))
             writer.writerow([encodable(printable(cell), encoding) for cell in row + [pred.error or ""]])
         return csv_row
 
@@ -180,8 +184,17 @@ def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
         for h, r in pred.heads.items():
             shown = r.top_k if top_k > 1 else r.top_k[:1]
             cells.append(f"{h}: " + ", ".join(f"{lab} {s:.3f}" for lab, s in shown))
+        if pred.catalogue is not None:
+            cells.append(f"catalogue: {_combination(pred)}")
         _echo(f"{printable(pred.path)}  " + "  |  ".join(cells))
     return table_row
+
+
+def _combination(pred) -> str:
+    """The catalogue's combination of a prediction as ``label/label`` (empty without one)."""
+    from edge.contract.schema import JOINT_SEPARATOR
+
+    return JOINT_SEPARATOR.join(pred.catalogue.values()) if pred.catalogue else ""
 
 
 @main.command()
@@ -191,13 +204,16 @@ def _emitter(fmt: str, variant_id: str, heads: tuple[str, ...], top_k: int):
 @click.option("--top-k", default=1, show_default=True, type=click.IntRange(1, 1000), help="Labels per head to show.")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64), help="Interpreter threads.")
+@click.option("--catalogue", "catalogue_path", type=click.Path(dir_okay=False), default=None,
+              help="catalogue.csv of the combinations that exist: also give the listed one the heads rate highest.")
 @_model_options
 def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k: int, fmt: str, threads: int,
-            max_input_pixels: int, max_arena_mb: float, trusted_key: str | None) -> None:
+            catalogue_path: str | None, max_input_pixels: int, max_arena_mb: float, trusted_key: str | None) -> None:
     """Label each image (files or folders) with the model at PATH: one record per image.
 
     A bad image gives an error record and the rest go on; the exit status is 1 if any failed.
-    With a labels.csv beside the images, per-head and joint accuracy follow.
+    With a labels.csv beside the images, per-head and joint accuracy follow. With --catalogue, each
+    record also names the listed combination with the highest summed log-probability of the heads.
     """
     from edge.runtime.interpreter import limit_malloc_arenas
     from edge.runtime.labels import Accuracy
@@ -208,6 +224,8 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     try:
         variant = select_variant(discover(path, trusted_key=_trusted(trusted_key)), variant_name)
         predictor = Predictor(variant, num_threads=threads, limits=_limits(max_input_pixels, max_arena_mb))
+        if catalogue_path is not None:
+            predictor.use_catalogue(catalogue_path)
         paths = _expand(images)
         csv_heads, labels = _labels_for(images, paths)
     except PolyheadError as e:
@@ -217,7 +235,7 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     _echo(f"{variant.id}: {len(paths)} image(s), {predictor.runtime} {predictor.runtime_version}, "
           f"{threads} thread(s)", err=True)
     acc = Accuracy.for_labels(csv_heads, predictor.heads)
-    emit = _emitter(fmt, variant.id, predictor.heads, top_k)
+    emit = _emitter(fmt, variant.id, predictor.heads, top_k, catalogue=catalogue_path is not None)
     failed = 0
     for pred in iter_predictions(predictor, paths, top_k):
         failed += not pred.ok
@@ -229,7 +247,9 @@ def predict(path: str, images: tuple[str, ...], variant_name: str | None, top_k:
     if summary is not None:
         text = (f"accuracy over {summary['n']} labelled images ({variant.id}): "
                 + ", ".join(f"{h} {a:.4f} (n={summary['heads_n'][h]})" for h, a in summary["heads"].items())
-                + ("" if summary["joint"] is None else f", joint {summary['joint']:.4f} (n={summary['joint_n']})"))
+                + ("" if summary["joint"] is None else f", joint {summary['joint']:.4f} (n={summary['joint_n']})")
+                + ("" if summary.get("joint_catalogue") is None else
+                   f", joint decoded among the catalogue {summary['joint_catalogue']:.4f}"))
         _echo(text, err=fmt != "table")
     if failed:
         click.echo(f"{failed} of {len(paths)} images failed", err=True)

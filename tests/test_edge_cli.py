@@ -139,6 +139,37 @@ def test_predict_formats_accuracy_and_bad_images(edge_fx, tmp_path):
     assert "1 of 7 images failed" in proc.stderr
 
 
+def test_predict_decodes_among_a_catalogue_and_refuses_a_bad_one(edge_fx, tmp_path):
+    import math
+
+    from edge_fixtures import MAKES, TYPES
+
+    images, models = edge_fx / "images", edge_fx / "models"
+    listed = [(m, t) for m in MAKES for t in TYPES if (m, t) != ("bmw", "suv")][::2]
+    catalogue = tmp_path / "catalogue.csv"
+    catalogue.write_text("type,make\n" + "".join(f"{t},{m}\n" for m, t in listed) + "sedan,unknown-make\n")
+    proc = _edge("predict", models, images, "--variant", "multihead.float32", "--format", "jsonl", "--top-k", "4",
+                 "--catalogue", catalogue, check=0)
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(records) == 6
+    for r in records:
+        # Every class's probability is in top_k (4 makes, 3 types): the best listed pair, by hand.
+        p = {h: dict(r["heads"][h]["top_k"]) for h in HEADS}
+        best = max(listed, key=lambda c: math.log(max(p["make"][c[0]], 1e-30)) + math.log(max(p["type"][c[1]], 1e-30)))
+        assert (r["catalogue"]["make"], r["catalogue"]["type"]) == best
+    assert "joint decoded among the catalogue" in proc.stderr
+    table = _edge("predict", models, images, "--variant", "multihead.int8", "--catalogue", catalogue, check=0).stdout
+    assert table.count("catalogue: ") == 6
+    rows = list(csv.DictReader(io.StringIO(_edge("predict", models, images, "--variant", "separate", "--format", "csv",
+                                                 "--catalogue", catalogue, check=0).stdout)))
+    assert all(tuple(r["catalogue"].split("/")) in listed for r in rows)
+    # A catalogue without a column for one of the model's heads: one line naming the file, exit 1.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("make,colour\naudi,red\n")
+    proc = _edge("predict", models, images, "--catalogue", bad, check=1)
+    assert "bad.csv: no column for head 'type'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def _expected_accuracy(deploy: Path, vid: str, images: Path) -> dict:
     """The accuracy record bench should write, counted here from in-process predictions."""
     from edge.runtime.predict import Predictor

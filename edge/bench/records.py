@@ -66,9 +66,7 @@ class BenchRound(TypedDict):
     file_to_labels_ms: RoundLatency | None
 
 
-class AccuracyRecord(TypedDict):
-    """Accuracy over the images' labels.csv (edge.runtime.labels.Accuracy): fractions 0..1."""
-
+class _AccuracyRequired(TypedDict):
     heads: dict[str, float]
     heads_n: dict[str, int]
     """Per head, the predictions with that head's label."""
@@ -76,6 +74,13 @@ class AccuracyRecord(TypedDict):
     """Every head right, over ``joint_n`` rows labelled for every head (None without such rows)."""
     joint_n: int
     n: int
+
+
+class AccuracyRecord(_AccuracyRequired, total=False):
+    """Accuracy over the images' labels.csv (edge.runtime.labels.Accuracy): fractions 0..1."""
+
+    joint_catalogue: float | None
+    """With a catalogue (``predict --catalogue``): the same rows, the catalogue's combination right."""
 
 
 class _VariantRequired(TypedDict):

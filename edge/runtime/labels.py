@@ -100,6 +100,9 @@ class Accuracy:
     """Rows counted per head (those with its label)."""
     joint_n: int = 0
     """Rows labelled for every head."""
+    catalogue_correct: int | None = None
+    """Of those, the rows whose catalogue combination (``Prediction.catalogue``) is right; None
+    while no prediction carried one."""
 
     @classmethod
     def for_labels(cls, csv_heads: Sequence[str], heads: Sequence[str]) -> Accuracy:
@@ -126,13 +129,19 @@ class Accuracy:
         if every_labelled:
             self.joint_n += 1
             self.joint_correct += all_right
+            if pred.catalogue is not None:
+                right = all(pred.catalogue.get(h) == row[i].strip() for h, i in zip(self.heads, self.columns, strict=True))
+                self.catalogue_correct = (self.catalogue_correct or 0) + right
 
     def to_dict(self) -> AccuracyRecord | None:
         """heads: accuracy of each head with labelled rows; heads_n: its count; joint over joint_n rows
         (None when no row has every head's label); n: predictions counted."""
         if self.n == 0:
             return None
-        return AccuracyRecord(heads={h: self.correct[h] / self.labelled[h] for h in self.heads if self.labelled[h]},
-                              heads_n=dict(self.labelled),
-                              joint=self.joint_correct / self.joint_n if self.joint_n else None,
-                              joint_n=self.joint_n, n=self.n)
+        out = AccuracyRecord(heads={h: self.correct[h] / self.labelled[h] for h in self.heads if self.labelled[h]},
+                             heads_n=dict(self.labelled),
+                             joint=self.joint_correct / self.joint_n if self.joint_n else None,
+                             joint_n=self.joint_n, n=self.n)
+        if self.catalogue_correct is not None:
+            out["joint_catalogue"] = self.catalogue_correct / self.joint_n
+        return out

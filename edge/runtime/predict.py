@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.contract.catalogue import Catalogue, read_catalogue
 from edge.errors import ModelError, first_line
 from edge.runtime.interpreter import load_interpreter_class
 from edge.runtime.model import Model
@@ -36,6 +37,9 @@ class Prediction:
     path: str
     heads: dict[str, HeadResult]
     error: str | None = None
+    catalogue: dict[str, str] | None = None
+    """With a catalogue (``Predictor.use_catalogue``): the listed combination with the highest summed
+    log-probability of the heads, head -> label."""
 
     @property
     def ok(self) -> bool:
@@ -44,7 +48,7 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"image": self.path, "error": self.error}
-        return {
+        out: dict[str, Any] = {
             "image": self.path,
             "heads": {
                 h: {"label": r.label, "score": round(r.score, 6),
@@ -52,6 +56,9 @@ class Prediction:
                 for h, r in self.heads.items()
             },
         }
+        if self.catalogue is not None:
+            out["catalogue"] = dict(self.catalogue)
+        return out
 
 
 class Predictor:
@@ -68,6 +75,7 @@ class Predictor:
         self.heads = variant.heads
         self.height, self.width = self.models[0].input_size
         self._classes = {h: self.schema.head(h).classes for h in self.heads}
+        self.catalogue: Catalogue | None = None
         # One trial run at load: a model that cannot run fails here, once, with one line (ModelError),
         # instead of on every image. (bench passes False: it times the first inference itself.)
         if trial_run:
@@ -102,6 +110,12 @@ class Predictor:
                 raise ImageError(problem)
         return load_image(path, self.height, self.width)
 
+    def use_catalogue(self, path: str | os.PathLike) -> Catalogue:
+        """Also decode every prediction among the combinations of a catalogue.csv (one column per
+        head of this model; edge/contract/catalogue.py). Raises CatalogueError (one line)."""
+        self.catalogue = read_catalogue(path, self._classes)
+        return self.catalogue
+
     def to_prediction(self, probs: dict[str, np.ndarray], path: str, top_k: int = 1) -> Prediction:
         """A Prediction from one image's per-head probabilities."""
         heads = {}
@@ -111,7 +125,11 @@ class Predictor:
             order = np.argsort(-p, kind="stable")[:k]
             top = tuple((classes[i], float(p[i])) for i in order)
             heads[h] = HeadResult(top[0][0], top[0][1], top)
-        return Prediction(str(path), {h: heads[h] for h in self.heads})
+        combination = None
+        if self.catalogue is not None and len(self.catalogue.rows):
+            best = self.catalogue.decode({h: np.asarray(probs[h])[None, :] for h in self.catalogue.heads})
+            combination = {h: self._classes[h][int(best[h][0])] for h in self.catalogue.heads}
+        return Prediction(str(path), {h: heads[h] for h in self.heads}, catalogue=combination)
 
     def predict_file(self, path: str | os.PathLike, top_k: int = 1) -> Prediction:
         """One image file to labels; an unreadable image gives a Prediction with ``error`` set."""
