@@ -293,7 +293,7 @@ def test_fold_validation_reads_a_memory_mapped_store_a_batch_at_a_time(tmp_path,
     val = Arrays(xv, lv, np.full(len(xv), -1, np.int32))
     folds = make_folds(train.labels, val.labels, folds=2, per_fold=1, seed=0)
     assert folds
-    cfg = TrainConfig(data="d", out="o", epochs=2, batch_size=32, learning_rate=0.03)
+    cfg = TrainConfig(data="d", out="o", epochs=2, batch_size=32, learning_rate=0.03, compose="none")
     in_memory = fold_validation(cfg, schema, [("a", "b")], xt, train, xv, val, folds)
 
     np.save(tmp_path / "train.npy", xt)

@@ -273,7 +273,7 @@ def approach_table(run: RunData) -> Table:
                  lambda a: train_figure(run, a, "metrics", "test", "joint_accuracy"), layout.TRAIN_RECORD)
     per_approach("joint accuracy (unseen combinations)", fmt_percent,
                  lambda a: train_figure(run, a, "metrics", "test_unseen", "joint_accuracy"), layout.TRAIN_RECORD)
-    if "catalogue" in run.train:
+    if _get(run.train, "catalogue") is not None:
         # The joint answer decoded among the dataset's catalogue.csv (edge/contract/catalogue.py).
         for split, title in (("test", "test"), ("test_unseen", "unseen combinations")):
             per_approach(f"joint accuracy, catalogue decode ({title})", fmt_percent,
