@@ -34,7 +34,6 @@ SEEN_LOSS = 0.01
 """A candidate may lose at most this fraction (1 point) of plain heads' fold seen-pair joint
 accuracy (the issue allows 1.5; the margin covers the folds' own noise)."""
 
-
 FOLDS = 3
 """Folds drawn when the run's own ``pair_folds`` is 0 (its validation off, the choice still needs some)."""
 
