@@ -41,7 +41,7 @@ from edge.contract.card import APPROACHES
 from edge.errors import PolyheadError
 from edge.io import JsonFileError, atomic_write_bytes, atomic_write_json, read_json_object
 from edge.log import configure_logging
-from train.defaults import DEFAULTS, PROTOCOLS, as_text
+from train.defaults import COMPOSE_MODES, DEFAULTS, PROTOCOLS, as_text
 from train.done import config_conflict
 from train.done import training_done as train_done
 
@@ -421,7 +421,7 @@ def run_pipeline(s: PipelineSettings, stages: Sequence[Stage] = STAGES) -> Path:
 @click.option("--bench-runs", type=int, default=DEFAULTS.bench_runs, show_default=True, help="Timed runs per variant.")
 @click.option("--bench-images", type=int, default=DEFAULTS.bench_images, show_default=True,
               help="Test images to benchmark on.")
-@click.option("--compose", type=click.Choice(["none", "additive", "projected", "projected-residual", "auto"]),
+@click.option("--compose", type=click.Choice(COMPOSE_MODES),
               default=DEFAULTS.compose, show_default=True,
               help="Heads on a frozen base: additive feature augmentation names pairs never seen together; "
                    "projected also keeps each head off the other heads' components, projected-residual off the "

@@ -16,6 +16,7 @@ import click
 from artifacts.layout import RunLayout
 from edge.errors import PolyheadError, first_line
 from edge.log import configure_logging
+from train.defaults import COMPOSE_MODES as _COMPOSE_MODES
 from train.defaults import DEFAULTS as _D
 from train.defaults import PROTOCOLS as _P
 
@@ -101,7 +102,7 @@ def _fail(e: PolyheadError | OSError) -> click.ClickException:
 @click.option("--head-weights", help="per-head loss weights, e.g. make=1,type=0.5")
 @click.option("--label-smoothing", type=float, help="default 0")
 @click.option("--alpha", type=float, help="width multiplier (mobilenet_v2 / mobilenet_v3_small)")
-@click.option("--compose", type=click.Choice(["none", "additive", "projected", "projected-residual", "auto"]),
+@click.option("--compose", type=click.Choice(_COMPOSE_MODES),
               help=f"heads on a frozen base: none, additive feature augmentation so they name label pairs "
                    f"never seen together, projected (the same, and each head kept off the other heads' "
                    f"components), projected-residual (and off the pair-specific directions), or auto (the one "

@@ -28,12 +28,6 @@ import numpy as np
 
 from edge.contract.schema import JOINT_OUTPUT
 
-COMPOSE_MODES = ("none", "additive", "projected", "projected-residual", "auto")
-"""``none``: plain heads; ``additive``: additive feature augmentation (this module); ``projected``:
-the same augmentation, and each head's kernel kept orthogonal to the other heads' components
-(train/subspace.py); ``projected-residual``: also to the pair-specific directions no head's
-component explains; ``auto``: the one of these the run's own pair-held-out folds prefer
-(train/autocompose.py)."""
 AUTO_CANDIDATES = ("additive", "projected", "projected-residual")
 """What ``auto`` chooses among (with ``none``, the baseline it must beat)."""
 log = logging.getLogger(__name__)

@@ -88,7 +88,7 @@ class TrainConfig:
                 raise TrainError(f"unknown approach. Known: {list(APPROACHES)}. Received: approach={a!r}")
         if not self.approaches:
             raise TrainError("at least one approach is needed")
-        from train.compose import COMPOSE_MODES
+        from train.defaults import COMPOSE_MODES
 
         if self.compose not in COMPOSE_MODES:
             raise TrainError(f"unknown compose. Known: {list(COMPOSE_MODES)}. Received: compose={self.compose!r}")

@@ -45,6 +45,13 @@ PROTOCOLS: dict[str, Protocol] = {
     )
 }
 
+COMPOSE_MODES = ("none", "additive", "projected", "projected-residual", "auto")
+"""``--compose``: ``none``: plain heads; ``additive``: additive feature augmentation
+(train/compose.py); ``projected``: the same augmentation, and each head's kernel kept orthogonal to
+the other heads' components (train/subspace.py); ``projected-residual``: also to the pair-specific
+directions no head's component explains; ``auto``: the one of these the run's own pair-held-out
+folds prefer (train/autocompose.py)."""
+
 
 @dataclass(frozen=True)
 class Defaults:

@@ -58,7 +58,7 @@ from train.heads import (
 )
 from train.metrics import head_metrics, predict_probs, split_metrics
 from train.models import BACKBONE_LAYER, ModelUnit, build_unit, model_units
-from train.records import CatalogueInfo, DatasetInfo, TrainVariant
+from train.records import DatasetInfo, TrainVariant
 from train.run_record import _approach_record, _run_record, summary_table
 
 # The names other modules and tests import from train.fit, now defined in the modules above.
@@ -364,13 +364,7 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     strategy = make_strategy("default" if cfg.uses_feature_cache else cfg.strategy)
     tf.get_logger().setLevel("ERROR")  # retracing notices when predicting with several models
     chief = is_chief()
-    run_dir = Path(cfg.out)
-    tmp_dir = None
-    if not chief and not cfg.uses_feature_cache:
-        # Non-chief workers save to scratch (saving may need every worker), then drop it.
-        tmp_dir = Path(tempfile.mkdtemp(prefix="polyhead-worker-"))
-        run_dir = tmp_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, tmp_dir = _run_dir(cfg, chief)
     _check_resume(run_dir, cfg)
     from_files = data is None
     schema, data, ds, root = _open_data(cfg, data, schema)
@@ -392,28 +386,41 @@ def run_training(cfg: TrainConfig, data: Mapping[str, Arrays] | None = None,
     # --compose auto (train/autocompose.py): chosen on the pair-held-out folds before any model trains.
     cfg, auto = resolve_auto(cfg, schema, data, cache, store_base if chief else None, catalogue)
 
-    variants: dict[str, TrainVariant] = {}
-    with _Interrupt() as interrupt:
-        for approach in cfg.approaches:
-            results = [train_unit(u, cfg, schema, data, run_dir, strategy, cache, interrupt, chief)
-                       for u in model_units(approach, schema)]
-            if not chief:
-                continue
-            variants[approach] = _approach_record(approach, results, cfg, schema, data, cache, catalogue)
+    variants = _train_approaches(cfg, schema, data, run_dir, strategy, cache, chief, catalogue)
     if tmp_dir is not None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         return {}
-    record = _run_record(cfg, weights_used, int(strategy.num_replicas_in_sync), data_info, data, cache, variants)
-    if auto is not None:
-        record["compose"]["auto"] = auto
-    if catalogue is not None:
-        record["catalogue"] = CatalogueInfo(combinations=len(catalogue.rows), skipped=catalogue.skipped)
+    record = _run_record(cfg, weights_used, int(strategy.num_replicas_in_sync), data_info, data, cache, variants,
+                         auto, catalogue)
     # pair-fold hook (train/pairfold.py): heads retrained with whole pairs held out, per approach.
     from train.pairfold import run_pair_folds
 
     run_pair_folds(record, cfg, schema, data, cache, store_base if chief else None, catalogue)
     atomic_write_json(RunLayout(run_dir).train_record, record)
     return record
+
+
+def _run_dir(cfg: TrainConfig, chief: bool) -> tuple[Path, Path | None]:
+    """(the folder models are saved to, made; the scratch folder to drop afterwards or None).
+    Non-chief workers of a whole-model run save to scratch (saving may need every worker)."""
+    run_dir, tmp_dir = Path(cfg.out), None
+    if not chief and not cfg.uses_feature_cache:
+        tmp_dir = run_dir = Path(tempfile.mkdtemp(prefix="polyhead-worker-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, tmp_dir
+
+
+def _train_approaches(cfg: TrainConfig, schema: LabelSchema, data: Mapping[str, Arrays], run_dir: Path, strategy: Any,
+                      cache: FeatureCache, chief: bool, catalogue: Any) -> dict[str, TrainVariant]:
+    """Train every model of every approach; the chief returns each approach's train.json record."""
+    variants: dict[str, TrainVariant] = {}
+    with _Interrupt() as interrupt:
+        for approach in cfg.approaches:
+            results = [train_unit(u, cfg, schema, data, run_dir, strategy, cache, interrupt, chief)
+                       for u in model_units(approach, schema)]
+            if chief:
+                variants[approach] = _approach_record(approach, results, cfg, schema, data, cache, catalogue)
+    return variants
 
 
 def _open_data(cfg: TrainConfig, data: Mapping[str, Arrays] | None,

@@ -18,6 +18,7 @@ from train.metrics import predict_probs, split_metrics
 from train.models import BACKBONE_LAYER
 from train.records import (
     Budget,
+    CatalogueInfo,
     ComposeInfo,
     DatasetInfo,
     FeatureExtraction,
@@ -31,9 +32,11 @@ if TYPE_CHECKING:
 
 
 def _run_record(cfg: TrainConfig, weights_used: WeightsUsed, replicas: int, data_info: DatasetInfo,
-                data: Mapping[str, Arrays], cache: FeatureCache, variants: dict[str, TrainVariant]) -> TrainRecord:
-    """train.json: the run's settings, versions, backbone passes and every approach's record."""
-    return TrainRecord(
+                data: Mapping[str, Arrays], cache: FeatureCache, variants: dict[str, TrainVariant],
+                auto: dict[str, Any] | None = None, catalogue: Catalogue | None = None) -> TrainRecord:
+    """train.json: the run's settings, versions, backbone passes and every approach's record; with
+    ``--compose auto`` its choice (train/autocompose.py), with a dataset catalogue its size."""
+    record = TrainRecord(
         backbone=cfg.backbone,
         image_size=list(cfg.image_size),
         weights=cfg.weights,
@@ -56,6 +59,11 @@ def _run_record(cfg: TrainConfig, weights_used: WeightsUsed, replicas: int, data
         variants=variants,
         compose=ComposeInfo(mode=cfg.compose, copies=cfg.compose_copies, weight=cfg.compose_weight),
     )
+    if auto is not None:
+        record["compose"]["auto"] = auto
+    if catalogue is not None:
+        record["catalogue"] = CatalogueInfo(combinations=len(catalogue.rows), skipped=catalogue.skipped)
+    return record
 
 
 def _approach_record(approach: str, results: Sequence[UnitResult], cfg: TrainConfig, schema: LabelSchema,

@@ -242,6 +242,35 @@ def _partially_labelled(run: RunData, heads: tuple[str, ...]) -> bool:
     return isinstance(labelled, Mapping) and any(v != size for v in labelled.values())
 
 
+def _train_row(run: RunData, label: str, fmt: Callable[[float], str], *keys: str) -> Row:
+    """A row of one train.json figure per approach (``variants.<approach>.<keys...>``)."""
+    return Row(label, {a: train_figure(run, a, *keys) for a in APPROACHES}, fmt, layout.TRAIN_RECORD)
+
+
+def _joint_and_unseen_rows(run: RunData) -> list[Row]:
+    """Joint accuracy on test and on unseen combinations (decoded among the catalogue too, where the
+    dataset has one), each head on unseen combinations, and the pair-held-out fold validation."""
+    rows = [_train_row(run, "unseen-combination test images", fmt_int, "metrics", "test_unseen", "n"),
+            _train_row(run, "joint accuracy (test)", fmt_percent, "metrics", "test", "joint_accuracy"),
+            _train_row(run, "joint accuracy (unseen combinations)", fmt_percent, "metrics", "test_unseen",
+                       "joint_accuracy")]
+    if _get(run.train, "catalogue") is not None:
+        # The joint answer decoded among the dataset's catalogue.csv (edge/contract/catalogue.py).
+        rows += [_train_row(run, f"joint accuracy, catalogue decode ({title})", fmt_percent, "metrics", split,
+                            "joint_accuracy_catalogue")
+                 for split, title in (("test", "test"), ("test_unseen", "unseen combinations"))]
+    rows += [_train_row(run, f"{head} accuracy (unseen combinations)", fmt_percent, "metrics", "test_unseen",
+                        "heads", head, "accuracy") for head in run.heads]
+    if any(train_figure(run, a, "pair_folds", "unseen", "n") is not None for a in APPROACHES):
+        # Pair-held-out validation (train/pairfold.py): the heads retrained without whole pairs.
+        for part, title in (("unseen", "held-out pairs"), ("seen", "seen pairs")):
+            rows.append(_train_row(run, f"joint accuracy (fold validation, {title})", fmt_percent, "pair_folds",
+                                   part, "joint_accuracy"))
+            rows += [_train_row(run, f"{head} accuracy (fold validation, {title})", fmt_percent, "pair_folds",
+                                part, "heads", head, "accuracy") for head in run.heads]
+    return rows
+
+
 def approach_table(run: RunData) -> Table:
     """The paper's table for one backbone: one column per approach."""
     rows: list[Row] = []
@@ -267,31 +296,7 @@ def approach_table(run: RunData) -> Table:
                          else train_figure(run, a, "train_n", JOINT_OUTPUT), layout.TRAIN_RECORD)
         per_approach("test images labelled for every head", fmt_int,
                      lambda a: train_figure(run, a, "metrics", "test", "n_all_labelled"), layout.TRAIN_RECORD)
-    per_approach("unseen-combination test images", fmt_int,
-                 lambda a: train_figure(run, a, "metrics", "test_unseen", "n"), layout.TRAIN_RECORD)
-    per_approach("joint accuracy (test)", fmt_percent,
-                 lambda a: train_figure(run, a, "metrics", "test", "joint_accuracy"), layout.TRAIN_RECORD)
-    per_approach("joint accuracy (unseen combinations)", fmt_percent,
-                 lambda a: train_figure(run, a, "metrics", "test_unseen", "joint_accuracy"), layout.TRAIN_RECORD)
-    if _get(run.train, "catalogue") is not None:
-        # The joint answer decoded among the dataset's catalogue.csv (edge/contract/catalogue.py).
-        for split, title in (("test", "test"), ("test_unseen", "unseen combinations")):
-            per_approach(f"joint accuracy, catalogue decode ({title})", fmt_percent,
-                         lambda a, s=split: train_figure(run, a, "metrics", s, "joint_accuracy_catalogue"),
-                         layout.TRAIN_RECORD)
-    for head in heads:
-        per_approach(f"{head} accuracy (unseen combinations)", fmt_percent,
-                     lambda a, h=head: train_figure(run, a, "metrics", "test_unseen", "heads", h, "accuracy"),
-                     layout.TRAIN_RECORD)
-    if any(train_figure(run, a, "pair_folds", "unseen", "n") is not None for a in APPROACHES):
-        # Pair-held-out validation (train/pairfold.py): the heads retrained without whole pairs.
-        for part, title in (("unseen", "held-out pairs"), ("seen", "seen pairs")):
-            per_approach(f"joint accuracy (fold validation, {title})", fmt_percent,
-                         lambda a, p=part: train_figure(run, a, "pair_folds", p, "joint_accuracy"), layout.TRAIN_RECORD)
-            for head in heads:
-                per_approach(f"{head} accuracy (fold validation, {title})", fmt_percent,
-                             lambda a, p=part, h=head: train_figure(run, a, "pair_folds", p, "heads", h, "accuracy"),
-                             layout.TRAIN_RECORD)
+    rows += _joint_and_unseen_rows(run)
     for precision in PRECISIONS:
         per_approach(f"size {precision}", fmt_mb_bytes, lambda a, p=precision: tflite_bytes(run, a, p), layout.CONVERT_RECORD)
     per_approach("parameters", fmt_int, lambda a: train_figure(run, a, "params", "total"), layout.TRAIN_RECORD)
