@@ -111,6 +111,27 @@ SPLIT_TITLES = {
 }
 
 
+def _cost_lines(approach: str, plain: Mapping[str, Any], composed: Mapping[str, Any]) -> list[str]:
+    """compose.md's cost table of one approach: parameters, head training, folds, auto's choice."""
+    lines = ["| cost | plain | " + " | ".join(composed) + " |", "|---|---|" + "---|" * len(composed)]
+    for title, key, unit in (("parameters (deployed)", "params", ""),
+                             ("head training (s, without feature extraction)", "head_train_s", " s"),
+                             ("fold validation (s, 3 folds)", "folds_wall_s", " s"),
+                             ("auto's choice (s, 4 modes x 3 folds, before training)", "auto_wall_s", " s")):
+        cells = []
+        for mode in (plain, *composed.values()):
+            vals = [float(r["approaches"][approach][key]) for r in mode["runs"]
+                    if approach in r["approaches"] and r["approaches"][approach].get(key) is not None]
+            if key == "params":
+                cells.append(f"{int(vals[0]):,}" if vals else "not measured")
+            elif key == "auto_wall_s" and not vals:
+                cells.append("-")  # only auto chooses
+            else:
+                cells.append(_cell(vals, 1.0, unit))
+        lines.append(f"| {title} | {' | '.join(cells)} |")
+    return lines
+
+
 def compose_markdown(record: Mapping[str, Any]) -> str:
     """compose.md: per approach, one row per split and head (and joint), plain against each composed mode."""
     modes: Mapping[str, Any] = record["modes"]
@@ -142,22 +163,7 @@ def compose_markdown(record: Mapping[str, Any]) -> str:
                 cells = [c for b in bs for c in (_cell(b), _delta(a, b))]
                 label = "**joint**" if head is None else "**joint, catalogue**" if head == CATALOGUE else head
                 lines.append(f"| {title} | {label} | {_cell(a)} | {' | '.join(cells)} |")
-        lines += ["", "| cost | plain | " + " | ".join(composed) + " |", "|---|---|" + "---|" * len(composed)]
-        for title, key, unit in (("parameters (deployed)", "params", ""),
-                                 ("head training (s, without feature extraction)", "head_train_s", " s"),
-                                 ("fold validation (s, 3 folds)", "folds_wall_s", " s"),
-                                 ("auto's choice (s, 4 modes x 3 folds, before training)", "auto_wall_s", " s")):
-            cells = []
-            for mode in (plain, *composed.values()):
-                vals = [float(r["approaches"][approach][key]) for r in mode["runs"]
-                        if approach in r["approaches"] and r["approaches"][approach].get(key) is not None]
-                if key == "params":
-                    cells.append(f"{int(vals[0]):,}" if vals else "not measured")
-                elif key == "auto_wall_s" and not vals:
-                    cells.append("-")  # only auto chooses
-                else:
-                    cells.append(_cell(vals, 1.0, unit))
-            lines.append(f"| {title} | {' | '.join(cells)} |")
+        lines += ["", *_cost_lines(approach, plain, composed)]
         lines.append("")
     chosen = [f"seed {r['seed']}: {r['auto']['chosen']}" for r in modes.get("auto", {}).get("runs", []) if r.get("auto")]
     if chosen:
